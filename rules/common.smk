@@ -1,0 +1,63 @@
+# Config validation, path helpers and input functions shared by every stage.
+import re
+import sys
+
+from unlearnable import ConfigError
+from unlearnable.configschema import check_references, validate_config
+from unlearnable.models import image_resolution
+
+try:
+    validate_config(config, workflow.source_path("../config/schema.yaml"), source="config")
+    check_references(config, source="config")
+    for _name, _m in config["models"].items():
+        image_resolution(_m["arch"])
+except ConfigError as _e:
+    sys.exit(f"error: {_e}")
+
+RESULTS = config["results"]
+RESOURCES = config["resources"]
+GRID = config["grid"]
+SHAPES_DATASETS = [d for d, c in config["datasets"].items() if c["source"]["kind"] == "shapes"]
+
+
+def _alternatives(names):
+    return "|".join(map(re.escape, names)) if names else "(?!x)x"
+
+
+wildcard_constraints:
+    dataset=_alternatives(config["datasets"]),
+    seed=r"\d+",
+    res=r"\d+",
+
+
+def dataset_root(wildcards):
+    src = config["datasets"][wildcards.dataset]["source"]
+    return src["path"] if src["kind"] == "local" else f"{RESOURCES}/{wildcards.dataset}"
+
+
+def model_res(model):
+    return image_resolution(config["models"][model]["arch"])
+
+
+def store_path(dataset, model):
+    return f"{RESULTS}/{dataset}/data/images_{model_res(model)}px.npy"
+
+
+def torch_threads():
+    return min(2, workflow.cores)
+
+
+def run_dirs():
+    """Every evaluated model of the grid, as its results folder relative to the dataset."""
+    out = []
+    for d in GRID["datasets"]:
+        for run in GRID["runs"]:
+            for v in GRID["victims"]:
+                for s in GRID["seeds"]:
+                    if run["method"] == "clean":
+                        out.append(f"{RESULTS}/{d}/clean/{v}/seed{s}")
+    return out
+
+
+def all_outputs():
+    return [f"{RESULTS}/summary.parquet", f"{RESULTS}/report/index.html"]

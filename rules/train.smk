@@ -1,0 +1,24 @@
+# CLIP training from scratch: the clean baseline (and, in later stages, the retrain on protected data).
+
+
+rule train_clean:
+    input:
+        manifest=f"{RESULTS}/{{dataset}}/data/manifest.parquet",
+        store=lambda w: store_path(w.dataset, w.victim),
+        tracking=f"{RESULTS}/tracking.json",
+    output:
+        model=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/model.safetensors",
+        record=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/train.json",
+    params:
+        model=lambda w: config["models"][w.victim],
+        train=config["train"],
+        device=config["device"],
+        cell=lambda w: {"dataset": w.dataset, "method": "clean", "apply": "none", "surrogate": "none",
+                        "victim": w.victim, "seed": int(w.seed)},
+    log:
+        f"{RESULTS}/logs/{{dataset}}/clean/{{victim}}/seed{{seed}}/train.log",
+    threads: torch_threads()
+    conda:
+        "../envs/unlearnable.yaml"
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,7 @@
+"""Snakemake adapter: decode a dataset's images once into a memory-mapped store."""
+from unlearnable.jobs import make_image_store
+from unlearnable.jobrunner import run_job
+
+smk = snakemake  # noqa: F821
+run_job(smk.log[0], smk.threads, lambda: make_image_store(smk.input.manifest, smk.input.root, smk.output.store,
+                                                          int(smk.wildcards.res)))

@@ -1,0 +1,13 @@
+"""Snakemake adapter: write results/report/ from the summary table and the training records."""
+from pathlib import Path
+
+import pandas as pd
+
+from unlearnable.jobrunner import run_job
+from unlearnable.provenance import versions
+from unlearnable.report import write_report
+
+smk = snakemake  # noqa: F821
+run_job(smk.log[0], 1, lambda: write_report(
+    pd.read_parquet(smk.input.summary), [Path(p) for p in smk.input.records], Path(smk.output.html).parent,
+    {"config": dict(smk.params.config), "versions": versions()}))

@@ -1,0 +1,86 @@
+"""Decode images once, at model resolution, into a memory-mapped uint8 array.
+
+Training and poisoning read batches straight from the map, so no JPEG/PNG is decoded twice and resident
+memory does not grow with the dataset. Row `i` holds the image whose manifest `image_index` is `i`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from . import DataError
+from .atomic import atomic_path, write_json
+
+log = logging.getLogger(__name__)
+Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # decompression-bomb guard, generous for real photos
+
+
+def load_square(path: Path, resolution: int) -> np.ndarray:
+    """CLIP's preprocessing: bicubic resize of the short side, centre crop, RGB uint8 HWC."""
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            s = resolution / min(w, h)
+            nw, nh = max(resolution, round(w * s)), max(resolution, round(h * s))
+            if (nw, nh) != (w, h):
+                im = im.resize((nw, nh), Image.Resampling.BICUBIC)
+            left, top = (nw - resolution) // 2, (nh - resolution) // 2
+            im = im.crop((left, top, left + resolution, top + resolution))
+            return np.asarray(im, dtype=np.uint8)
+    except Exception as e:
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from None
+
+
+def build_image_store(manifest: pd.DataFrame, root: str | Path, out: str | Path, resolution: int,
+                      workers: int = 4) -> Path:
+    root, out = Path(root), Path(out)
+    images = manifest.drop_duplicates("image_index").sort_values("image_index")
+    n = len(images)
+    if not np.array_equal(images["image_index"].to_numpy(), np.arange(n)):
+        raise DataError("manifest: image_index is not 0..N-1")
+    paths = [root / p for p in images["image_path"]]
+    t0 = time.time()
+    with atomic_path(out) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, resolution, resolution, 3))
+        chunk = 256
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, n, chunk):
+                stop = min(n, start + chunk)
+                arr[start:stop] = np.stack(list(pool.map(lambda p: load_square(p, resolution), paths[start:stop])))
+                rate = stop / max(time.time() - t0, 1e-9)
+                log.info("image store: %d/%d images (%.0f img/s, ETA %.0fs)", stop, n, rate, (n - stop) / rate)
+        arr.flush()
+        del arr
+    write_json(out.with_suffix(".json"), {"images": n, "resolution": resolution, "dtype": "uint8",
+                                          "layout": "NHWC", "source_root": str(root)})
+    return out
+
+
+def open_image_store(path: str | Path) -> np.ndarray:
+    arr = np.load(path, mmap_mode="r")
+    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+        raise DataError(f"{path}: not an image store (dtype {arr.dtype}, shape {arr.shape})")
+    return arr
+
+
+def to_model_input(images_u8: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 NHWC (or float NCHW in [0,255]) -> normalised float NCHW."""
+    x = images_u8
+    if x.dtype == torch.uint8:
+        x = x.permute(0, 3, 1, 2).float()
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1) * 255
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1) * 255
+    return (x - m) / s
+
+
+def read_meta(path: str | Path) -> dict:
+    return json.loads(Path(path).with_suffix(".json").read_text())

@@ -1,0 +1,147 @@
+"""One function per workflow stage, taking plain paths and dataclasses.
+
+Snakemake scripts and the command line are thin adapters over these; nothing here knows about Snakemake.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from . import manifest as mf
+from .atomic import atomic_path, write_json
+from .evaluate import evaluate_retrieval
+from .image_store import build_image_store, open_image_store
+from .models import ModelSpec, create_model, load_weights, normalisation, save_weights, tokenizer
+from .provenance import configure_determinism, resolve_device, seed_everything, versions
+from .text import tokenize
+from .train import PairBatches, TrainConfig, train_clip
+from .tracking import tracked_run
+
+log = logging.getLogger(__name__)
+
+
+def make_manifest(dataset_root: str | Path, split: mf.SplitConfig, out_manifest: str | Path,
+                  out_quality: str | Path, layout: mf.GenericLayout = mf.GenericLayout(),
+                  on_bad_sample: str = "fail") -> dict:
+    rows, quality = mf.read_generic(dataset_root, layout, on_bad_sample)
+    table = mf.build_manifest(rows, mf.assign_split(sorted(set(rows["image_path"])), split))
+    summary = mf.quality_summary(table, quality)
+    for name, s in summary["splits"].items():
+        log.info("split %s: %d images, %d captions", name, s["images"], s["captions"])
+    if summary["dropped"]:
+        log.warning("dropped rows: %s", summary["dropped"])
+    mf.write_manifest(table, out_manifest)
+    write_json(out_quality, summary)
+    return summary
+
+
+def make_image_store(manifest_path: str | Path, dataset_root: str | Path, out: str | Path, resolution: int) -> None:
+    build_image_store(mf.read_manifest(manifest_path), dataset_root, out, resolution)
+
+
+def _tokens(spec: ModelSpec, captions: list[str]) -> torch.Tensor:
+    return tokenize(tokenizer(spec.name), captions)
+
+
+def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec, cfg: TrainConfig, seed: int,
+              device: str, out_model: str | Path, out_record: str | Path, cell: dict, tracking: dict) -> list[dict]:
+    """Train a CLIP from scratch on the `train` rows of a manifest (clean data or a published folder)."""
+    import mlflow
+
+    dev = resolve_device(device)
+    configure_determinism(dev)
+    generator = seed_everything(seed)
+    rows = mf.read_manifest(manifest_path)
+    rows = rows[rows["split"] == "train"]
+    model = create_model(spec)
+    data = PairBatches(open_image_store(store_path), rows["image_index"].to_numpy(),
+                       _tokens(spec, rows["caption"].tolist()), *normalisation(model))
+    params = {"cell": cell, "model": asdict(spec), "train": asdict(cfg), "seed": seed, "device": str(dev),
+              "train_pairs": len(data), "train_images": int(rows["image_id"].nunique())}
+    t0 = time.time()
+    with tracked_run(tracking["uri"], tracking["experiment"], f"train/{_cell_name(cell)}", params,
+                     _tags(cell, "train")) as run:
+        history = train_clip(model, data, cfg, dev, generator,
+                             on_epoch=lambda e, row: mlflow.log_metrics(
+                                 {k: v for k, v in row.items() if k != "epoch"}, step=e))
+        with atomic_path(out_model) as tmp:
+            save_weights(model, tmp, {"model": spec.name, "seed": str(seed)})
+        record = {**params, "history": history, "seconds": time.time() - t0, "versions": versions(),
+                  "mlflow_run_id": run.info.run_id}
+        write_json(out_record, record)
+        mlflow.log_artifact(str(out_record))
+    return history
+
+
+def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path: str | Path,
+                 store_path: str | Path, device: str, out_json: str | Path, out_parquet: str | Path,
+                 tracking: dict, batch_size: int = 256) -> dict:
+    """Retrieval on the clean test split; one JSON and one Parquet row per evaluated model."""
+    import mlflow
+
+    record = json.loads(Path(train_record).read_text())
+    spec, cell, seed = ModelSpec(**record["model"]), record["cell"], record["seed"]
+    dev = resolve_device(device)
+    configure_determinism(dev)
+    seed_everything(seed)
+    model = create_model(ModelSpec(spec.name))
+    load_weights(model, model_path)
+    model.to(dev)
+    rows = mf.read_manifest(manifest_path)
+    test = rows[rows["split"] == "test"]
+    if test.empty:
+        raise mf.DataError(f"{manifest_path}: no test split to evaluate on")
+    t0 = time.time()
+    metrics = evaluate_retrieval(model, open_image_store(store_path), test, _tokens(spec, test["caption"].tolist()),
+                                 dev, batch_size)
+    log.info("clean test: i2t R@1 %.2f  t2i R@1 %.2f  rsum %.1f (chance t2i R@1 %.2f)", metrics["i2t_r1"],
+             metrics["t2i_r1"], metrics["rsum"], metrics["chance_t2i_r1"])
+    with tracked_run(tracking["uri"], tracking["experiment"], f"eval/{_cell_name(cell)}",
+                     {"cell": cell, "model": asdict(spec), "seed": seed}, _tags(cell, "evaluate")) as run:
+        mlflow.log_metrics(metrics)
+        result = {"cell": cell, "seed": seed, "model": asdict(spec), "metrics": metrics,
+                  "train_config": record.get("train"), "train_seconds": record.get("seconds"),
+                  "eval_seconds": time.time() - t0, "versions": versions(),
+                  "mlflow_run_id": run.info.run_id, "train_mlflow_run_id": record.get("mlflow_run_id")}
+        write_json(out_json, result)
+        mlflow.log_artifact(str(out_json))
+    with atomic_path(out_parquet) as tmp:
+        pq.write_table(pa.Table.from_pylist([summary_row(result)]), tmp)
+    return result
+
+
+CELL_KEYS = ("dataset", "method", "apply", "surrogate", "victim")
+
+
+def summary_row(result: dict) -> dict:
+    cell = result["cell"]
+    row = {k: str(cell.get(k, "")) for k in CELL_KEYS}
+    row["method_params"] = json.dumps(cell.get("method_params", {}), sort_keys=True)
+    row["seed"] = int(result["seed"])
+    row.update({k: float(v) for k, v in result["metrics"].items()})
+    row["mlflow_run_id"] = result.get("mlflow_run_id", "")
+    return row
+
+
+def _cell_name(cell: dict) -> str:
+    return "/".join(str(cell.get(k, "-")) for k in CELL_KEYS) + f"/seed{cell.get('seed', '')}"
+
+
+def _tags(cell: dict, stage: str) -> dict[str, str]:
+    return {**{k: str(v) for k, v in cell.items() if not isinstance(v, dict)}, "stage": stage}
+
+
+def collect_summary(metric_parquets: list[str | Path], out: str | Path) -> pd.DataFrame:
+    table = pa.concat_tables([pq.read_table(p) for p in metric_parquets], promote_options="default")
+    df = table.to_pandas().sort_values(["dataset", "method", "apply", "surrogate", "victim", "seed"])
+    with atomic_path(out) as tmp:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
+    return df
