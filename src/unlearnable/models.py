@@ -88,7 +88,10 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         state = {k.removeprefix("module."): v for k, v in state.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ConfigError(f"{path}: weights do not match the architecture ({str(e).splitlines()[-1].strip()})") from None
     if missing or unexpected:
         raise ConfigError(f"{path}: weights do not match the architecture "
                           f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")

@@ -10,7 +10,9 @@ real data.
 from __future__ import annotations
 
 import csv
+import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .atomic import atomic_path
+
+log = logging.getLogger(__name__)
 
 SHAPES = {
     "circle": ["circle", "disc", "round dot"],
@@ -141,6 +145,7 @@ def write_shapes(out_dir: str | Path, cfg: ShapesConfig = ShapesConfig()) -> Pat
 
         raise ConfigError(f"shapes source: invalid settings {cfg}")
     out_dir = Path(out_dir)
+    t0 = time.time()
     with atomic_path(out_dir) as tmp:
         (tmp / "images").mkdir(parents=True)
         with open(tmp / "captions.csv", "w", newline="", encoding="utf-8") as f:
@@ -152,4 +157,8 @@ def write_shapes(out_dir: str | Path, cfg: ShapesConfig = ShapesConfig()) -> Pat
                 img.save(tmp / "images" / name, optimize=False)
                 for c in caps:
                     w.writerow([name, c])
+                if (i + 1) % 500 == 0 or i + 1 == cfg.n_images:
+                    rate = (i + 1) / (time.time() - t0)
+                    log.info("shapes: %d/%d images (%.0f img/s, ETA %.0fs)", i + 1, cfg.n_images, rate,
+                             (cfg.n_images - i - 1) / rate)
     return out_dir

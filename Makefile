@@ -1,0 +1,23 @@
+# `make run`: install into .venv (first time only) and run the main job on the built-in dataset.
+# `make test`: install into .venv (first time only) and run the test suite.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CORES ?= 2
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: run test bench clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+run: $(VENV)/.installed
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf results/* resources .snakemake

@@ -1,0 +1,33 @@
+import numpy as np
+import torch
+from PIL import Image
+
+from unlearnable import manifest as mf
+from unlearnable.image_store import build_image_store, load_square, open_image_store, to_model_input
+
+
+def test_store_matches_decoded_images(shapes_root, tmp_path):
+    rows, _ = mf.read_generic(shapes_root)
+    df = mf.build_manifest(rows, mf.assign_split(sorted(set(rows["image_path"])), mf.SplitConfig(val=5, test=5))
+                           ).to_pandas()
+    out = build_image_store(df, shapes_root, tmp_path / "store.npy", 16)
+    arr = open_image_store(out)
+    assert isinstance(arr, np.memmap) and arr.shape == (60, 16, 16, 3) and arr.dtype == np.uint8
+    for _, r in df.drop_duplicates("image_index").sample(5, random_state=0).iterrows():
+        assert np.array_equal(arr[r.image_index], load_square(shapes_root / r.image_path, 16))
+
+
+def test_resize_and_center_crop_of_non_square(tmp_path):
+    img = np.zeros((40, 80, 3), dtype=np.uint8)
+    img[:, :20] = 255  # a white band in the left quarter, cropped away by the centre crop
+    img[:, 20:60] = (10, 200, 30)
+    Image.fromarray(img).save(tmp_path / "wide.png")
+    out = load_square(tmp_path / "wide.png", 20)
+    assert out.shape == (20, 20, 3)
+    assert np.abs(out[:, 2:-2].astype(int) - [10, 200, 30]).max() <= 2
+
+
+def test_model_input_normalisation():
+    x = torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)
+    y = to_model_input(x, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert y.shape == (1, 3, 2, 2) and torch.allclose(y, torch.full_like(y, 2.0))

@@ -1,0 +1,60 @@
+import pickle
+
+import pytest
+import torch
+
+from unlearnable import ConfigError
+from unlearnable.models import ModelSpec, create_model, image_resolution, load_weights, save_weights
+
+
+def _same(a, b):
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.mark.parametrize("name,res", [("tiny-vit", 32), ("tiny-rn", 32), ("RN50", 224), ("ViT-B-32", 224)])
+def test_named_and_tiny_models_build_offline(name, res):
+    model = create_model(ModelSpec(name, "none"))
+    assert image_resolution(name) == res
+    if name.startswith("tiny"):
+        with torch.no_grad():
+            img, txt, scale = model(torch.randn(2, 3, res, res), torch.randint(0, 49408, (2, 32)))
+        assert img.shape == txt.shape and img.shape[0] == 2
+
+
+def test_unknown_model_is_a_config_error():
+    with pytest.raises(ConfigError, match="no-such-model"):
+        create_model(ModelSpec("no-such-model"))
+    with pytest.raises(ConfigError, match="not found"):
+        create_model(ModelSpec("tiny-vit", "/nonexistent/weights.safetensors"))
+
+
+def test_local_weights_safetensors_and_state_dict(tmp_path):
+    torch.manual_seed(0)
+    src = create_model(ModelSpec("tiny-vit"))
+    save_weights(src, tmp_path / "w.safetensors")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in src.state_dict().items()}}, tmp_path / "w.pt")
+    torch.manual_seed(1)
+    fresh = create_model(ModelSpec("tiny-vit"))
+    assert not _same(src, fresh)
+    assert _same(src, create_model(ModelSpec("tiny-vit", str(tmp_path / "w.safetensors"))))
+    assert _same(src, create_model(ModelSpec("tiny-vit", str(tmp_path / "w.pt"))))
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_untrusted_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": _Evil()}, f)
+    with pytest.raises(ConfigError, match="not a loadable weights file"):
+        load_weights(create_model(ModelSpec("tiny-vit")), path)
+
+
+def test_mismatched_weights_are_named(tmp_path):
+    save_weights(create_model(ModelSpec("tiny-rn")), tmp_path / "rn.safetensors")
+    with pytest.raises(ConfigError, match="do not match"):
+        create_model(ModelSpec("tiny-vit", str(tmp_path / "rn.safetensors")))

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+import torch
+
+from unlearnable import manifest as mf
+from unlearnable.image_store import build_image_store, open_image_store
+from unlearnable.models import ModelSpec, create_model, normalisation, tokenizer
+from unlearnable.provenance import seed_everything
+from unlearnable.text import tokenize
+from unlearnable.train import PairBatches, TrainConfig, make_optimizer, param_groups, train_clip, warmup_cosine
+
+
+@pytest.fixture(scope="module")
+def pairs(shapes_root, tmp_path_factory):
+    rows, _ = mf.read_generic(shapes_root)
+    df = mf.build_manifest(rows, mf.assign_split(sorted(set(rows["image_path"])), mf.SplitConfig(val=0, test=10))
+                           ).to_pandas()
+    store = build_image_store(df, shapes_root, tmp_path_factory.mktemp("st") / "s.npy", 32)
+    train = df[df.split == "train"]
+    return open_image_store(store), train["image_index"].to_numpy(), tokenize(tokenizer("tiny-vit"),
+                                                                             train["caption"].tolist())
+
+
+def _run(pairs, epochs=4, seed=0):
+    g = seed_everything(seed)
+    model = create_model(ModelSpec("tiny-vit"))
+    data = PairBatches(*pairs, *normalisation(model))
+    hist = train_clip(model, data, TrainConfig(epochs=epochs, batch_size=32, lr=2e-3), torch.device("cpu"), g)
+    return model, hist
+
+
+def test_loss_falls_and_rerun_is_identical(pairs):
+    model, hist = _run(pairs)
+    assert hist[-1]["loss"] < hist[0]["loss"] - 0.3
+    assert hist[-1]["lr"] == 0.0  # cosine completed
+    model2, hist2 = _run(pairs)
+    assert [h["loss"] for h in hist] == [h["loss"] for h in hist2]
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), model2.state_dict().values()))
+
+
+def test_schedule_warms_up_then_decays_to_zero():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = warmup_cosine(opt, total_steps=20, warmup_steps=5)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    lrs.append(opt.param_groups[0]["lr"])
+    assert lrs[0] == pytest.approx(0.2) and lrs[4] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[4:], lrs[5:]))
+    assert lrs[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_no_decay_groups():
+    model = create_model(ModelSpec("tiny-vit"))
+    no_decay, decay = param_groups(model, 0.2)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.2
+    assert any(names[id(p)] == "logit_scale" for p in no_decay["params"])
+    assert all(p.ndim >= 2 for p in decay["params"])
+    assert len(no_decay["params"]) + len(decay["params"]) == len(list(model.parameters()))
+
+
+def test_logit_scale_is_clamped(pairs):
+    g = seed_everything(0)
+    model = create_model(ModelSpec("tiny-vit"))
+    with torch.no_grad():
+        model.logit_scale.fill_(10.0)
+    data = PairBatches(*pairs, *normalisation(model))
+    train_clip(model, data, TrainConfig(epochs=1, batch_size=32, max_logit_scale=50), torch.device("cpu"), g)
+    assert float(model.logit_scale.detach().exp()) <= 50 + 1e-4
+
+
+def test_batches_gather_the_right_images(pairs):
+    images, rows, tokens = pairs
+    data = PairBatches(images, rows, tokens, (0, 0, 0), (1, 1, 1))
+    idx = np.array([7, 3, 3, 0])
+    assert torch.equal(data.pixels(idx), torch.from_numpy(np.asarray(images[rows[idx]])))
+    assert torch.equal(data.batch(idx)[1], tokens[idx])
