@@ -26,6 +26,10 @@ def _alternatives(names):
 
 wildcard_constraints:
     dataset=_alternatives(config["datasets"]),
+    method=_alternatives(config["methods"]),
+    apply="both|noise|trigger",
+    surrogate=_alternatives(config["models"]),
+    victim=_alternatives(config["models"]),
     seed=r"\d+",
     res=r"\d+",
 
@@ -43,6 +47,14 @@ def store_path(dataset, model):
     return f"{RESULTS}/{dataset}/data/images_{model_res(model)}px.npy"
 
 
+def gpu_count(wildcards=None):
+    """GPU-tagged rules ask for one GPU whenever they will run on CUDA."""
+    import torch
+
+    dev = config["device"]
+    return 1 if dev == "cuda" or (dev == "auto" and torch.cuda.is_available()) else 0
+
+
 def torch_threads():
     return min(2, workflow.cores)
 
@@ -56,7 +68,10 @@ def run_dirs():
                 for s in GRID["seeds"]:
                     if run["method"] == "clean":
                         out.append(f"{RESULTS}/{d}/clean/{v}/seed{s}")
-    return out
+                        continue
+                    for sur in GRID["surrogates"]:
+                        out.append(f"{RESULTS}/{d}/retrain/{run['method']}/{run['apply']}/{sur}/{v}/seed{s}")
+    return list(dict.fromkeys(out))
 
 
 def all_outputs():

@@ -8,7 +8,10 @@ from unlearnable.train import TrainConfig
 
 smk = snakemake  # noqa: F821
 m = smk.params.model
+# the clean baseline trains on the dataset's manifest; a retrain on the folder a data owner published
+manifest = smk.input.get("manifest") or f"{smk.input.published}/manifest.parquet"
+store = smk.input.get("store") or f"{smk.input.published}/images.npy"
 run_job(smk.log[0], smk.threads, lambda: train_job(
-    smk.input.manifest, smk.input.store, ModelSpec(m["arch"], m["pretrained"]), TrainConfig(**smk.params.train),
+    manifest, store, ModelSpec(m["arch"], m["pretrained"]), TrainConfig(**smk.params.train),
     int(smk.wildcards.seed), smk.params.device, smk.output.model, smk.output.record, dict(smk.params.cell),
     json.loads(open(smk.input.tracking).read())))

@@ -12,9 +12,11 @@ def test_store_matches_decoded_images(shapes_root, tmp_path):
                            ).to_pandas()
     out = build_image_store(df, shapes_root, tmp_path / "store.npy", 16)
     arr = open_image_store(out)
-    assert isinstance(arr, np.memmap) and arr.shape == (60, 16, 16, 3) and arr.dtype == np.uint8
+    assert arr.shape == (60, 16, 16, 3) and arr.dtype == np.uint8
     for _, r in df.drop_duplicates("image_index").sample(5, random_state=0).iterrows():
-        assert np.array_equal(arr[r.image_index], load_square(shapes_root / r.image_path, 16))
+        assert np.array_equal(arr[r.image_index][0], load_square(shapes_root / r.image_path, 16))
+    idx = np.array([5, 3, 4, 4, 59, 0])  # unsorted, repeated and consecutive rows
+    assert np.array_equal(arr[idx], np.load(out)[idx])
 
 
 def test_resize_and_center_crop_of_non_square(tmp_path):

@@ -55,3 +55,14 @@ def check_references(config: dict, source: str = "config") -> None:
         method = run["method"]
         if method != "clean" and method not in config.get("methods", {}):
             raise ConfigError(f"{source}: key 'grid.runs.{i}.method': {method!r} is not defined under 'methods'")
+        if method != "clean" and not grid.get("surrogates"):
+            raise ConfigError(f"{source}: key 'grid.surrogates': protected runs need at least one surrogate model")
+    for name, spec in config.get("methods", {}).items():
+        if name == "clean":
+            raise ConfigError(f"{source}: key 'methods.clean': 'clean' is reserved for the unprotected baseline")
+        from .protect.config import method_config
+
+        try:
+            method_config(spec)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: key 'methods.{name}': {e}") from None

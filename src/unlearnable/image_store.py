@@ -18,6 +18,7 @@ from PIL import Image
 
 from . import DataError
 from .atomic import atomic_path, write_json
+from .rowfile import RowFile
 
 log = logging.getLogger(__name__)
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # decompression-bomb guard, generous for real photos
@@ -65,9 +66,10 @@ def build_image_store(manifest: pd.DataFrame, root: str | Path, out: str | Path,
     return out
 
 
-def open_image_store(path: str | Path) -> np.ndarray:
-    arr = np.load(path, mmap_mode="r")
-    if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != 3:
+def open_image_store(path: str | Path) -> RowFile:
+    """Row reader over the store; reads only the rows asked for, so memory stays flat (see rowfile)."""
+    arr = RowFile(path)
+    if arr.dtype != np.uint8 or len(arr.shape) != 4 or arr.shape[-1] != 3:
         raise DataError(f"{path}: not an image store (dtype {arr.dtype}, shape {arr.shape})")
     return arr
 

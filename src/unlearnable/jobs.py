@@ -145,3 +145,32 @@ def collect_summary(metric_parquets: list[str | Path], out: str | Path) -> pd.Da
     with atomic_path(out) as tmp:
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
     return df
+
+
+def protect_job(manifest_path: str | Path, store_path: str | Path, surrogate: ModelSpec, cfg, seed: int,
+                device: str, out_dir: str | Path, cell: dict, tracking: dict) -> dict:
+    """Run a protection method on the train rows; MLflow gets its config, timings and loss trajectory."""
+    import mlflow
+
+    from .protect.run import protect
+
+    rows = mf.read_manifest(manifest_path)
+    train = rows[rows["split"] == "train"]
+    params = {"cell": cell, "protect": asdict(cfg), "surrogate": asdict(surrogate), "seed": seed, "device": device}
+    with tracked_run(tracking["uri"], tracking["experiment"], f"protect/{_cell_name(cell)}", params,
+                     _tags(cell, "protect")):
+        meta = protect(train, store_path, surrogate, cfg, seed, device, out_dir)
+        for h in meta["history"]:
+            mlflow.log_metrics({k: v for k, v in h.items() if k != "round" and v == v}, step=h["round"])
+        mlflow.log_metric("protect_seconds", meta["seconds"])
+        mlflow.log_artifact(str(Path(out_dir) / "protection.json"))
+    return meta
+
+
+def export_job(manifest_path: str | Path, store_path: str | Path, protection: str | Path, apply: str,
+               surrogate: ModelSpec, out_dir: str | Path) -> dict:
+    from .protect.export import export_published
+
+    rows = mf.read_manifest(manifest_path)
+    return export_published(rows[rows["split"] == "train"], store_path, protection, apply,
+                            tokenizer(surrogate.name), out_dir)

@@ -1,0 +1,64 @@
+# Protection (GPU-tagged) -> the folder a data owner would publish -> a fresh CLIP trained on it.
+
+
+rule protect:
+    input:
+        manifest=f"{RESULTS}/{{dataset}}/data/manifest.parquet",
+        store=lambda w: store_path(w.dataset, w.surrogate),
+        tracking=f"{RESULTS}/tracking.json",
+    output:
+        directory(f"{RESULTS}/{{dataset}}/protect/{{method}}/{{surrogate}}/seed{{seed}}"),
+    params:
+        method=lambda w: config["methods"][w.method],
+        model=lambda w: config["models"][w.surrogate],
+        device=config["device"],
+        cell=lambda w: {"dataset": w.dataset, "method": w.method, "surrogate": w.surrogate, "seed": int(w.seed),
+                        "method_params": config["methods"][w.method]},
+    log:
+        f"{RESULTS}/logs/{{dataset}}/protect/{{method}}/{{surrogate}}/seed{{seed}}.log",
+    threads: torch_threads()
+    resources:
+        gpu=gpu_count,
+    conda:
+        "../envs/unlearnable.yaml"
+    script:
+        "../scripts/protect.py"
+
+
+rule publish:
+    input:
+        manifest=f"{RESULTS}/{{dataset}}/data/manifest.parquet",
+        store=lambda w: store_path(w.dataset, w.surrogate),
+        protection=f"{RESULTS}/{{dataset}}/protect/{{method}}/{{surrogate}}/seed{{seed}}",
+    output:
+        directory(f"{RESULTS}/{{dataset}}/published/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}"),
+    params:
+        model=lambda w: config["models"][w.surrogate],
+    log:
+        f"{RESULTS}/logs/{{dataset}}/publish/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}.log",
+    conda:
+        "../envs/unlearnable.yaml"
+    script:
+        "../scripts/publish.py"
+
+
+rule retrain:
+    input:
+        published=f"{RESULTS}/{{dataset}}/published/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}",
+        tracking=f"{RESULTS}/tracking.json",
+    output:
+        model=f"{RESULTS}/{{dataset}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/model.safetensors",
+        record=f"{RESULTS}/{{dataset}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/train.json",
+    params:
+        model=lambda w: config["models"][w.victim],
+        train=config["train"],
+        device=config["device"],
+        cell=lambda w: {"dataset": w.dataset, "method": w.method, "apply": w.apply, "surrogate": w.surrogate,
+                        "victim": w.victim, "seed": int(w.seed), "method_params": config["methods"][w.method]},
+    log:
+        f"{RESULTS}/logs/{{dataset}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}.log",
+    threads: torch_threads()
+    conda:
+        "../envs/unlearnable.yaml"
+    script:
+        "../scripts/train.py"

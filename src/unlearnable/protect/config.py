@@ -1,0 +1,56 @@
+"""Protection hyper-parameters. Defaults are the reference code's hard-coded values."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .. import ConfigError
+
+METHODS = ("mem", "em", "random_noise", "random_trigger")
+
+
+@dataclass(frozen=True)
+class ProtectConfig:
+    method: str = "mem"
+    granularity: str = "pair"  # pair: one noise+trigger per caption row (paper); image: one per image
+    eps: int = 8  # L-inf budget in units of 1/255
+    step: int = 1  # PGD step in units of 1/255
+    pgd_steps: int = 8
+    token_num: int = 3  # trigger length k
+    rounds: int = 20
+    surrogate_steps: int = 200
+    hotflip_rounds: int = 5
+    candidates: int = 16
+    shuffle: bool = True  # caption shuffling inside PGD (the paper's setting)
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 0.2
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"method kind {self.method!r} is not one of {METHODS}")
+        if self.granularity not in ("pair", "image"):
+            raise ConfigError(f"method granularity {self.granularity!r} is not 'pair' or 'image'")
+        if not 0 <= self.eps <= 127 or self.step < 1 or self.pgd_steps < 0:
+            raise ConfigError("method: eps must be in [0, 127], step >= 1 and pgd_steps >= 0 (units of 1/255)")
+        if self.token_num < 0 or self.candidates < 1 or self.batch_size < 2:
+            raise ConfigError("method: token_num >= 0, candidates >= 1 and batch_size >= 2 are required")
+
+    @property
+    def optimises(self) -> bool:
+        return self.method in ("mem", "em")
+
+    @property
+    def trigger_len(self) -> int:
+        return 0 if self.method in ("em", "random_noise") else self.token_num
+
+
+# The reference's EM baseline (poison_mm.py): 5 rounds x 50 surrogate steps, aligned captions, no trigger.
+KIND_DEFAULTS = {"em": {"rounds": 5, "surrogate_steps": 50, "token_num": 0, "shuffle": False, "hotflip_rounds": 0}}
+
+
+def method_config(spec: dict) -> ProtectConfig:
+    """A `methods.<name>` config entry -> ProtectConfig, with per-kind defaults."""
+    kind = spec["kind"]
+    cfg = ProtectConfig(method=kind, **{**KIND_DEFAULTS.get(kind, {}), **{k: v for k, v in spec.items() if k != "kind"}})
+    cfg.validate()
+    return cfg

@@ -1,0 +1,93 @@
+"""Export what a data owner would publish: lossless PNGs with the noise in, captions with the trigger in.
+
+The poisoned retrain reads this folder through the same ingest code as any dataset, so it trains on exactly
+these bytes and this text (re-tokenized), not on in-memory tensors. With `pair` granularity every caption
+row gets its own image file (its own noise); with `image` granularity one file per image carries all of
+its captions, each with the image's trigger.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from .. import DataError
+from ..atomic import atomic_path, write_json
+from ..image_store import build_image_store, open_image_store
+from ..manifest import build_manifest, check_rows, write_manifest
+from ..rowfile import RowFile
+from ..text import insert_trigger, published_caption, tokenize
+
+log = logging.getLogger(__name__)
+APPLY = ("both", "noise", "trigger")
+
+
+def protected_pixels(clean: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    """uint8 + int8 noise (units of 1/255), clamped: the one definition of a protected image."""
+    return np.clip(clean.astype(np.int16) + noise.astype(np.int16), 0, 255).astype(np.uint8)
+
+
+def _aligned_units(train_rows: pd.DataFrame, protection: Path) -> tuple[np.ndarray, str]:
+    units = pd.read_parquet(protection / "units.parquet")
+    if len(units) != len(train_rows) or not np.array_equal(units["caption_id"].to_numpy(),
+                                                           train_rows["caption_id"].to_numpy()):
+        raise DataError(f"{protection}: protection was made for different training rows than this manifest")
+    granularity = "pair" if units["unit"].is_unique else "image"
+    return units["unit"].to_numpy(np.int64), granularity
+
+
+def export_published(train_rows: pd.DataFrame, store_path: str | Path, protection: str | Path, apply: str, tok,
+                     out_dir: str | Path) -> dict:
+    if apply not in APPLY:
+        raise DataError(f"apply {apply!r} is not one of {APPLY}")
+    protection = Path(protection)
+    train_rows = train_rows.reset_index(drop=True)
+    unit_of_pair, granularity = _aligned_units(train_rows, protection)
+    noise = RowFile(protection / "noise.npy")
+    triggers = np.load(protection / "triggers.npy", allow_pickle=False)
+    images = open_image_store(store_path)
+    use_noise, use_trigger = apply in ("both", "noise"), apply in ("both", "trigger")
+    if granularity == "pair":
+        names = [f"{i}__{c}.png" for i, c in zip(train_rows["image_id"], train_rows["caption_id"])]
+    else:
+        names = [f"{i}.png" for i in train_rows["image_id"]]
+    first_pair_of_file = pd.Series(np.arange(len(names))).groupby(pd.Series(names)).min().sort_values()
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        (tmp / "images").mkdir(parents=True)
+        pairs = first_pair_of_file.to_numpy()
+        for s in range(0, len(pairs), 1024):
+            p = pairs[s:s + 1024]
+            px = images[train_rows["image_index"].to_numpy()[p]]
+            if use_noise:
+                px = protected_pixels(px, noise[unit_of_pair[p]])
+            for k, arr in zip(p, px):
+                Image.fromarray(arr).save(tmp / "images" / names[k], compress_level=1)
+        captions = [published_caption(tok, triggers[u] if use_trigger else [], c)
+                    for u, c in zip(unit_of_pair, train_rows["caption"])]
+        with open(tmp / "captions.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["image", "caption"])
+            w.writerows(zip(names, captions))
+        rows = pd.DataFrame({"image_path": ["images/" + n for n in names], "caption": captions,
+                             "source_row": np.arange(len(names)) + 2})
+        rows, _ = check_rows(rows, tmp, tmp / "captions.csv")
+        table = build_manifest(rows, {p: "train" for p in rows["image_path"]})
+        write_manifest(table, tmp / "manifest.parquet")
+        build_image_store(table.to_pandas(), tmp, tmp / "images.npy", images.shape[1])
+        # the published text must re-tokenize to the optimised trigger
+        expected = insert_trigger(tokenize(tok, train_rows["caption"].tolist()),
+                                  torch.from_numpy(triggers[unit_of_pair] if use_trigger else triggers[:, :0]))
+        got = tokenize(tok, captions)
+        roundtrip = float((got == expected).all(dim=1).float().mean())
+        meta = {"apply": apply, "granularity": granularity, "files": len(pairs), "captions": len(captions),
+                "trigger_roundtrip_rate": roundtrip, "protection": str(protection)}
+        write_json(tmp / "export.json", meta)
+    log.info("published %d files, %d captions (apply=%s); trigger round-trip %.4f", len(pairs), len(captions),
+             apply, roundtrip)
+    return meta

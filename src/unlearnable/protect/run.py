@@ -1,0 +1,87 @@
+"""Produce a protection artifact for the training split of a dataset.
+
+Artifact folder: `noise.npy` (int8 [units, H, W, 3], units of 1/255, added to the uint8 image store),
+`triggers.npy` (int64 [units, k] CLIP token ids), `units.parquet` (unit -> image_id, caption_id) and
+`protection.json` (config, seed, timings, per-round losses, versions).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..atomic import atomic_path, write_json
+from ..image_store import open_image_store
+from ..models import ModelSpec, create_model, normalisation, tokenizer
+from ..provenance import configure_determinism, resolve_device, seed_everything, versions
+from ..rowfile import RowFile
+from ..text import tokenize, trigger_vocabulary
+from .config import ProtectConfig
+from .engine import Protector
+from .units import Units
+
+log = logging.getLogger(__name__)
+
+
+def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSpec, cfg: ProtectConfig, seed: int,
+            device: str, out_dir: str | Path, workdir: str | Path | None = None) -> dict:
+    cfg.validate()
+    out_dir = Path(out_dir)
+    workdir = Path(workdir) if workdir else out_dir.with_name(out_dir.name + ".work")
+    dev = resolve_device(device)
+    configure_determinism(dev)
+    seed_everything(seed)
+    images = open_image_store(store_path)
+    units = Units(train_rows, cfg.granularity)
+    tok = tokenizer(surrogate.name)
+    vocab = trigger_vocabulary(tok)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.time()
+    history: list[dict] = []
+    shape = (len(units),) + images.shape[1:]
+    workdir.mkdir(parents=True, exist_ok=True)
+    log.info("%s: %d units (%s granularity) from %d pairs, eps %d/255, k=%d", cfg.method, len(units),
+             cfg.granularity, len(train_rows), cfg.eps, cfg.trigger_len)
+    if cfg.optimises:
+        model = create_model(surrogate)
+        mean, std = normalisation(model)
+        protector = Protector(cfg, model, images, units, tokenize(tok, train_rows["caption"].tolist()), vocab,
+                              mean, std, dev, workdir, seed)
+        protector.run()
+        noise_file, triggers, history = protector.noise_path, protector.triggers, protector.history
+    else:
+        noise_file = workdir / "noise_random.npy"
+        noise = RowFile.create(noise_file, shape, np.int8)
+        if cfg.method == "random_noise":
+            for s in range(0, len(units), 4096):
+                idx = np.arange(s, min(s + 4096, len(units)))
+                noise.write(idx, torch.randint(-cfg.eps, cfg.eps + 1, (len(idx),) + shape[1:], generator=gen,
+                                               dtype=torch.int16).numpy())
+        noise.close()
+        triggers = vocab[torch.randint(len(vocab), (len(units), cfg.trigger_len), generator=gen)]
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir(parents=True)
+        shutil.copyfile(noise_file, tmp / "noise.npy")
+        np.save(tmp / "triggers.npy", triggers.numpy().astype(np.int64))
+        units.table.to_parquet(tmp / "units.parquet", index=False)
+        meta = {"config": asdict(cfg), "surrogate": asdict(surrogate), "seed": seed, "device": str(dev),
+                "units": len(units), "pairs": len(train_rows), "noise_shape": list(shape),
+                "noise_units": "1/255, int8, added to the uint8 NHWC image store then clamped to [0, 255]",
+                "trigger_vocabulary": len(vocab), "history": history, "seconds": time.time() - t0,
+                "versions": versions()}
+        write_json(tmp / "protection.json", meta)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return meta
+
+
+def load_protection(path: str | Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    path = Path(path)
+    noise = np.load(path / "noise.npy", mmap_mode="r")
+    triggers = np.load(path / "triggers.npy", allow_pickle=False)
+    return noise, triggers, pd.read_parquet(path / "units.parquet")

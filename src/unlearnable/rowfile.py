@@ -1,0 +1,82 @@
+"""Row access to `.npy` files with pread/pwrite instead of a memory map.
+
+A memory map keeps every page it has touched resident in the process, so reading a whole dataset through
+one makes RSS grow with the dataset. Explicit reads of just the rows a batch needs keep memory flat: the
+kernel's page cache still helps, but it is not charged to the job.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+class RowFile:
+    def __init__(self, path: str | Path, writable: bool = False):
+        self.path = Path(path)
+        with open(self.path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = reader(f)
+            self.offset = f.tell()
+        if fortran:
+            raise ValueError(f"{path}: Fortran-ordered arrays are not supported")
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.row_shape = self.shape[1:]
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.fd = os.open(self.path, os.O_RDWR if writable else os.O_RDONLY)
+
+    @classmethod
+    def create(cls, path: str | Path, shape: tuple[int, ...], dtype, fill: int = 0) -> "RowFile":
+        """A new zero-filled (or `fill`-filled) array file, written without holding it in memory."""
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        if fill:
+            arr[:] = fill
+        arr.flush()
+        del arr
+        return cls(path, writable=True)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx) -> np.ndarray:
+        idx = np.atleast_1d(np.asarray(idx, dtype=np.int64))
+        out = np.empty((len(idx),) + self.row_shape, dtype=self.dtype)
+        flat = out.reshape(len(idx), -1).view(np.uint8)
+        order = np.argsort(idx, kind="stable")
+        i = 0
+        while i < len(order):  # coalesce runs of consecutive rows into one read
+            j = i
+            while j + 1 < len(order) and idx[order[j + 1]] == idx[order[j]] + 1:
+                j += 1
+            start = int(idx[order[i]])
+            if start < 0 or int(idx[order[j]]) >= self.shape[0]:
+                raise IndexError(f"{self.path}: row index out of range")
+            buf = os.pread(self.fd, self.row_bytes * (j - i + 1), self.offset + start * self.row_bytes)
+            block = np.frombuffer(buf, dtype=np.uint8).reshape(j - i + 1, -1)
+            flat[order[i:j + 1]] = block
+            i = j + 1
+        return out
+
+    def write(self, idx, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype).reshape(len(idx), -1).view(np.uint8)
+        for r, i in enumerate(np.asarray(idx, dtype=np.int64)):
+            os.pwrite(self.fd, rows[r].tobytes(), self.offset + int(i) * self.row_bytes)
+
+    def read_all(self) -> np.ndarray:
+        return self[np.arange(len(self))]
+
+    def flush(self) -> None:
+        os.fsync(self.fd)
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,221 @@
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from unlearnable import manifest as mf
+from unlearnable.image_store import build_image_store, open_image_store, to_model_input
+from unlearnable.models import ModelSpec, create_model, normalisation, tokenizer
+from unlearnable.protect.config import ProtectConfig, method_config
+from unlearnable.protect.engine import Protector
+from unlearnable.protect.export import export_published, protected_pixels
+from unlearnable.protect.hotflip import hotflip
+from unlearnable.protect.loss import clip_loss
+from unlearnable.protect.pgd import error_minimizing_pgd
+from unlearnable.protect.run import protect
+from unlearnable.protect.units import Units
+from unlearnable.rowfile import RowFile
+from unlearnable.text import EOT, SOT, insert_trigger, published_caption, tokenize, trigger_vocabulary
+
+TOK = tokenizer("tiny-vit")
+
+
+@pytest.fixture(scope="module")
+def dataset(shapes_root, tmp_path_factory):
+    rows, _ = mf.read_generic(shapes_root)
+    df = mf.build_manifest(rows, mf.assign_split(sorted(set(rows["image_path"])), mf.SplitConfig(val=0, test=10))
+                           ).to_pandas()
+    store = build_image_store(df, shapes_root, tmp_path_factory.mktemp("st") / "s.npy", 32)
+    return df[df.split == "train"].reset_index(drop=True), store
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    return create_model(ModelSpec("tiny-vit")).eval()
+
+
+def test_pgd_stays_in_budget_and_range_on_the_integer_grid():
+    model = _model()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (6, 3, 32, 32), generator=g).float()
+    x[:, :, :4] = 0
+    x[:, :, -4:] = 255  # saturated pixels: the range clamp must bind
+    d0 = torch.randint(-8, 9, x.shape, generator=g).float()
+    txt = F.normalize(torch.randn(6, 64, generator=g), dim=-1)
+    mean, std = normalisation(model)
+    scale = torch.tensor(20.0)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    d = error_minimizing_pgd(model, x, d0, lambda t: txt, eps=4, step=1, steps=5, mean=mean, std=std,
+                             logit_scale=scale)
+    assert d.abs().max() <= 4
+    assert (x + d).min() >= 0 and (x + d).max() <= 255
+    assert torch.equal(d, d.round())
+
+    def loss(delta):
+        img = F.normalize(model.encode_image(to_model_input(x + delta, mean, std)), dim=-1)
+        return float(clip_loss(img, txt, scale))
+
+    assert loss(d) < loss((d0.clamp(-4, 4) + x).clamp(0, 255) - x)  # error-minimising: the loss went down
+
+
+def test_trigger_vocabulary_has_no_special_tokens_and_round_trips():
+    vocab = trigger_vocabulary(TOK)
+    assert SOT not in vocab and EOT not in vocab and 0 not in vocab
+    g = torch.Generator().manual_seed(0)
+    trig = vocab[torch.randint(len(vocab), (200, 5), generator=g)]
+    caps = ["a small red circle in the top left"] * 100 + ["big blue square , gray backdrop"] * 100
+    published = [published_caption(TOK, t, c) for t, c in zip(trig.tolist(), caps)]
+    assert torch.equal(tokenize(TOK, published), insert_trigger(tokenize(TOK, caps), trig))
+
+
+def test_insert_trigger_keeps_eot_when_truncating():
+    toks = tokenize(TOK, ["word " * 40])  # fills the 32-token context
+    out = insert_trigger(toks, torch.full((1, 3), 1000))
+    assert out[0, 0] == SOT and out[0, 1:4].tolist() == [1000] * 3 and out[0, -1] == EOT
+
+
+def test_hotflip_lowers_the_loss_and_stays_in_vocabulary():
+    model = _model(1)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    vocab = trigger_vocabulary(TOK)
+    g = torch.Generator().manual_seed(2)
+    caps = tokenize(TOK, [f"caption number {i}" for i in range(16)])
+    trig = vocab[torch.randint(len(vocab), (16, 3), generator=g)]
+    img = F.normalize(torch.randn(16, 64, generator=g), dim=-1)
+    scale = torch.tensor(30.0)
+    new, before, after = hotflip(model, img, caps, trig, vocab, 8, scale)
+    assert after < before
+    assert torch.isin(new, vocab).all()
+    txt = F.normalize(model.encode_text(insert_trigger(caps, new)), dim=-1)
+    assert float(clip_loss(img, txt, scale)) == pytest.approx(after, rel=1e-4)
+
+
+def test_noise_rowfile_round_trip(tmp_path):
+    f = RowFile.create(tmp_path / "n.npy", (10, 4, 4, 3), np.int8)
+    rows = np.random.default_rng(0).integers(-8, 9, (3, 4, 4, 3)).astype(np.int8)
+    f.write([7, 2, 9], rows)
+    f.close()
+    back = RowFile(tmp_path / "n.npy")
+    assert np.array_equal(back[[7, 2, 9]], rows)
+    assert np.array_equal(np.load(tmp_path / "n.npy")[[2, 7, 9]], rows[[1, 0, 2]])
+    assert back[[0]].sum() == 0
+
+
+def test_image_units_share_noise_and_trigger(dataset):
+    train, _ = dataset
+    units = Units(train, "image")
+    assert len(units) == train["image_id"].nunique()
+    per_image = pd.Series(units.unit_of_pair).groupby(train["image_id"]).nunique()
+    assert (per_image == 1).all()
+    picked = units.pick_pairs(np.arange(len(units)), torch.Generator().manual_seed(0))
+    assert np.array_equal(units.unit_of_pair[picked], np.arange(len(units)))
+
+
+def _protector(dataset, workdir, cfg, seed=0):
+    train, store = dataset
+    torch.manual_seed(seed)  # the surrogate's initial weights
+    model = create_model(ModelSpec("tiny-vit"))
+    return Protector(cfg, model, open_image_store(store), Units(train, cfg.granularity),
+                     tokenize(TOK, train["caption"].tolist()), trigger_vocabulary(TOK), *normalisation(model),
+                     torch.device("cpu"), workdir, seed)
+
+
+SMALL = ProtectConfig(rounds=3, surrogate_steps=2, hotflip_rounds=2, candidates=4, pgd_steps=2, batch_size=32,
+                      granularity="image")
+
+
+def test_shuffle_pairs_each_image_with_its_own_trigger(dataset, tmp_path):
+    pr = _protector(dataset, tmp_path, ProtectConfig(**{**SMALL.__dict__, "rounds": 1, "hotflip_rounds": 0}))
+    pr.trainer.step = lambda *a: 0.0  # only the protect pass matters here
+    seen = []
+    encode_text = pr.model.encode_text
+
+    def spy(tokens, *a, **k):
+        if not torch.is_grad_enabled():
+            seen.append(tokens.clone())
+        return encode_text(tokens, *a, **k)
+
+    pr.model.encode_text = spy
+    pr.run()
+    k = SMALL.token_num
+    triggers = {tuple(t) for t in pr.triggers.tolist()}
+    shuffled = 0
+    for toks in seen:
+        assert all(tuple(row) in triggers for row in toks[:, 1:1 + k].tolist())
+        bodies = toks[:, 1 + k:]
+        shuffled += int(len({tuple(b) for b in bodies.tolist()}) > 1)
+    assert shuffled > 0
+    # the trigger a text carries is the one of the image at the same batch position: reconstruct one batch
+    units = np.arange(8)
+    caps = pr.captions[torch.as_tensor(units)]
+    perm = torch.randperm(8, generator=torch.Generator().manual_seed(5))
+    toks = insert_trigger(caps[perm], pr.triggers[units])
+    assert torch.equal(toks[:, 1:1 + k], pr.triggers[units])
+
+
+def test_resume_after_a_crash_is_bit_identical(dataset, tmp_path):
+    full = _protector(dataset, tmp_path / "a", SMALL)
+    full.run()
+    want_noise, want_trig = RowFile(full.noise_path).read_all(), full.triggers.clone()
+
+    crashing = _protector(dataset, tmp_path / "b", SMALL)
+    calls = {"n": 0}
+    write = RowFile.write
+
+    def dying_write(self, idx, rows):
+        calls["n"] += 1
+        if calls["n"] == 3:  # in the middle of round 2's pass (2 batches per round)
+            raise KeyboardInterrupt("simulated kill")
+        return write(self, idx, rows)
+
+    RowFile.write = dying_write
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            crashing.run()
+    finally:
+        RowFile.write = write
+    assert crashing.round == 1
+    resumed = _protector(dataset, tmp_path / "b", SMALL)
+    resumed.run()
+    assert np.array_equal(RowFile(resumed.noise_path).read_all(), want_noise)
+    assert torch.equal(resumed.triggers, want_trig)
+    assert [h["surrogate_loss"] for h in resumed.history] == [h["surrogate_loss"] for h in full.history]
+
+
+@pytest.mark.parametrize("granularity", ["pair", "image"])
+def test_export_equals_in_memory_inputs(dataset, tmp_path, granularity):
+    train, store = dataset
+    cfg = ProtectConfig(**{**SMALL.__dict__, "rounds": 1, "granularity": granularity})
+    protect(train, store, ModelSpec("tiny-vit"), cfg, 0, "cpu", tmp_path / "prot")
+    meta = export_published(train, store, tmp_path / "prot", "both", TOK, tmp_path / "pub")
+    assert meta["trigger_roundtrip_rate"] == 1.0
+    noise = np.load(tmp_path / "prot" / "noise.npy")
+    trig = torch.from_numpy(np.load(tmp_path / "prot" / "triggers.npy"))
+    units = Units(train, granularity)
+    assert np.abs(noise).max() <= cfg.eps and np.abs(noise).max() > 0
+    want_px = protected_pixels(open_image_store(store)[units.pair_image_row], noise[units.unit_of_pair])
+    want_tok = insert_trigger(tokenize(TOK, train["caption"].tolist()), trig[units.unit_of_pair])
+    pub = mf.read_manifest(tmp_path / "pub" / "manifest.parquet")
+    got_px = open_image_store(tmp_path / "pub" / "images.npy")[pub["image_index"].to_numpy()]
+    assert np.array_equal(got_px, want_px)
+    assert torch.equal(tokenize(TOK, pub["caption"].tolist()), want_tok)
+    assert (pub["split"] == "train").all()
+
+
+def test_em_and_controls(dataset, tmp_path):
+    train, store = dataset
+    em = method_config({"kind": "em", "rounds": 1, "surrogate_steps": 1, "pgd_steps": 2, "batch_size": 32})
+    assert em.trigger_len == 0 and not em.shuffle
+    protect(train, store, ModelSpec("tiny-vit"), em, 0, "cpu", tmp_path / "em")
+    assert np.load(tmp_path / "em" / "triggers.npy").shape[1] == 0
+    rn = method_config({"kind": "random_noise", "eps": 4})
+    protect(train, store, ModelSpec("tiny-vit"), rn, 0, "cpu", tmp_path / "rn")
+    n = np.load(tmp_path / "rn" / "noise.npy")
+    assert n.min() == -4 and n.max() == 4
+    rt = method_config({"kind": "random_trigger", "token_num": 2})
+    protect(train, store, ModelSpec("tiny-vit"), rt, 0, "cpu", tmp_path / "rt")
+    assert np.load(tmp_path / "rt" / "noise.npy").max() == 0
+    assert np.isin(np.load(tmp_path / "rt" / "triggers.npy"), trigger_vocabulary(TOK).numpy()).all()
