@@ -56,7 +56,8 @@ def gpu_count(wildcards=None):
 
 
 def torch_threads():
-    return min(2, workflow.cores)
+    """Fixed per job (not scaled to --cores), so numbers do not depend on how many jobs run at once."""
+    return config["threads_per_job"]
 
 
 def run_dirs():

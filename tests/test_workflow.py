@@ -1,12 +1,15 @@
 """End-to-end runs of the Snakemake workflow on a tiny config, in a temporary working directory."""
 import json
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,8 +21,12 @@ TINY = {
                             "split": {"val": 10, "test": 30, "seed": 0}}},
     "models": {"tiny-vit": {"arch": "tiny-vit"}},
     "train": {"epochs": 2, "batch_size": 32},
-    "grid": {"datasets": ["shapes"], "victims": ["tiny-vit"], "seeds": [0], "runs": [{"method": "clean"}]},
+    "methods": {"mem": {"kind": "mem", "granularity": "image", "rounds": 4, "surrogate_steps": 3, "hotflip_rounds": 2,
+                        "candidates": 4, "pgd_steps": 2, "batch_size": 32, "lr": 0.001}},
+    "grid": {"datasets": ["shapes"], "surrogates": ["tiny-vit"], "victims": ["tiny-vit"], "seeds": [0],
+             "runs": [{"method": "clean"}, {"method": "mem"}]},
 }
+PROTECTION = "results/shapes/protect/mem/tiny-vit/seed0"
 
 
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
@@ -41,11 +48,15 @@ def finished(tmp_path_factory):
 @pytest.mark.slow
 def test_end_to_end_outputs(finished):
     summary = pd.read_parquet(finished / "results" / "summary.parquet")
-    assert len(summary) == 1
+    assert sorted(summary["method"]) == ["clean", "mem"]
+    assert json.loads((finished / PROTECTION / "protection.json").read_text())["config"]["rounds"] == 4
+    published = finished / "results/shapes/published/mem/both/tiny-vit/seed0"
+    assert json.loads((published / "export.json").read_text())["trigger_roundtrip_rate"] == 1.0
+    assert not (finished / (PROTECTION + ".work")).exists()  # checkpoints are removed once complete
     for col in ["dataset", "method", "surrogate", "victim", "seed", "i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1",
                 "t2i_r5", "t2i_r10", "i2t_medr", "t2i_medr", "rsum", "chance_t2i_r1", "chance_i2t_r1"]:
         assert col in summary.columns, col
-    row = summary.iloc[0]
+    row = summary[summary["method"] == "clean"].iloc[0]
     assert row["chance_t2i_r1"] == pytest.approx(100 / 30)
     metrics = json.loads((finished / "results/shapes/clean/tiny-vit/seed0/metrics.json").read_text())
     assert metrics["seed"] == 0 and "torch" in metrics["versions"] and metrics["train_config"]["epochs"] == 2
@@ -62,29 +73,62 @@ def test_mlflow_has_train_and_eval_runs(finished):
     tracking = json.loads((finished / "results" / "tracking.json").read_text())
     mlflow.set_tracking_uri(tracking["uri"])
     runs = mlflow.search_runs(experiment_names=[tracking["experiment"]])
-    assert set(runs["tags.stage"]) == {"train", "evaluate"}
-    train = runs[runs["tags.stage"] == "train"].iloc[0]
+    assert set(runs["tags.stage"]) == {"train", "evaluate", "protect"}
+    train = runs[(runs["tags.stage"] == "train") & (runs["tags.method"] == "clean")].iloc[0]
     assert train["params.seed"] == "0" and train["params.train.epochs"] == "2"
     client = mlflow.tracking.MlflowClient()
     assert len(client.get_metric_history(train["run_id"], "loss")) == 2
     ev = runs[runs["tags.stage"] == "evaluate"].iloc[0]
     assert ev["metrics.t2i_r1"] >= 0
+    protect = runs[runs["tags.stage"] == "protect"].iloc[0]
+    assert protect["params.protect.rounds"] == "4"
+    assert len(client.get_metric_history(protect["run_id"], "surrogate_loss")) == 4
+
+
+def _kill_protect_mid_round(proc: subprocess.Popen, workdir: Path) -> None:
+    """SIGKILL the protect job once round 1 is committed and round 2's pass has started writing."""
+    import psutil
+
+    work = workdir / (PROTECTION + ".work")
+    deadline = time.time() + 600
+    while not (work / "noise_r001.npy").exists():
+        assert proc.poll() is None and time.time() < deadline, "workflow ended before the protect job was seen"
+        time.sleep(0.02)
+    victims = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if any("protect" in part for part in p.cmdline())]
+    assert victims
+    for p in victims:
+        p.send_signal(signal.SIGKILL)
+    proc.wait(timeout=600)
 
 
 @pytest.mark.slow
-def test_same_config_and_seed_give_identical_metrics(finished, tmp_path):
-    res = snakemake(tmp_path / "again", TINY)
+def test_killed_protect_job_resumes_to_identical_bytes_and_metrics(finished, tmp_path):
+    wd = tmp_path / "again"
+    wd.mkdir()
+    (wd / "config.yaml").write_text(yaml.safe_dump(TINY))
+    cmd = [SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(wd), "--configfile",
+           str(wd / "config.yaml"), "--cores", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_protect_mid_round(proc, wd)
+    assert proc.returncode != 0
+    state = torch.load(wd / (PROTECTION + ".work") / "state.pt", weights_only=True)
+    assert state["round"] == 1
+    res = snakemake(wd, TINY)  # the user's plain re-run
     assert res.returncode == 0, res.stderr[-3000:]
-    a = json.loads((finished / "results/shapes/clean/tiny-vit/seed0/metrics.json").read_text())["metrics"]
-    b = json.loads((tmp_path / "again/results/shapes/clean/tiny-vit/seed0/metrics.json").read_text())["metrics"]
-    assert a == b
+    for name in ["noise.npy", "triggers.npy"]:
+        assert (wd / PROTECTION / name).read_bytes() == (finished / PROTECTION / name).read_bytes(), name
+    for run in ["clean/tiny-vit/seed0", "retrain/mem/both/tiny-vit/tiny-vit/seed0"]:
+        a = json.loads((finished / "results/shapes" / run / "metrics.json").read_text())["metrics"]
+        b = json.loads((wd / "results/shapes" / run / "metrics.json").read_text())["metrics"]
+        assert a == b, run
 
 
 def test_dry_run_lists_the_dag(tmp_path):
     res = snakemake(tmp_path, TINY, "-n")
     assert res.returncode == 0, res.stderr
-    for rule in ["generate_shapes", "manifest", "image_store", "tracking_store", "train_clean", "evaluate",
-                 "summary", "report"]:
+    for rule in ["generate_shapes", "manifest", "image_store", "tracking_store", "train_clean", "protect",
+                 "publish", "retrain", "evaluate", "summary", "report"]:
         assert rule in res.stdout
 
 
