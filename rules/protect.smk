@@ -30,10 +30,13 @@ rule publish:
         manifest=f"{RESULTS}/{{dataset}}/data/manifest.parquet",
         store=lambda w: store_path(w.dataset, w.surrogate),
         protection=f"{RESULTS}/{{dataset}}/protect/{{method}}/{{surrogate}}/seed{{seed}}",
+        tracking=f"{RESULTS}/tracking.json",
     output:
         directory(f"{RESULTS}/{{dataset}}/published/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}"),
     params:
         model=lambda w: config["models"][w.surrogate],
+        cell=lambda w: {"dataset": w.dataset, "method": w.method, "apply": w.apply, "surrogate": w.surrogate,
+                        "seed": int(w.seed), "method_params": config["methods"][w.method]},
     log:
         f"{RESULTS}/logs/{{dataset}}/publish/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}.log",
     conda:

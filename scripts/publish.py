@@ -1,9 +1,13 @@
 """Snakemake adapter: write the protected dataset as a data owner would publish it."""
+import json
+
 from unlearnable.jobrunner import run_job
 from unlearnable.jobs import export_job
 from unlearnable.models import ModelSpec
 
 smk = snakemake  # noqa: F821
 m = smk.params.model
-run_job(smk.log[0], 1, lambda: export_job(smk.input.manifest, smk.input.store, smk.input.protection,
-                                          smk.wildcards.apply, ModelSpec(m["arch"], m["pretrained"]), smk.output[0]))
+run_job(smk.log[0], 1, lambda: export_job(
+    smk.input.manifest, smk.input.store, smk.input.protection, smk.wildcards.apply,
+    ModelSpec(m["arch"], m["pretrained"]), smk.output[0], dict(smk.params.cell),
+    json.loads(open(smk.input.tracking).read())))

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from unlearnable import manifest as mf
-from unlearnable.image_store import build_image_store, open_image_store, to_model_input
+from unlearnable.image_store import open_image_store, to_model_input
 from unlearnable.models import ModelSpec, create_model, normalisation, tokenizer
 from unlearnable.protect.config import ProtectConfig, method_config
 from unlearnable.protect.engine import Protector
@@ -22,11 +22,8 @@ TOK = tokenizer("tiny-vit")
 
 
 @pytest.fixture(scope="module")
-def dataset(shapes_root, tmp_path_factory):
-    rows, _ = mf.read_generic(shapes_root)
-    df = mf.build_manifest(rows, mf.assign_split(sorted(set(rows["image_path"])), mf.SplitConfig(val=0, test=10))
-                           ).to_pandas()
-    store = build_image_store(df, shapes_root, tmp_path_factory.mktemp("st") / "s.npy", 32)
+def dataset(shapes_store):
+    df, store = shapes_store
     return df[df.split == "train"].reset_index(drop=True), store
 
 

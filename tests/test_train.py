@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnable import manifest as mf
-from unlearnable.image_store import build_image_store, open_image_store
+from unlearnable.image_store import open_image_store
 from unlearnable.models import ModelSpec, create_model, normalisation, tokenizer
 from unlearnable.provenance import seed_everything
 from unlearnable.text import tokenize
@@ -11,11 +10,8 @@ from unlearnable.train import PairBatches, TrainConfig, make_optimizer, param_gr
 
 
 @pytest.fixture(scope="module")
-def pairs(shapes_root, tmp_path_factory):
-    rows, _ = mf.read_generic(shapes_root)
-    df = mf.build_manifest(rows, mf.assign_split(sorted(set(rows["image_path"])), mf.SplitConfig(val=0, test=10))
-                           ).to_pandas()
-    store = build_image_store(df, shapes_root, tmp_path_factory.mktemp("st") / "s.npy", 32)
+def pairs(shapes_store):
+    df, store = shapes_store
     train = df[df.split == "train"]
     return open_image_store(store), train["image_index"].to_numpy(), tokenize(tokenizer("tiny-vit"),
                                                                              train["caption"].tolist())

@@ -73,7 +73,7 @@ def test_mlflow_has_train_and_eval_runs(finished):
     tracking = json.loads((finished / "results" / "tracking.json").read_text())
     mlflow.set_tracking_uri(tracking["uri"])
     runs = mlflow.search_runs(experiment_names=[tracking["experiment"]])
-    assert set(runs["tags.stage"]) == {"train", "evaluate", "protect"}
+    assert set(runs["tags.stage"]) == {"train", "evaluate", "protect", "publish"}
     train = runs[(runs["tags.stage"] == "train") & (runs["tags.method"] == "clean")].iloc[0]
     assert train["params.seed"] == "0" and train["params.train.epochs"] == "2"
     client = mlflow.tracking.MlflowClient()
@@ -169,3 +169,14 @@ def test_bad_data_stops_with_one_line_and_no_output(kind, shapes_root, tmp_path)
     log = (tmp_path / "wd/results/logs/shapes/manifest.log").read_text()
     assert expected in log and "Traceback" not in log
     assert not list((tmp_path / "wd" / "results").glob("shapes/data/*"))
+
+
+@pytest.mark.slow
+def test_published_run_is_logged_with_roundtrip_rate(finished):
+    import mlflow
+
+    tracking = json.loads((finished / "results" / "tracking.json").read_text())
+    mlflow.set_tracking_uri(tracking["uri"])
+    runs = mlflow.search_runs(experiment_names=[tracking["experiment"]])
+    pub = runs[runs["tags.stage"] == "publish"].iloc[0]
+    assert pub["metrics.trigger_roundtrip_rate"] == 1.0 and pub["tags.apply"] == "both"

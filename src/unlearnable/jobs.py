@@ -168,9 +168,19 @@ def protect_job(manifest_path: str | Path, store_path: str | Path, surrogate: Mo
 
 
 def export_job(manifest_path: str | Path, store_path: str | Path, protection: str | Path, apply: str,
-               surrogate: ModelSpec, out_dir: str | Path) -> dict:
+               surrogate: ModelSpec, out_dir: str | Path, cell: dict, tracking: dict) -> dict:
+    """Write the folder a data owner would publish; MLflow gets its size and trigger round-trip rate."""
+    import mlflow
+
     from .protect.export import export_published
 
     rows = mf.read_manifest(manifest_path)
-    return export_published(rows[rows["split"] == "train"], store_path, protection, apply,
-                            tokenizer(surrogate.name), out_dir)
+    t0 = time.time()
+    with tracked_run(tracking["uri"], tracking["experiment"], f"publish/{_cell_name(cell)}",
+                     {"cell": cell, "protection": str(protection)}, _tags(cell, "publish")):
+        meta = export_published(rows[rows["split"] == "train"], store_path, protection, apply,
+                                tokenizer(surrogate.name), out_dir)
+        mlflow.log_metrics({"files": meta["files"], "captions": meta["captions"],
+                            "trigger_roundtrip_rate": meta["trigger_roundtrip_rate"],
+                            "publish_seconds": time.time() - t0})
+    return meta
