@@ -6,7 +6,7 @@ from unlearnable.image_store import open_image_store
 from unlearnable.models import ModelSpec, create_model, normalisation, tokenizer
 from unlearnable.provenance import seed_everything
 from unlearnable.text import tokenize
-from unlearnable.train import PairBatches, TrainConfig, make_optimizer, param_groups, train_clip, warmup_cosine
+from unlearnable.train import PairBatches, TrainConfig, param_groups, train_clip, warmup_cosine
 
 
 @pytest.fixture(scope="module")

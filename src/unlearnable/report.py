@@ -51,8 +51,7 @@ def recall_plot(agg: pd.DataFrame) -> bytes:
         ax.set_ylim(0, 100)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
-    for dataset in agg["dataset"].unique():
-        fig.suptitle(f"clean-test retrieval ({', '.join(agg['dataset'].unique())})", fontsize=10)
+    fig.suptitle(f"clean-test retrieval ({', '.join(agg['dataset'].unique())})", fontsize=10)
     png = _fig_png(fig)
     plt.close(fig)
     return png

@@ -16,7 +16,6 @@ import torch
 
 from . import ConfigError
 from .image_store import to_model_input
-from .models import normalisation
 
 log = logging.getLogger(__name__)
 
