@@ -5,7 +5,6 @@ memory does not grow with the dataset. Row `i` holds the image whose manifest `i
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -82,7 +81,3 @@ def to_model_input(images_u8: torch.Tensor, mean: tuple[float, ...], std: tuple[
     m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1) * 255
     s = torch.tensor(std, device=x.device).view(1, 3, 1, 1) * 255
     return (x - m) / s
-
-
-def read_meta(path: str | Path) -> dict:
-    return json.loads(Path(path).with_suffix(".json").read_text())

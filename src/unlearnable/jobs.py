@@ -47,6 +47,11 @@ def make_image_store(manifest_path: str | Path, dataset_root: str | Path, out: s
     build_image_store(mf.read_manifest(manifest_path), dataset_root, out, resolution)
 
 
+def _train_rows(manifest_path: str | Path) -> pd.DataFrame:
+    rows = mf.read_manifest(manifest_path)
+    return rows[rows["split"] == "train"]
+
+
 def _tokens(spec: ModelSpec, captions: list[str]) -> torch.Tensor:
     return tokenize(tokenizer(spec.name), captions)
 
@@ -59,8 +64,7 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
     dev = resolve_device(device)
     configure_determinism(dev)
     generator = seed_everything(seed)
-    rows = mf.read_manifest(manifest_path)
-    rows = rows[rows["split"] == "train"]
+    rows = _train_rows(manifest_path)
     model = create_model(spec)
     data = PairBatches(open_image_store(store_path), rows["image_index"].to_numpy(),
                        _tokens(spec, rows["caption"].tolist()), *normalisation(model))
@@ -154,8 +158,7 @@ def protect_job(manifest_path: str | Path, store_path: str | Path, surrogate: Mo
 
     from .protect.run import protect
 
-    rows = mf.read_manifest(manifest_path)
-    train = rows[rows["split"] == "train"]
+    train = _train_rows(manifest_path)
     params = {"cell": cell, "protect": asdict(cfg), "surrogate": asdict(surrogate), "seed": seed, "device": device}
     with tracked_run(tracking["uri"], tracking["experiment"], f"protect/{_cell_name(cell)}", params,
                      _tags(cell, "protect")):
@@ -174,11 +177,11 @@ def export_job(manifest_path: str | Path, store_path: str | Path, protection: st
 
     from .protect.export import export_published
 
-    rows = mf.read_manifest(manifest_path)
+    train = _train_rows(manifest_path)
     t0 = time.time()
     with tracked_run(tracking["uri"], tracking["experiment"], f"publish/{_cell_name(cell)}",
                      {"cell": cell, "protection": str(protection)}, _tags(cell, "publish")):
-        meta = export_published(rows[rows["split"] == "train"], store_path, protection, apply,
+        meta = export_published(train, store_path, protection, apply,
                                 tokenizer(surrogate.name), out_dir)
         mlflow.log_metrics({"files": meta["files"], "captions": meta["captions"],
                             "trigger_roundtrip_rate": meta["trigger_roundtrip_rate"],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -156,7 +156,3 @@ def train_clip(model: torch.nn.Module, data: PairBatches, cfg: TrainConfig, devi
         if on_epoch:
             on_epoch(epoch + 1, row)
     return history
-
-
-def config_dict(cfg: TrainConfig) -> dict:
-    return asdict(cfg)

@@ -78,10 +78,3 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
         write_json(tmp / "protection.json", meta)
     shutil.rmtree(workdir, ignore_errors=True)
     return meta
-
-
-def load_protection(path: str | Path) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    path = Path(path)
-    noise = np.load(path / "noise.npy", mmap_mode="r")
-    triggers = np.load(path / "triggers.npy", allow_pickle=False)
-    return noise, triggers, pd.read_parquet(path / "units.parquet")
