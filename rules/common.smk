@@ -1,6 +1,7 @@
 # Config validation, path helpers and input functions shared by every stage.
 import re
 import sys
+from pathlib import Path
 
 from unlearnable import ConfigError
 from unlearnable.configschema import check_references, validate_config
@@ -18,6 +19,8 @@ RESULTS = config["results"]
 RESOURCES = config["resources"]
 GRID = config["grid"]
 SHAPES_DATASETS = [d for d, c in config["datasets"].items() if c["source"]["kind"] == "shapes"]
+KAGGLE_DATASETS = [d for d, c in config["datasets"].items() if c["source"]["kind"] == "kaggle"]
+SPLIT_LISTS = Path(workflow.basedir).parent / "config" / "splits"
 
 
 def _alternatives(names):
@@ -37,6 +40,27 @@ wildcard_constraints:
 def dataset_root(wildcards):
     src = config["datasets"][wildcards.dataset]["source"]
     return src["path"] if src["kind"] == "local" else f"{RESOURCES}/{wildcards.dataset}"
+
+
+def layout_params(wildcards):
+    """What the manifest reader needs to know about a dataset's folder."""
+    ds = config["datasets"][wildcards.dataset]
+    src = ds["source"]
+    keys = ("images_dir", "captions_file", "image_column", "caption_column")
+    return {"kind": src.get("layout", "generic" if src["kind"] == "shapes" else "auto"),
+            "max_image_pixels": ds["max_image_pixels"], **{k: src[k] for k in keys if k in src}}
+
+
+def split_params(wildcards):
+    return {**config["datasets"][wildcards.dataset]["split"], "lists_dir": str(SPLIT_LISTS)}
+
+
+def split_lists(wildcards):
+    """The paper's list files, as inputs, so that editing one re-splits the dataset."""
+    split = config["datasets"][wildcards.dataset]["split"]
+    if split["kind"] != "paper":
+        return []
+    return [str(p) for p in sorted(SPLIT_LISTS.glob(f"{split['lists']}_*.txt"))]
 
 
 def model_res(model):

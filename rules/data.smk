@@ -1,5 +1,9 @@
 # Raw dataset -> validated manifest -> memory-mapped image store at model resolution.
 
+# Downloads need the internet: on a cluster they run where Snakemake runs, not on a compute node.
+localrules:
+    download,
+
 
 rule generate_shapes:
     output:
@@ -16,14 +20,33 @@ rule generate_shapes:
         "../scripts/generate_shapes.py"
 
 
+rule download:
+    output:
+        directory(f"{RESOURCES}/{{dataset}}"),
+    wildcard_constraints:
+        dataset=_alternatives(KAGGLE_DATASETS),
+    params:
+        source=lambda w: {k: v for k, v in config["datasets"][w.dataset]["source"].items() if k != "kind"},
+        name=lambda w: w.dataset,
+    log:
+        f"{RESULTS}/logs/{{dataset}}/download.log",
+    conda:
+        "../envs/unlearnable.yaml"
+    script:
+        "../scripts/download.py"
+
+
 rule manifest:
     input:
-        dataset_root,
+        root=dataset_root,
+        split_lists=split_lists,
     output:
         manifest=f"{RESULTS}/{{dataset}}/data/manifest.parquet",
         quality=report(f"{RESULTS}/{{dataset}}/data/quality.json", category="Data", labels={"dataset": "{dataset}"}),
     params:
         dataset=lambda w: config["datasets"][w.dataset],
+        layout=layout_params,
+        split=split_params,
     log:
         f"{RESULTS}/logs/{{dataset}}/manifest.log",
     conda:

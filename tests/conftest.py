@@ -22,8 +22,10 @@ def shapes_store(shapes_root, tmp_path_factory):
     """(manifest rows with 10 test images and the rest train, path of a 32 px image store)."""
     from unlearnable import manifest as mf
     from unlearnable.image_store import build_image_store
+    from unlearnable.sources import read_dataset
+    from unlearnable.splits import SplitConfig, assign_split
 
-    rows, _ = mf.read_generic(shapes_root)
-    split = mf.assign_split(sorted(set(rows["image_path"])), mf.SplitConfig(val=0, test=10))
+    rows, _ = read_dataset(shapes_root)
+    split = assign_split(rows["image_id"].tolist(), SplitConfig(val=0, test=10))
     df = mf.build_manifest(rows, split).to_pandas()
     return df, build_image_store(df, shapes_root, tmp_path_factory.mktemp("store") / "s.npy", 32)

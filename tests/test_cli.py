@@ -28,5 +28,5 @@ def test_protect_a_folder_end_to_end(shapes_root, tmp_path, capsys):
 def test_cli_error_is_one_line(tmp_path, capsys):
     assert main(["protect", str(tmp_path / "nope"), str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "captions.csv" in err and "\n" not in err
+    assert err.startswith("error: ") and "nope: dataset folder not found" in err and "\n" not in err
     assert not (tmp_path / "out").exists()

@@ -3,13 +3,14 @@ import torch
 from PIL import Image
 
 from unlearnable import manifest as mf
+from unlearnable.sources import read_dataset
+from unlearnable.splits import SplitConfig, assign_split
 from unlearnable.image_store import build_image_store, load_square, open_image_store, to_model_input
 
 
 def test_store_matches_decoded_images(shapes_root, tmp_path):
-    rows, _ = mf.read_generic(shapes_root)
-    df = mf.build_manifest(rows, mf.assign_split(sorted(set(rows["image_path"])), mf.SplitConfig(val=5, test=5))
-                           ).to_pandas()
+    rows, _ = read_dataset(shapes_root)
+    df = mf.build_manifest(rows, assign_split(rows["image_id"].tolist(), SplitConfig(val=5, test=5))).to_pandas()
     out = build_image_store(df, shapes_root, tmp_path / "store.npy", 16)
     arr = open_image_store(out)
     assert arr.shape == (60, 16, 16, 3) and arr.dtype == np.uint8

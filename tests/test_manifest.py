@@ -5,6 +5,8 @@ import pytest
 from unlearnable import ConfigError, DataError
 from unlearnable import manifest as mf
 from unlearnable.jobs import make_manifest
+from unlearnable.sources import LayoutConfig, read_dataset
+from unlearnable.splits import SplitConfig, assign_split
 
 
 @pytest.fixture
@@ -15,8 +17,8 @@ def data(shapes_root, tmp_path):
 
 
 def _manifest(root, **kw):
-    rows, q = mf.read_generic(root, **kw)
-    return mf.build_manifest(rows, mf.assign_split(sorted(set(rows["image_path"])), mf.SplitConfig(val=6, test=12))), q
+    rows, q = read_dataset(root, **kw)
+    return mf.build_manifest(rows, assign_split(rows["image_id"].tolist(), SplitConfig(val=6, test=12))), q
 
 
 def test_manifest_is_valid_and_split_per_image(data):
@@ -32,12 +34,12 @@ def test_manifest_is_valid_and_split_per_image(data):
 
 def test_split_is_seeded():
     paths = [f"images/{i}.png" for i in range(100)]
-    a = mf.assign_split(paths, mf.SplitConfig(val=10, test=10, seed=1))
-    b = mf.assign_split(paths, mf.SplitConfig(val=10, test=10, seed=1))
-    c = mf.assign_split(paths, mf.SplitConfig(val=10, test=10, seed=2))
+    a = assign_split(paths, SplitConfig(val=10, test=10, seed=1))
+    b = assign_split(paths, SplitConfig(val=10, test=10, seed=1))
+    c = assign_split(paths, SplitConfig(val=10, test=10, seed=2))
     assert a == b and a != c
     with pytest.raises(ConfigError, match="split"):
-        mf.assign_split(paths, mf.SplitConfig(val=50, test=50))
+        assign_split(paths, SplitConfig(val=50, test=50))
 
 
 def _line_of(data, image):
@@ -85,19 +87,19 @@ def test_duplicate_rows_dropped_and_counted(data):
 
 def test_missing_column_is_named(data):
     with pytest.raises(DataError, match="missing column 'text'"):
-        mf.read_generic(data, mf.GenericLayout(caption_column="text"))
+        read_dataset(data, LayoutConfig(caption_column="text"))
 
 
 def test_failed_manifest_leaves_no_output(data, tmp_path):
     (data / "images" / "shape_000001.png").unlink()
     out = tmp_path / "out" / "manifest.parquet"
     with pytest.raises(DataError):
-        make_manifest(data, mf.SplitConfig(val=6, test=12), out, tmp_path / "out" / "quality.json")
+        make_manifest(data, SplitConfig(val=6, test=12), out, tmp_path / "out" / "quality.json")
     assert not out.exists()
 
 
 def test_quality_summary(data, tmp_path):
-    summary = make_manifest(data, mf.SplitConfig(val=6, test=12), tmp_path / "m.parquet", tmp_path / "q.json")
+    summary = make_manifest(data, SplitConfig(val=6, test=12), tmp_path / "m.parquet", tmp_path / "q.json")
     assert summary["captions_per_image"] == {"min": 5, "mean": 5.0, "max": 5}
     assert summary["splits"]["test"] == {"images": 12, "captions": 60}
     df = mf.read_manifest(tmp_path / "m.parquet")

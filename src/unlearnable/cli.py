@@ -13,7 +13,8 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import UnlearnableError
-from .manifest import GenericLayout, build_manifest, read_generic
+from .manifest import build_manifest
+from .sources import LayoutConfig, read_dataset
 from .models import ModelSpec, image_resolution, tokenizer
 from .protect.config import ProtectConfig, method_config
 
@@ -23,9 +24,9 @@ def _protect(args) -> None:
     from .protect.export import export_published
     from .protect.run import protect
 
-    layout = GenericLayout(args.images_dir, args.captions_file, args.image_column, args.caption_column)
-    rows, quality = read_generic(args.dataset, layout, args.on_bad_sample)
-    table = build_manifest(rows, {p: "train" for p in rows["image_path"]})
+    layout = LayoutConfig(args.layout, args.images_dir, args.captions_file, args.image_column, args.caption_column)
+    rows, quality = read_dataset(args.dataset, layout, args.on_bad_sample)
+    table = build_manifest(rows, {i: "train" for i in rows["image_id"]})
     train = table.to_pandas()
     spec = ModelSpec(args.model, args.pretrained)
     overrides = {f.name: getattr(args, f.name) for f in fields(ProtectConfig)
@@ -55,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--pretrained", default="none")
     pr.add_argument("--device", default="auto")
     pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--layout", default="auto", choices=["auto", "flickr8k", "flickr30k", "coco2017", "generic"],
+                    help="folder layout; auto detects the Kaggle copies of Flickr8k/Flickr30k/COCO or images/ + CSV")
     pr.add_argument("--images-dir", default="images")
     pr.add_argument("--captions-file", default="captions.csv")
     pr.add_argument("--image-column", default="image")

@@ -57,6 +57,10 @@ def check_references(config: dict, source: str = "config") -> None:
             raise ConfigError(f"{source}: key 'grid.runs.{i}.method': {method!r} is not defined under 'methods'")
         if method != "clean" and not grid.get("surrogates"):
             raise ConfigError(f"{source}: key 'grid.surrogates': protected runs need at least one surrogate model")
+    for name, ds in config["datasets"].items():
+        if ds.get("split", {}).get("kind") == "paper" and not ds["split"].get("lists"):
+            raise ConfigError(f"{source}: key 'datasets.{name}.split.lists': `kind: paper` needs the lists to use "
+                              "(flickr8k, flickr30k or mscoco)")
     for name, spec in config.get("methods", {}).items():
         if name == "clean":
             raise ConfigError(f"{source}: key 'methods.clean': 'clean' is reserved for the unprotected baseline")

@@ -19,6 +19,8 @@ from . import manifest as mf
 from .atomic import atomic_path, write_json
 from .evaluate import evaluate_retrieval
 from .image_store import build_image_store, open_image_store
+from .sources import LayoutConfig, read_dataset
+from .splits import SplitConfig, assign_split
 from .models import ModelSpec, create_model, load_weights, normalisation, save_weights, tokenizer
 from .provenance import configure_determinism, resolve_device, seed_everything, versions
 from .text import tokenize
@@ -28,16 +30,18 @@ from .tracking import tracked_run
 log = logging.getLogger(__name__)
 
 
-def make_manifest(dataset_root: str | Path, split: mf.SplitConfig, out_manifest: str | Path,
-                  out_quality: str | Path, layout: mf.GenericLayout = mf.GenericLayout(),
+def make_manifest(dataset_root: str | Path, split: SplitConfig, out_manifest: str | Path,
+                  out_quality: str | Path, layout: LayoutConfig = LayoutConfig(),
                   on_bad_sample: str = "fail") -> dict:
-    rows, quality = mf.read_generic(dataset_root, layout, on_bad_sample)
-    table = mf.build_manifest(rows, mf.assign_split(sorted(set(rows["image_path"])), split))
-    summary = mf.quality_summary(table, quality)
+    rows, quality = read_dataset(dataset_root, layout, on_bad_sample)
+    table = mf.build_manifest(rows, assign_split(rows["image_id"].tolist(), split))
+    summary = {**mf.quality_summary(table, quality), "layout": asdict(layout), "split_config": asdict(split)}
     for name, s in summary["splits"].items():
         log.info("split %s: %d images, %d captions", name, s["images"], s["captions"])
     if summary["dropped"]:
         log.warning("dropped rows: %s", summary["dropped"])
+    if summary["repaired"]:
+        log.warning("repaired rows: %s", summary["repaired"])
     mf.write_manifest(table, out_manifest)
     write_json(out_quality, summary)
     return summary

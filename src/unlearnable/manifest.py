@@ -32,62 +32,33 @@ SCHEMA = pa.schema([
 SPLITS = ("train", "val", "test")
 
 
-@dataclass(frozen=True)
-class GenericLayout:
-    """`images/` + a CSV of (image, caption) rows; column names configurable."""
-
-    images_dir: str = "images"
-    captions_file: str = "captions.csv"
-    image_column: str = "image"
-    caption_column: str = "caption"
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    kind: str = "random"
-    val: float = 0.1  # a fraction (<1) or a number of images (>=1)
-    test: float = 0.1
-    seed: int = 0
-
-
 @dataclass
 class Quality:
+    """What reading a dataset met: rows dropped per reason (with a first example), rows repaired."""
+
     rows_read: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
+    repaired: dict[str, int] = field(default_factory=dict)
 
     def bad(self, reason: str, message: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
         self.examples.setdefault(reason, message)
 
-
-def read_generic(root: str | Path, layout: GenericLayout = GenericLayout(), on_bad_sample: str = "fail"
-                 ) -> tuple[pd.DataFrame, Quality]:
-    """Read a generic layout into (image_path, caption) rows, checking every row and image."""
-    root = Path(root)
-    cap_file = root / layout.captions_file
-    if not cap_file.is_file():
-        raise DataError(f"{cap_file}: captions file not found")
-    try:
-        df = pd.read_csv(cap_file, dtype=str, keep_default_na=False, encoding="utf-8")
-    except (UnicodeDecodeError, pd.errors.ParserError) as e:
-        raise DataError(f"{cap_file}: cannot parse captions file ({str(e).splitlines()[0]})") from None
-    for col in (layout.image_column, layout.caption_column):
-        if col not in df.columns:
-            raise DataError(f"{cap_file}: missing column {col!r} (found {list(df.columns)})")
-    rows = pd.DataFrame({
-        "image_path": (layout.images_dir + "/" + df[layout.image_column].str.strip()).str.lstrip("/"),
-        "caption": df[layout.caption_column].str.strip(),
-        "source_row": np.arange(len(df)) + 2,  # 1-based line number, after the header
-    })
-    return check_rows(rows, root, cap_file, on_bad_sample)
+    def note(self, reason: str, message: str) -> None:
+        self.repaired[reason] = self.repaired.get(reason, 0) + 1
+        self.examples.setdefault(reason, message)
 
 
-def check_rows(rows: pd.DataFrame, root: Path, source: Path, on_bad_sample: str = "fail"
+def check_rows(rows: pd.DataFrame, root: Path, on_bad_sample: str = "fail", max_image_pixels: int = 89_478_485
                ) -> tuple[pd.DataFrame, Quality]:
-    """Drop (or fail on) empty captions, duplicate rows and missing/undecodable images."""
+    """Drop (or fail on) empty captions, duplicate rows and missing, empty, corrupt or oversized images.
+
+    `rows` needs image_path, caption and `where` (file and row, for messages).
+    """
     if on_bad_sample not in ("fail", "skip"):
         raise ConfigError(f"config key 'on_bad_sample': {on_bad_sample!r} is not one of 'fail', 'skip'")
+    root = Path(root)
     q = Quality(rows_read=len(rows))
     keep = np.ones(len(rows), dtype=bool)
 
@@ -97,73 +68,67 @@ def check_rows(rows: pd.DataFrame, root: Path, source: Path, on_bad_sample: str 
         q.bad(reason, message)
         keep[i] = False
 
-    for i, (cap, row) in enumerate(zip(rows["caption"], rows["source_row"])):
-        if not cap:
-            reject(i, "empty_caption", f"{source}: row {row}: empty caption")
+    for i, (cap, where) in enumerate(zip(rows["caption"], rows["where"])):
+        if not cap.strip():
+            reject(i, "empty_caption", f"{where}: empty caption")
     dup = rows.duplicated(["image_path", "caption"]).to_numpy()
     for i in np.flatnonzero(dup & keep):
-        q.bad("duplicate_row", f"{source}: row {rows['source_row'].iat[i]}: duplicate of an earlier row")
+        q.bad("duplicate_row", f"{rows['where'].iat[i]}: duplicate of an earlier row")
         keep[i] = False  # exact duplicates are harmless to drop even in `fail` mode; they are counted
 
     paths = sorted(set(rows["image_path"][keep]))
     with ThreadPoolExecutor(max_workers=4) as pool:
-        problems = dict(zip(paths, pool.map(lambda p: _image_problem(root / p), paths)))
-    first_row = rows.groupby("image_path")["source_row"].min()
+        problems = dict(zip(paths, pool.map(lambda p: _image_problem(root / p, max_image_pixels), paths)))
+    first_where = rows.drop_duplicates("image_path").set_index("image_path")["where"]
     for i, p in enumerate(rows["image_path"]):
         if keep[i] and problems[p]:
-            reject(i, problems[p][0], f"{root / p}: {problems[p][1]} (referenced by {source} row {first_row[p]})")
+            reject(i, problems[p][0], f"{root / p}: {problems[p][1]} (referenced by {first_where[p]})")
+    log.info("checked %d rows and %d images: %d rows kept", len(rows), len(paths), int(keep.sum()))
     return rows[keep].reset_index(drop=True), q
 
 
-def _image_problem(path: Path) -> tuple[str, str] | None:
+def _image_problem(path: Path, max_pixels: int) -> tuple[str, str] | None:
     if not path.is_file():
         return "missing_image", "image file missing"
     if path.stat().st_size == 0:
         return "empty_image", "image file is empty (0 bytes)"
     try:
         with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:  # checked from the header, before any decoding (decompression bombs)
+                return "huge_image", f"image is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}"
+            im.draft("RGB", (max(1, w // 4), max(1, h // 4)))  # JPEG: decode at 1/4 scale, still reads every byte
             im.load()
     except Exception as e:  # PIL raises many types for corrupt files
-        return "undecodable_image", f"cannot decode image ({type(e).__name__}: {e})"
+        reason = "truncated_image" if "truncated" in str(e).lower() else "undecodable_image"
+        return reason, f"cannot decode image ({type(e).__name__}: {e})"
     return None
 
 
-def assign_split(image_paths: list[str], cfg: SplitConfig) -> dict[str, str]:
-    """Random split per image (never per caption, so no image appears in two splits)."""
-    if cfg.kind != "random":
-        raise ConfigError(f"config key 'split.kind': {cfg.kind!r} is not supported here (use 'random')")
-    n = len(image_paths)
-    n_test = _count(cfg.test, n, "split.test")
-    n_val = _count(cfg.val, n, "split.val")
-    if n_test + n_val >= n:
-        raise ConfigError(f"config keys 'split.val'/'split.test': {n_val}+{n_test} images leave none of {n} for training")
-    order = np.random.default_rng(cfg.seed).permutation(n)
-    split = np.full(n, "train", dtype=object)
-    split[order[:n_test]] = "test"
-    split[order[n_test:n_test + n_val]] = "val"
-    return dict(zip(sorted(image_paths), split))
+def default_ids(paths: pd.Series) -> list[str]:
+    """File stems, or the path without suffix where two folders share a stem."""
+    uniq = sorted(set(paths))
+    stems = [Path(p).stem for p in uniq]
+    if len(set(stems)) != len(stems):
+        stems = [str(Path(p).with_suffix("")) for p in uniq]
+    id_of = dict(zip(uniq, stems))
+    return [id_of[p] for p in paths]
 
 
-def _count(x: float, n: int, key: str) -> int:
-    if x < 0:
-        raise ConfigError(f"config key '{key}': must be >= 0, got {x}")
-    return int(round(x * n)) if x < 1 else int(x)
-
-
-def build_manifest(rows: pd.DataFrame, split_of: dict[str, str]) -> pa.Table:
+def build_manifest(rows: pd.DataFrame, split_of: dict[str, str | None]) -> pa.Table:
+    """Rows -> validated table; `split_of` maps image_id to a split, or None to leave the image out (caps)."""
+    if "image_id" not in rows:
+        rows = rows.assign(image_id=default_ids(rows["image_path"]))
+    rows = rows[rows["image_id"].map(split_of).notna()]
     paths = sorted(set(rows["image_path"]))
     index = {p: i for i, p in enumerate(paths)}
-    ids = [Path(p).stem for p in paths]
-    if len(set(ids)) != len(ids):
-        ids = [str(Path(p).with_suffix("")) for p in paths]  # same stem in two folders: keep the folder
-    id_of = dict(zip(paths, ids))
     table = pa.table({
-        "image_id": [id_of[p] for p in rows["image_path"]],
+        "image_id": rows["image_id"].astype(str).tolist(),
         "image_path": rows["image_path"].tolist(),
         "image_index": np.array([index[p] for p in rows["image_path"]], dtype=np.int32),
         "caption_id": np.arange(len(rows), dtype=np.int64),
         "caption": rows["caption"].tolist(),
-        "split": [split_of[p] for p in rows["image_path"]],
+        "split": rows["image_id"].map(split_of).tolist(),
     }, schema=SCHEMA)
     validate(table)
     return table
@@ -201,7 +166,8 @@ def quality_summary(table: pa.Table, q: Quality) -> dict:
         "rows_read": q.rows_read,
         "rows_kept": len(df),
         "dropped": q.dropped,
-        "dropped_examples": q.examples,
+        "repaired": q.repaired,
+        "examples": q.examples,
         "images": int(df["image_id"].nunique()),
         "captions": len(df),
         "captions_per_image": {"min": int(cpi.min()), "mean": float(cpi.mean()), "max": int(cpi.max())},

@@ -75,9 +75,10 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
             w.writerow(["image", "caption"])
             w.writerows(zip(names, captions))
         rows = pd.DataFrame({"image_path": ["images/" + n for n in names], "caption": captions,
-                             "source_row": np.arange(len(names)) + 2})
-        rows, _ = check_rows(rows, tmp, tmp / "captions.csv")
-        table = build_manifest(rows, {p: "train" for p in rows["image_path"]})
+                             "where": [f"{tmp / 'captions.csv'}: row {n}" for n in range(2, len(names) + 2)]})
+        rows, _ = check_rows(rows, tmp)
+        rows["image_id"] = [Path(p).stem for p in rows["image_path"]]
+        table = build_manifest(rows, {i: "train" for i in rows["image_id"]})
         write_manifest(table, tmp / "manifest.parquet")
         build_image_store(table.to_pandas(), tmp, tmp / "images.npy", images.shape[1])
         # the published text must re-tokenize to the optimised trigger
