@@ -77,3 +77,46 @@ def zip_folder(folder: Path, out: Path) -> Path:
         for p in sorted(folder.rglob("*")):
             zf.write(p, p.relative_to(folder).as_posix())
     return out
+
+
+def coco_from_photos(root: Path, n_images: int = 48, seed: int = 0) -> Path:
+    """COCO 2017 layout filled with real photographs: random crops of the two photos matplotlib ships."""
+    from matplotlib import cbook
+
+    photos = [
+        (Image.open(cbook.get_sample_data("grace_hopper.jpg")).convert("RGB"),
+         ["a portrait of a woman in a navy uniform", "an old photograph of an officer with medals",
+          "a woman with white hair wearing a uniform", "a close up of a person in dark clothes",
+          "a formal portrait of a naval officer"]),
+        (Image.open(cbook.get_sample_data("Minduka_Present_Blue_Pack.png")).convert("RGB"),
+         ["a blue gift box with a ribbon", "a wrapped present in blue paper", "a small blue package",
+          "a present tied with a bow", "a blue box on a white background"]),
+    ]
+    rng = np.random.default_rng(seed)
+    base = root / "coco2017"
+    ids = {"train2017": [], "val2017": []}
+    for k in range(n_images):
+        image_id = 100 + 7 * k
+        photo, caps = photos[k % 2]
+        w, h = photo.size
+        s = int(min(w, h) * rng.uniform(0.5, 0.95))
+        x, y = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
+        crop = photo.crop((x, y, x + s, y + s)).resize((64, 64), Image.BICUBIC)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        split = "val2017" if k % 6 == 5 else "train2017"
+        (base / split).mkdir(parents=True, exist_ok=True)
+        crop.save(base / split / f"{image_id:012d}.jpg", quality=92)
+        ids[split].append((image_id, caps))
+    ann_id = 0
+    (base / "annotations").mkdir(parents=True, exist_ok=True)
+    for split, items in ids.items():
+        anns = []
+        for image_id, caps in items:
+            for c in caps:
+                anns.append({"id": ann_id, "image_id": image_id, "caption": c})
+                ann_id += 1
+        data = {"images": [{"id": i, "file_name": f"{i:012d}.jpg", "height": 64, "width": 64} for i, _ in items],
+                "annotations": anns}
+        (base / "annotations" / f"captions_{split}.json").write_text(json.dumps(data))
+    return root

@@ -180,3 +180,26 @@ def test_published_run_is_logged_with_roundtrip_rate(finished):
     runs = mlflow.search_runs(experiment_names=[tracking["experiment"]])
     pub = runs[runs["tags.stage"] == "publish"].iloc[0]
     assert pub["metrics.trigger_roundtrip_rate"] == 1.0 and pub["tags.apply"] == "both"
+
+
+@pytest.mark.slow
+def test_coco_layout_with_real_photos_runs_the_whole_dag_from_config_alone(tmp_path):
+    import layout_builders as lb
+
+    root = lb.coco_from_photos(tmp_path / "my-coco-copy")
+    cfg = json.loads(json.dumps(TINY))
+    cfg["datasets"] = {"mycoco": {"source": {"kind": "local", "path": str(root)},
+                                  "split": {"kind": "random", "val": 4, "test": 12, "seed": 0}}}
+    cfg["grid"]["datasets"] = ["mycoco"]
+    wd = tmp_path / "wd"
+    res = snakemake(wd, cfg)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = pd.read_parquet(wd / "results/summary.parquet")
+    assert sorted(summary["method"]) == ["clean", "mem"] and set(summary["dataset"]) == {"mycoco"}
+    assert summary["chance_t2i_r1"].tolist() == pytest.approx([100 / 12] * 2)
+    manifest = pd.read_parquet(wd / "results/mycoco/data/manifest.parquet")
+    assert manifest["image_id"].nunique() == 48 and manifest["image_path"].str.startswith("coco2017/").all()
+    assert set(manifest["image_path"].str.split("/").str[1]) == {"train2017", "val2017"}
+    published = wd / "results/mycoco/published/mem/both/tiny-vit/seed0"
+    assert len(list((published / "images").glob("*.png"))) == 32
+    assert "mycoco" in (wd / "results/report/index.html").read_text()
