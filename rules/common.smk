@@ -5,11 +5,13 @@ from pathlib import Path
 
 from unlearnable import ConfigError
 from unlearnable.configschema import check_references, validate_config
+from unlearnable.grid import cells as grid_cells, expand_trigger_lengths, run_dir
 from unlearnable.models import image_resolution
 
 try:
     validate_config(config, workflow.source_path("../config/schema.yaml"), source="config")
     check_references(config, source="config")
+    expand_trigger_lengths(config)
     for _name, _m in config["models"].items():
         image_resolution(_m["arch"])
 except ConfigError as _e:
@@ -85,18 +87,8 @@ def torch_threads():
 
 
 def run_dirs():
-    """Every evaluated model of the grid, as its results folder relative to the dataset."""
-    out = []
-    for d in GRID["datasets"]:
-        for run in GRID["runs"]:
-            for v in GRID["victims"]:
-                for s in GRID["seeds"]:
-                    if run["method"] == "clean":
-                        out.append(f"{RESULTS}/{d}/clean/{v}/seed{s}")
-                        continue
-                    for sur in GRID["surrogates"]:
-                        out.append(f"{RESULTS}/{d}/retrain/{run['method']}/{run['apply']}/{sur}/{v}/seed{s}")
-    return list(dict.fromkeys(out))
+    """Every evaluated model of the grid, as its results folder."""
+    return [run_dir(RESULTS, c) for c in grid_cells(config)]
 
 
 def all_outputs():

@@ -1,4 +1,6 @@
-# The MLflow store is created once here, before any parallel job logs to it.
+# The MLflow store is created once here, before any parallel job logs to it. The experiment (one per grid,
+# `mlflow.experiment`) is read by each job from the config, not from this file, so that switching grids
+# never invalidates results that grids share.
 
 
 rule tracking_store:
@@ -6,7 +8,6 @@ rule tracking_store:
         f"{RESULTS}/tracking.json",
     params:
         uri=config["mlflow"]["tracking_uri"],
-        experiment=config["mlflow"]["experiment"],
         artifacts=f"{RESULTS}/mlartifacts",
     log:
         f"{RESULTS}/logs/tracking_store.log",

@@ -1,7 +1,6 @@
 """Snakemake adapter: compute a protection (noise + triggers) for a dataset's training split."""
-import json
-
 from unlearnable.jobrunner import run_job
+from unlearnable.tracking import job_tracking
 from unlearnable.jobs import protect_job
 from unlearnable.models import ModelSpec
 from unlearnable.protect.config import method_config
@@ -11,4 +10,4 @@ m = smk.params.model
 run_job(smk.log[0], smk.threads, lambda: protect_job(
     smk.input.manifest, smk.input.store, ModelSpec(m["arch"], m["pretrained"]), method_config(smk.params.method),
     int(smk.wildcards.seed), smk.params.device, smk.output[0], dict(smk.params.cell),
-    json.loads(open(smk.input.tracking).read())))
+    job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])))

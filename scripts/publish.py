@@ -1,7 +1,6 @@
 """Snakemake adapter: write the protected dataset as a data owner would publish it."""
-import json
-
 from unlearnable.jobrunner import run_job
+from unlearnable.tracking import job_tracking
 from unlearnable.jobs import export_job
 from unlearnable.models import ModelSpec
 
@@ -10,4 +9,4 @@ m = smk.params.model
 run_job(smk.log[0], 1, lambda: export_job(
     smk.input.manifest, smk.input.store, smk.input.protection, smk.wildcards.apply,
     ModelSpec(m["arch"], m["pretrained"]), smk.output[0], dict(smk.params.cell),
-    json.loads(open(smk.input.tracking).read())))
+    job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])))

@@ -1,7 +1,6 @@
 """Snakemake adapter: train a CLIP from scratch on the train rows of a manifest."""
-import json
-
 from unlearnable.jobrunner import run_job
+from unlearnable.tracking import job_tracking
 from unlearnable.jobs import train_job
 from unlearnable.models import ModelSpec
 from unlearnable.train import TrainConfig
@@ -14,4 +13,4 @@ store = smk.input.get("store") or f"{smk.input.published}/images.npy"
 run_job(smk.log[0], smk.threads, lambda: train_job(
     manifest, store, ModelSpec(m["arch"], m["pretrained"]), TrainConfig(**smk.params.train),
     int(smk.wildcards.seed), smk.params.device, smk.output.model, smk.output.record, dict(smk.params.cell),
-    json.loads(open(smk.input.tracking).read())))
+    job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])))

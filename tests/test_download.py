@@ -139,7 +139,7 @@ def test_the_key_never_reaches_logs_outputs_or_mlflow(downloaded):
 
     tracking = json.loads((wd / "results/tracking.json").read_text())
     mlflow.set_tracking_uri(tracking["uri"])
-    runs = mlflow.search_runs(experiment_names=[tracking["experiment"]])
+    runs = mlflow.search_runs(experiment_names=["unlearnable"])
     assert len(runs) >= 2
     assert not any(KEY in str(v) for v in runs.to_numpy().ravel())
 

@@ -72,8 +72,18 @@ def test_mlflow_has_train_and_eval_runs(finished):
 
     tracking = json.loads((finished / "results" / "tracking.json").read_text())
     mlflow.set_tracking_uri(tracking["uri"])
-    runs = mlflow.search_runs(experiment_names=[tracking["experiment"]])
-    assert set(runs["tags.stage"]) == {"train", "evaluate", "protect", "publish"}
+    runs = mlflow.search_runs(experiment_names=["unlearnable"])
+    assert set(runs["tags.stage"]) == {"cell", "train", "evaluate", "protect", "publish"}
+    # one parent run per grid cell, every axis a tag; its steps nested under it; shared steps linked
+    cells = runs[runs["tags.stage"] == "cell"]
+    assert sorted(cells["tags.method"]) == ["clean", "mem"] and set(cells["tags.victim"]) == {"tiny-vit"}
+    mem = cells[cells["tags.method"] == "mem"].iloc[0]
+    assert mem["tags.token_num"] == "3" and mem["tags.kind"] == "mem" and mem["tags.seed"] == "0"
+    nested = runs[runs["tags.mlflow.parentRunId"] == mem["run_id"]]
+    assert sorted(nested["tags.stage"]) == ["evaluate", "train"]
+    assert mem["metrics.t2i_r1"] == nested[nested["tags.stage"] == "evaluate"]["metrics.t2i_r1"].iloc[0]
+    protect_run = runs[runs["tags.stage"] == "protect"]["run_id"].iloc[0]
+    assert mem["tags.protect_run_id"] == protect_run
     train = runs[(runs["tags.stage"] == "train") & (runs["tags.method"] == "clean")].iloc[0]
     assert train["params.seed"] == "0" and train["params.train.epochs"] == "2"
     client = mlflow.tracking.MlflowClient()
@@ -177,7 +187,7 @@ def test_published_run_is_logged_with_roundtrip_rate(finished):
 
     tracking = json.loads((finished / "results" / "tracking.json").read_text())
     mlflow.set_tracking_uri(tracking["uri"])
-    runs = mlflow.search_runs(experiment_names=[tracking["experiment"]])
+    runs = mlflow.search_runs(experiment_names=["unlearnable"])
     pub = runs[runs["tags.stage"] == "publish"].iloc[0]
     assert pub["metrics.trigger_roundtrip_rate"] == 1.0 and pub["tags.apply"] == "both"
 

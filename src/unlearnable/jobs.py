@@ -25,7 +25,7 @@ from .models import ModelSpec, create_model, load_weights, normalisation, save_w
 from .provenance import configure_determinism, resolve_device, seed_everything, versions
 from .text import tokenize
 from .train import PairBatches, TrainConfig, train_clip
-from .tracking import tracked_run
+from .tracking import cell_parent, log_to_run, tracked_run
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +74,22 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
                        _tokens(spec, rows["caption"].tolist()), *normalisation(model))
     params = {"cell": cell, "model": asdict(spec), "train": asdict(cfg), "seed": seed, "device": str(dev),
               "train_pairs": len(data), "train_images": int(rows["image_id"].nunique())}
+    export = Path(manifest_path).parent / "export.json"  # a published folder says which runs made it
+    upstream = {}
+    if export.is_file():
+        meta = json.loads(export.read_text())
+        upstream = {"publish": meta.get("mlflow_run_id"), "protect": meta.get("protect_mlflow_run_id")}
     t0 = time.time()
-    with tracked_run(tracking["uri"], tracking["experiment"], f"train/{_cell_name(cell)}", params,
-                     _tags(cell, "train")) as run:
+    parent = cell_parent(tracking["uri"], tracking["experiment"], _cell_name(cell), _tags(cell, "cell"),
+                         tracking.get("artifacts"))
+    with _run(tracking, f"train/{_cell_name(cell)}", params, _tags(cell, "train"), parent) as run:
         history = train_clip(model, data, cfg, dev, generator,
                              on_epoch=lambda e, row: mlflow.log_metrics(
                                  {k: v for k, v in row.items() if k != "epoch"}, step=e))
         with atomic_path(out_model) as tmp:
             save_weights(model, tmp, {"model": spec.name, "seed": str(seed)})
         record = {**params, "history": history, "seconds": time.time() - t0, "versions": versions(),
-                  "mlflow_run_id": run.info.run_id}
+                  "mlflow_run_id": run.info.run_id, "mlflow_parent_run_id": parent, "upstream_runs": upstream}
         write_json(out_record, record)
         mlflow.log_artifact(str(out_record))
     return history
@@ -112,8 +118,9 @@ def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path
                                  dev, batch_size)
     log.info("clean test: i2t R@1 %.2f  t2i R@1 %.2f  rsum %.1f (chance t2i R@1 %.2f)", metrics["i2t_r1"],
              metrics["t2i_r1"], metrics["rsum"], metrics["chance_t2i_r1"])
-    with tracked_run(tracking["uri"], tracking["experiment"], f"eval/{_cell_name(cell)}",
-                     {"cell": cell, "model": asdict(spec), "seed": seed}, _tags(cell, "evaluate")) as run:
+    parent = record.get("mlflow_parent_run_id")
+    with _run(tracking, f"eval/{_cell_name(cell)}", {"cell": cell, "model": asdict(spec), "seed": seed},
+              _tags(cell, "evaluate"), parent) as run:
         mlflow.log_metrics(metrics)
         result = {"cell": cell, "seed": seed, "model": asdict(spec), "metrics": metrics,
                   "train_config": record.get("train"), "train_seconds": record.get("seconds"),
@@ -121,6 +128,11 @@ def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path
                   "mlflow_run_id": run.info.run_id, "train_mlflow_run_id": record.get("mlflow_run_id")}
         write_json(out_json, result)
         mlflow.log_artifact(str(out_json))
+    if parent:
+        links = {"train_run_id": record.get("mlflow_run_id"), "evaluate_run_id": run.info.run_id,
+                 **{f"{k}_run_id": v for k, v in (record.get("upstream_runs") or {}).items()}}
+        log_to_run(tracking["uri"], parent, {**metrics, "train_seconds": record.get("seconds") or 0.0},
+                   {k: v for k, v in links.items() if v})
     with atomic_path(out_parquet) as tmp:
         pq.write_table(pa.Table.from_pylist([summary_row(result)]), tmp)
     return result
@@ -143,8 +155,21 @@ def _cell_name(cell: dict) -> str:
     return "/".join(str(cell.get(k, "-")) for k in CELL_KEYS) + f"/seed{cell.get('seed', '')}"
 
 
+def _run(tracking: dict, name: str, params: dict, tags: dict, parent_run_id: str | None = None):
+    return tracked_run(tracking["uri"], tracking["experiment"], name, params, tags, parent_run_id=parent_run_id,
+                       artifact_root=tracking.get("artifacts"))
+
+
 def _tags(cell: dict, stage: str) -> dict[str, str]:
-    return {**{k: str(v) for k, v in cell.items() if not isinstance(v, dict)}, "stage": stage}
+    """Every grid axis as a tag (plus the method's kind and trigger length), so the MLflow UI can filter."""
+    tags = {k: str(v) for k, v in cell.items() if not isinstance(v, dict)}
+    params = cell.get("method_params") or {}
+    if params:
+        from .protect.config import method_config
+
+        resolved = method_config(params)
+        tags.update(kind=resolved.method, token_num=str(resolved.trigger_len), eps=str(resolved.eps))
+    return {**tags, "stage": stage}
 
 
 def collect_summary(metric_parquets: list[str | Path], out: str | Path) -> pd.DataFrame:
@@ -164,9 +189,10 @@ def protect_job(manifest_path: str | Path, store_path: str | Path, surrogate: Mo
 
     train = _train_rows(manifest_path)
     params = {"cell": cell, "protect": asdict(cfg), "surrogate": asdict(surrogate), "seed": seed, "device": device}
-    with tracked_run(tracking["uri"], tracking["experiment"], f"protect/{_cell_name(cell)}", params,
-                     _tags(cell, "protect")):
+    with _run(tracking, f"protect/{_cell_name(cell)}", params, _tags(cell, "protect")) as run:
         meta = protect(train, store_path, surrogate, cfg, seed, device, out_dir)
+        meta["mlflow_run_id"] = run.info.run_id  # so that every cell using this protection can link to it
+        write_json(Path(out_dir) / "protection.json", meta)
         for h in meta["history"]:
             mlflow.log_metrics({k: v for k, v in h.items() if k != "round" and v == v}, step=h["round"])
         mlflow.log_metric("protect_seconds", meta["seconds"])
@@ -183,10 +209,11 @@ def export_job(manifest_path: str | Path, store_path: str | Path, protection: st
 
     train = _train_rows(manifest_path)
     t0 = time.time()
-    with tracked_run(tracking["uri"], tracking["experiment"], f"publish/{_cell_name(cell)}",
-                     {"cell": cell, "protection": str(protection)}, _tags(cell, "publish")):
-        meta = export_published(train, store_path, protection, apply,
-                                tokenizer(surrogate.name), out_dir)
+    with _run(tracking, f"publish/{_cell_name(cell)}", {"cell": cell, "protection": str(protection)},
+              _tags(cell, "publish")) as run:
+        protect_run = json.loads((Path(protection) / "protection.json").read_text()).get("mlflow_run_id")
+        meta = export_published(train, store_path, protection, apply, tokenizer(surrogate.name), out_dir,
+                                {"mlflow_run_id": run.info.run_id, "protect_mlflow_run_id": protect_run})
         mlflow.log_metrics({"files": meta["files"], "captions": meta["captions"],
                             "trigger_roundtrip_rate": meta["trigger_roundtrip_rate"],
                             "publish_seconds": time.time() - t0})

@@ -42,7 +42,7 @@ def _aligned_units(train_rows: pd.DataFrame, protection: Path) -> tuple[np.ndarr
 
 
 def export_published(train_rows: pd.DataFrame, store_path: str | Path, protection: str | Path, apply: str, tok,
-                     out_dir: str | Path) -> dict:
+                     out_dir: str | Path, provenance: dict | None = None) -> dict:
     if apply not in APPLY:
         raise DataError(f"apply {apply!r} is not one of {APPLY}")
     protection = Path(protection)
@@ -87,7 +87,7 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
         got = tokenize(tok, captions)
         roundtrip = float((got == expected).all(dim=1).float().mean())
         meta = {"apply": apply, "granularity": granularity, "files": len(pairs), "captions": len(captions),
-                "trigger_roundtrip_rate": roundtrip, "protection": str(protection)}
+                "trigger_roundtrip_rate": roundtrip, "protection": str(protection), **(provenance or {})}
         write_json(tmp / "export.json", meta)
     log.info("published %d files, %d captions (apply=%s); trigger round-trip %.4f", len(pairs), len(captions),
              apply, roundtrip)

@@ -1,0 +1,82 @@
+"""The result grid: datasets x methods (x trigger lengths) x surrogates x victims x seeds, as cells.
+
+A cell is one evaluated model. Cells share upstream work through the DAG's file names: one manifest per
+dataset, one clean baseline per dataset/victim/seed, one protection per dataset/method/surrogate/seed, one
+retrain per protection/apply/victim/seed. Transfer is simply surrogate != victim.
+"""
+from __future__ import annotations
+
+import copy
+
+from . import ConfigError
+
+TRIGGER_KINDS = ("mem", "random_trigger")
+
+
+def expand_trigger_lengths(config: dict) -> dict:
+    """`grid.trigger_lengths: [1, 3, 5]` turns every trigger method of `grid.runs` into one run per length.
+
+    A derived method is named `<name>-k<n>`, except where n is the method's own length: that keeps its name,
+    so the cells it already has are reused rather than recomputed.
+    """
+    grid = config["grid"]
+    lengths = grid.get("trigger_lengths") or []
+    if not lengths:
+        return config
+    from .protect.config import method_config
+
+    methods, runs = config.setdefault("methods", {}), []
+    for run in grid["runs"]:
+        spec = methods.get(run["method"])
+        if spec is None or spec["kind"] not in TRIGGER_KINDS:
+            runs.append(run)
+            continue
+        own = method_config(spec).token_num
+        for n in lengths:
+            name = run["method"] if n == own else f"{run['method']}-k{n}"
+            if name != run["method"]:
+                if name in methods and methods[name] != {**spec, "token_num": n}:
+                    raise ConfigError(f"config: key 'methods.{name}' clashes with the trigger-length axis")
+                methods[name] = {**copy.deepcopy(spec), "token_num": n}
+            runs.append({**run, "method": name})
+    grid["runs"] = list({(r["method"], r.get("apply", "both")): r for r in runs}.values())
+    return config
+
+
+def cells(config: dict) -> list[dict]:
+    """Every cell of the grid, in a stable order."""
+    grid, out = config["grid"], []
+    for d in grid["datasets"]:
+        for run in grid["runs"]:
+            for v in grid["victims"]:
+                for s in grid["seeds"]:
+                    if run["method"] == "clean":
+                        out.append({"dataset": d, "method": "clean", "apply": "none", "surrogate": "none",
+                                    "victim": v, "seed": s})
+                        continue
+                    for sur in grid["surrogates"]:
+                        out.append({"dataset": d, "method": run["method"], "apply": run.get("apply", "both"),
+                                    "surrogate": sur, "victim": v, "seed": s})
+    unique = {tuple(c.values()): c for c in out}
+    return list(unique.values())
+
+
+def run_dir(results: str, cell: dict) -> str:
+    """The folder of a cell's trained model and metrics."""
+    if cell["method"] == "clean":
+        return f"{results}/{cell['dataset']}/clean/{cell['victim']}/seed{cell['seed']}"
+    return (f"{results}/{cell['dataset']}/retrain/{cell['method']}/{cell['apply']}/{cell['surrogate']}/"
+            f"{cell['victim']}/seed{cell['seed']}")
+
+
+def protection_dirs(results: str, config: dict) -> list[str]:
+    """Every protection of the grid (for the report's gallery and loss curves)."""
+    out = [f"{results}/{c['dataset']}/protect/{c['method']}/{c['surrogate']}/seed{c['seed']}"
+           for c in cells(config) if c["method"] != "clean"]
+    return list(dict.fromkeys(out))
+
+
+def published_dirs(results: str, config: dict) -> list[str]:
+    out = [f"{results}/{c['dataset']}/published/{c['method']}/{c['apply']}/{c['surrogate']}/seed{c['seed']}"
+           for c in cells(config) if c["method"] != "clean"]
+    return list(dict.fromkeys(out))
