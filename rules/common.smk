@@ -5,7 +5,7 @@ from pathlib import Path
 
 from unlearnable import ConfigError
 from unlearnable.configschema import check_references, validate_config
-from unlearnable.grid import cells as grid_cells, expand_trigger_lengths, run_dir
+from unlearnable.grid import cells as grid_cells, expand_trigger_lengths, protection_dirs, published_dirs, run_dir
 from unlearnable.models import image_resolution
 
 try:
@@ -89,6 +89,21 @@ def torch_threads():
 def run_dirs():
     """Every evaluated model of the grid, as its results folder."""
     return [run_dir(RESULTS, c) for c in grid_cells(config)]
+
+
+def gallery_entries(wildcards=None):
+    """One gallery entry per dataset/method/surrogate at the first seed, published with noise and trigger."""
+    chosen = {}
+    for c in grid_cells(config):
+        if c["method"] != "clean" and c["seed"] == GRID["seeds"][0]:
+            key = (c["dataset"], c["method"], c["surrogate"])
+            if key not in chosen or c["apply"] == "both":
+                chosen[key] = c
+    return [{"path": f"{RESULTS}/{c['dataset']}/published/{c['method']}/{c['apply']}/{c['surrogate']}/seed{c['seed']}",
+             "manifest": f"{RESULTS}/{c['dataset']}/data/manifest.parquet",
+             "store": store_path(c["dataset"], c["surrogate"]),
+             "title": f"{c['dataset']}: {c['method']}" + (f" [{c['apply']}]" if c["apply"] != "both" else "")
+             + f", surrogate {c['surrogate']}, seed {c['seed']}"} for c in chosen.values()]
 
 
 def all_outputs():

@@ -18,6 +18,8 @@ rule report:
     input:
         summary=f"{RESULTS}/summary.parquet",
         records=[f"{r}/train.json" for r in run_dirs()],
+        protections=protection_dirs(RESULTS, config),
+        published=published_dirs(RESULTS, config),
     output:
         html=report(f"{RESULTS}/report/index.html", category="Results", caption="../report/results.rst"),
         recall=report(f"{RESULTS}/report/recall.png", category="Results", caption="../report/recall.rst"),
@@ -25,6 +27,7 @@ rule report:
         table=report(f"{RESULTS}/report/results.csv", category="Results", caption="../report/results.rst"),
     params:
         config=config,
+        gallery=gallery_entries,
     log:
         f"{RESULTS}/logs/report.log",
     conda:

@@ -1,4 +1,4 @@
-"""Snakemake adapter: write results/report/ from the summary table and the training records."""
+"""Snakemake adapter: write results/report/ from the summary table, records, protections and published data."""
 from pathlib import Path
 
 import pandas as pd
@@ -9,5 +9,6 @@ from unlearnable.report import write_report
 
 smk = snakemake  # noqa: F821
 run_job(smk.log[0], 1, lambda: write_report(
-    pd.read_parquet(smk.input.summary), [Path(p) for p in smk.input.records], Path(smk.output.html).parent,
+    pd.read_parquet(smk.input.summary), Path(smk.output.html).parent, [Path(p) for p in smk.input.records],
+    [Path(p) for p in smk.input.protections], list(smk.params.gallery),
     {"config": dict(smk.params.config), "versions": versions()}))

@@ -1,14 +1,17 @@
-"""The human-facing report: a results table (mean ± spread over seeds, chance level) and plots."""
+"""The human-facing report: the grid in the paper's table form, plots, a gallery and the run's provenance.
+
+`index.html` is self-contained (every image inlined), so it can be mailed or archived as one file.
+"""
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 
 import pandas as pd
 
+from . import gallery, plots
 from .atomic import atomic_path
 
 RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
@@ -21,119 +24,150 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
     g = summary.groupby(GROUP, sort=False)
     mean = g[cols].mean()
     std = g[cols].std(ddof=1).fillna(0.0).add_suffix("_std")
-    chance = g[[f"chance_{c}" for c in RECALLS] + ["chance_rsum"]].first()
+    chance = g[[f"chance_{c}" for c in RECALLS] + ["chance_rsum", "method_params"]].first()
     out = pd.concat([mean, std, chance, g.size().rename("seeds")], axis=1).reset_index()
     return out
 
 
-def _fig_png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def recall_plot(agg: pd.DataFrame) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = [f"{r.method}" + (f" [{r.apply}]" if r.apply not in ("", "both", "none") else "")
-              + (f"\n{r.surrogate}->{r.victim}" if r.surrogate not in ("", "none") else f"\n{r.victim}")
-              for r in agg.itertuples()]
-    fig, axes = plt.subplots(1, 2, figsize=(max(6, 1.1 * len(agg) + 2) * 1.0, 3.6), sharey=True)
-    for ax, d in zip(axes, ("i2t", "t2i")):
-        x = range(len(agg))
-        ax.bar(x, agg[f"{d}_r1"], yerr=agg[f"{d}_r1_std"], color="#4a7ab8", capsize=3, label="R@1")
-        ax.scatter(x, agg[f"chance_{d}_r1"], marker="_", s=300, color="#c0392b", zorder=3, label="chance")
-        ax.set_xticks(list(x), labels, rotation=45, ha="right", fontsize=8)
-        ax.set_title({"i2t": "image → text R@1 (%)", "t2i": "text → image R@1 (%)"}[d])
-        ax.set_ylim(0, 100)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"clean-test retrieval ({', '.join(agg['dataset'].unique())})", fontsize=10)
-    png = _fig_png(fig)
-    plt.close(fig)
-    return png
-
-
-def curves_plot(train_records: list[Path]) -> bytes | None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    recs = [json.loads(Path(p).read_text()) for p in train_records]
-    if not recs:
-        return None
-    fig, ax = plt.subplots(figsize=(6, 3.4))
-    for r in recs:
-        c = r["cell"]
-        label = f"{c.get('method')}[{c.get('apply')}] {c.get('victim')} s{r['seed']}"
-        ax.plot([h["epoch"] for h in r["history"]], [h["loss"] for h in r["history"]], label=label)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("training loss")
-    ax.set_yscale("log")
-    ax.legend(fontsize=6, ncol=2)
-    ax.grid(alpha=0.3)
-    png = _fig_png(fig)
-    plt.close(fig)
-    return png
-
-
 def _fmt(mean: float, std: float, seeds: int) -> str:
-    return f"{mean:.1f}" + (f" ± {std:.1f}" if seeds > 1 else "")
+    return f"{mean:.1f}" + (f"<small> ± {std:.1f}</small>" if seeds > 1 else "")
 
 
-def results_table_html(agg: pd.DataFrame) -> str:
-    head = "".join(f"<th>{h}</th>" for h in GROUP + ["seeds"] + RECALLS + ["rsum", "t2i medR"])
+COLUMNS = [("i2t_r1", "R@1"), ("i2t_r5", "R@5"), ("i2t_r10", "R@10"), ("t2i_r1", "R@1"), ("t2i_r5", "R@5"),
+           ("t2i_r10", "R@10"), ("rsum", "rsum")]
+
+
+def paper_table_html(agg: pd.DataFrame) -> str:
+    """Rows: dataset x method; columns: image->text and text->image R@1/5/10 and rsum, mean ± sd over seeds.
+
+    Among the protected rows of a dataset, the lowest value of a column (strongest protection) is marked ▼,
+    the highest (weakest) ▲. Each dataset ends with its chance row.
+    """
+    head = ("<thead><tr><th rowspan=2>dataset</th><th rowspan=2>method</th><th rowspan=2>seeds</th>"
+            "<th colspan=3>image → text</th><th colspan=3>text → image</th><th rowspan=2>rsum</th></tr><tr>"
+            + "".join(f"<th>{h}</th>" for c, h in COLUMNS if c != "rsum") + "</tr></thead>")
+    body = []
+    for d, sub in agg.groupby("dataset", sort=False):
+        prot = sub[sub["method"] != "clean"]
+        lo = {c: prot[c].min() for c, _ in COLUMNS} if len(prot) > 1 else {}
+        hi = {c: prot[c].max() for c, _ in COLUMNS} if len(prot) > 1 else {}
+        for i, r in enumerate(sub.to_dict("records")):
+            cells = [f"<td rowspan={len(sub) + 1}>{html.escape(d)}</td>"] if i == 0 else []
+            cls = ' class="clean"' if r["method"] == "clean" else ""
+            cells += [f"<td{cls}>{html.escape(plots.label(r))}</td>", f"<td>{r['seeds']}</td>"]
+            for c, _ in COLUMNS:
+                mark = ""
+                if r["method"] != "clean" and lo:
+                    mark = ' class="best">▼ ' if r[c] == lo[c] else (' class="worst">▲ ' if r[c] == hi[c] else ">")
+                cells.append(f"<td{mark or '>'}{_fmt(r[c], r[c + '_std'], r['seeds'])}</td>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        first = sub.iloc[0]
+        body.append('<tr class="chance"><td>chance</td><td></td>'
+                    + "".join(f"<td>{first[f'chance_{c}']:.2f}</td>" for c, _ in COLUMNS) + "</tr>")
+    return f'<table class="paper">{head}<tbody>{"".join(body)}</tbody></table>'
+
+
+def runs_table_html(summary: pd.DataFrame, train_records: list[dict], protections: list[dict]) -> str:
+    """Per evaluated model: timings and MLflow run ids (parent run of the cell, training, evaluation)."""
+    rec = {(r["cell"]["dataset"], r["cell"]["method"], r["cell"].get("apply", "none"),
+            r["cell"].get("surrogate", "none"), r["cell"]["victim"], int(r["seed"])): r for r in train_records}
+    prot = {(p["cell"]["dataset"], p["cell"]["method"], p["cell"]["surrogate"], int(p["cell"]["seed"])): p
+            for p in protections}
     rows = []
-    best = {c: agg[c].max() for c in RECALLS + ["rsum"]}
-    worst = {c: agg[c].min() for c in RECALLS + ["rsum"]}
-    for r in agg.to_dict("records"):
-        cells = [f"<td>{html.escape(str(r[k]))}</td>" for k in GROUP] + [f"<td>{r['seeds']}</td>"]
-        for c in RECALLS + ["rsum"]:
-            cls = "best" if r[c] == best[c] and len(agg) > 1 else ("worst" if r[c] == worst[c] and len(agg) > 1 else "")
-            chance = r[f"chance_{c}"]
-            cells.append(f'<td class="{cls}">{_fmt(r[c], r[c + "_std"], r["seeds"])}'
-                         f'<span class="chance"> / {chance:.2f}</span></td>')
-        cells.append(f"<td>{r['t2i_medr']:.1f}</td>")
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    for r in summary.to_dict("records"):
+        t = rec.get((r["dataset"], r["method"], r["apply"], r["surrogate"], r["victim"], int(r["seed"])), {})
+        p = prot.get((r["dataset"], r["method"], r["surrogate"], int(r["seed"])), {})
+        rows.append({"dataset": r["dataset"], "cell": plots.label(r), "seed": r["seed"],
+                     "protect s": f"{p['seconds']:.0f}" if p else "",
+                     "train s": f"{t.get('seconds', 0):.0f}" if t else "",
+                     "MLflow cell run": t.get("mlflow_parent_run_id", ""), "MLflow train run": t.get("mlflow_run_id", ""),
+                     "MLflow eval run": r.get("mlflow_run_id", ""), "MLflow protect run": p.get("mlflow_run_id", "")})
+    return pd.DataFrame(rows).to_html(index=False, classes="runs", border=0)
 
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222}table{border-collapse:collapse;font-size:13px}
-td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f0f0f0}td:nth-child(-n+5){text-align:left}
-.best{background:#d8f0d8}.worst{background:#f6dada}.chance{color:#999;font-size:11px}img{max-width:100%}
+def gallery_html(entries: list[dict]) -> str:
+    if not entries:
+        return "<p>No protected data in this grid.</p>"
+    parts = []
+    for e in entries:
+        parts.append(f"<h3>{html.escape(e['title'])}</h3><div class='gallery'>")
+        for s in e["samples"]:
+            parts.append(
+                "<figure>" + "".join(f"<div><img class='px' alt='{a}' src='data:image/png;base64,"
+                                     f"{base64.b64encode(b).decode()}'><span>{a}</span></div>"
+                                     for a, b in (("clean", s.clean), ("protected", s.protected),
+                                                  (f"noise, amplified (max {s.linf}/255)", s.noise)))
+                + f"<figcaption><b>published:</b> {html.escape(s.caption)}<br>"
+                  f"<span class='orig'>original: {html.escape(s.original)}</span></figcaption></figure>")
+        parts.append("</div>")
+    return "".join(parts)
+
+
+CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
+table{border-collapse:collapse;font-size:13px;margin-bottom:1em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th{background:#f0f0f0;text-align:center}table.paper td:nth-child(-n+2){text-align:left}td.clean{font-style:italic}
+.best{background:#d8f0d8;font-weight:bold}.worst{background:#f6dada}tr.chance td{color:#888;font-size:11px}
+small{color:#666}img{max-width:100%}img.px{width:128px;height:128px;image-rendering:pixelated}
+.gallery{display:flex;flex-wrap:wrap;gap:1.5em}figure{margin:0;border:1px solid #ddd;padding:.5em;width:430px}
+figure>div{display:inline-block;text-align:center;font-size:11px;margin-right:4px}figure>div span{display:block}
+figcaption{font-size:12px;margin-top:.4em}.orig{color:#888}table.runs{font-size:11px}
 pre{background:#f7f7f7;padding:1em;font-size:12px;overflow:auto}"""
 
 
-def write_report(summary: pd.DataFrame, train_records: list[Path], out_dir: str | Path, meta: dict) -> None:
-    """index.html is self-contained (images inlined); the PNGs and CSV sit beside it for other tools."""
+def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list[Path], protections: list[Path],
+                 published: list[dict], meta: dict) -> None:
+    """`published`: dicts with the folder (`path`), its dataset's `manifest` and `store`, and a `title`."""
     agg = aggregate(summary)
-    recall_png = recall_plot(agg)
-    curves_png = curves_plot(train_records)
+    records = [json.loads(Path(p).read_text()) for p in train_records]
+    prots = []
+    for d in protections:
+        p = json.loads((Path(d) / "protection.json").read_text())
+        parts = Path(d).parts  # .../<dataset>/protect/<method>/<surrogate>/seed<s>
+        p["cell"] = {"dataset": parts[-5], "method": parts[-3], "surrogate": parts[-2], "seed": int(parts[-1][4:])}
+        prots.append(p)
+    figures = {
+        "recall.png": plots.recall_by_method(agg),
+        "training_curves.png": plots.training_curves(prots, records),
+        "trigger_lengths.png": plots.trigger_lengths(agg),
+        "transfer_matrix.png": plots.transfer_matrix(agg),
+    }
+    entries = [{"title": e["title"], "samples": gallery.samples(e["path"], e["manifest"], e["store"])}
+               for e in published]
     out_dir = Path(out_dir)
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         agg.to_csv(tmp / "results.csv", index=False)
-        (tmp / "recall.png").write_bytes(recall_png)
+        for name, png in figures.items():
+            if png:
+                (tmp / name).write_bytes(png)
+
+        def fig(name: str, missing: str) -> str:
+            return _img(figures[name]) if figures[name] else f"<p><i>{missing}</i></p>"
+
         sections = [
             "<h1>Unlearnable examples: clean-test retrieval</h1>",
-            "<p>Recall in percent on the clean test split (mean ± standard deviation over seeds); the grey "
-            "number after each value is the random-guess level. Green: best in column; red: worst.</p>",
-            results_table_html(agg),
-            "<h2>Recall@1 by method</h2>", _img(recall_png),
+            f"<p>{len(summary)} evaluated models in {len(agg)} cells. Recall in percent on the clean test split, "
+            "mean ± standard deviation over seeds; each dataset ends with the random-guess level. Among the "
+            "protected rows: ▼ lowest recall (strongest protection), ▲ highest. rsum is the sum of the six "
+            "recalls.</p>",
+            paper_table_html(agg),
+            "<h2>Recall@1 by method and dataset</h2>", fig("recall.png", ""),
+            "<h2>Transfer: surrogate × victim</h2>",
+            fig("transfer_matrix.png", "This grid has one surrogate and one victim: no transfer axis."),
+            "<h2>Trigger-length ablation</h2>",
+            fig("trigger_lengths.png", "No methods in this grid differ only in trigger length "
+                                       "(set grid.trigger_lengths)."),
+            "<h2>Surrogate loss and training curves</h2>", fig("training_curves.png", "No curves."),
+            "<h2>Gallery</h2><p>Published training images next to their clean originals; the noise is the "
+            "difference, scaled so that mid-grey is zero and full contrast is the budget ε.</p>",
+            gallery_html(entries),
+            "<h2>Runs: timings and MLflow ids</h2>", runs_table_html(summary, records, prots),
+            "<h2>Configuration and versions</h2>",
+            f"<pre>{html.escape(json.dumps(meta, indent=2, sort_keys=True, default=str))}</pre>",
         ]
-        if curves_png:
-            (tmp / "training_curves.png").write_bytes(curves_png)
-            sections += ["<h2>Training curves</h2>", _img(curves_png)]
-        runs = summary[GROUP + ["seed", "mlflow_run_id"]].to_html(index=False)
-        sections += ["<h2>Runs</h2>", runs, "<h2>Configuration and versions</h2>",
-                     f"<pre>{html.escape(json.dumps(meta, indent=2, sort_keys=True, default=str))}</pre>"]
-        (tmp / "index.html").write_text(f"<!doctype html><html><head><meta charset='utf-8'>"
+        (tmp / "index.html").write_text("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
                                         f"<title>unlearnable report</title><style>{CSS}</style></head><body>"
-                                        + "\n".join(sections) + "</body></html>")
+                                        + "\n".join(sections) + "</body></html>", encoding="utf-8")
 
 
 def _img(png: bytes) -> str:

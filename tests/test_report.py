@@ -1,0 +1,78 @@
+"""The report: the paper-form table, the transfer matrix and a real render in headless Chromium."""
+import json
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from unlearnable.plots import transfer_matrix, trigger_lengths
+from unlearnable.report import aggregate, paper_table_html, write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def _summary() -> pd.DataFrame:
+    """2 surrogates x 2 victims x 2 methods (+ clean) x 2 seeds, with known recalls."""
+    rows = []
+    for seed in (0, 1):
+        for victim in ("vit", "rn"):
+            rows.append({"dataset": "d", "method": "clean", "apply": "none", "surrogate": "none", "victim": victim,
+                         "seed": seed, "t2i_r1": 60.0 + seed, "method_params": "{}"})
+            for method, k in (("mem3", 3), ("mem5", 5)):
+                for sur in ("vit", "rn"):
+                    base = 2.0 if sur == victim else 10.0
+                    rows.append({"dataset": "d", "method": method, "apply": "both", "surrogate": sur,
+                                 "victim": victim, "seed": seed, "t2i_r1": base + k + seed,
+                                 "method_params": json.dumps({"kind": "mem", "token_num": k})})
+    df = pd.DataFrame(rows)
+    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r5", "t2i_r10"):
+        df[c] = df["t2i_r1"] + 1
+    df["rsum"] = df[[c for c in df if re.match(r"(i2t|t2i)_r\d+$", c)]].sum(axis=1)
+    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
+        df[f"chance_{c}"] = 0.5
+    df["i2t_medr"] = df["t2i_medr"] = 3.0
+    df["mlflow_run_id"] = "abc"
+    return df
+
+
+def test_paper_table_marks_strongest_and_weakest_protection():
+    agg = aggregate(_summary())
+    assert len(agg) == 10 and (agg["seeds"] == 2).all()
+    row = agg[(agg.method == "mem3") & (agg.surrogate == "vit") & (agg.victim == "vit")].iloc[0]
+    assert row["t2i_r1"] == pytest.approx(5.5) and row["t2i_r1_std"] == pytest.approx(np.sqrt(0.5))
+    table = paper_table_html(agg)
+    assert table.count("<tr class=\"chance\">") == 1 and "image → text" in table
+    best = re.findall(r'class="best">▼ ([\d.]+)', table)
+    worst = re.findall(r'class="worst">▲ ([\d.]+)', table)
+    assert set(best) == {"5.5", "6.5", "38.0"} and set(worst) == {"15.5", "16.5", "98.0"}  # R@k and rsum
+    assert "60.5<small> ± 0.7</small>" in table  # clean, mean ± sd over the two seeds
+
+
+def test_transfer_matrix_and_trigger_length_plots_exist_only_with_their_axes():
+    agg = aggregate(_summary())
+    assert transfer_matrix(agg)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert trigger_lengths(agg)[:8] == b"\x89PNG\r\n\x1a\n"
+    one = agg[(agg.surrogate.isin(["none", "vit"])) & (agg.victim == "vit") & (agg.method != "mem5")]
+    assert transfer_matrix(one) is None and trigger_lengths(one) is None
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (.ci/run installs it)")
+def test_report_renders_in_headless_chromium(tmp_path):
+    write_report(_summary(), tmp_path / "report", [], [], [], {"config": {"grid": "test"}, "versions": {}})
+    html = (tmp_path / "report" / "index.html").read_text()
+    assert re.findall(r'src="(?!data:)', html) == [] and "<script" not in html  # self-contained, nothing to fetch
+    shot = tmp_path / "shot.png"
+    res = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                          "--enable-logging=stderr", "--v=0", "--window-size=1400,2400", f"--screenshot={shot}",
+                          (tmp_path / "report" / "index.html").as_uri()], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    console = [l for l in res.stderr.splitlines() if "CONSOLE" in l or "Uncaught" in l or "Failed to load" in l]
+    assert console == []
+    px = np.asarray(Image.open(shot).convert("RGB"))
+    assert px.shape == (2400, 1400, 3)
+    assert len(np.unique(px.reshape(-1, 3), axis=0)) > 50  # text, tables and plots drawn, not a blank page
+    assert (tmp_path / "report" / "transfer_matrix.png").is_file()
