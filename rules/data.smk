@@ -1,8 +1,12 @@
 # Raw dataset -> validated manifest -> memory-mapped image store at model resolution.
 
 # Downloads need the internet: on a cluster they run where Snakemake runs, not on a compute node.
+# The MLflow store, the summary and the report are small and also run there.
 localrules:
     download,
+    tracking_store,
+    summary,
+    report,
 
 
 rule generate_shapes:

@@ -29,3 +29,14 @@ def shapes_store(shapes_root, tmp_path_factory):
     split = assign_split(rows["image_id"].tolist(), SplitConfig(val=0, test=10))
     df = mf.build_manifest(rows, split).to_pandas()
     return df, build_image_store(df, shapes_root, tmp_path_factory.mktemp("store") / "s.npy", 32)
+
+
+@pytest.fixture(scope="session")
+def finished(tmp_path_factory):
+    """The tiny grid (clean + MEM), run once per session with the local executor."""
+    from wf import TINY, snakemake
+
+    wd = tmp_path_factory.mktemp("wf") / "run"
+    res = snakemake(wd, TINY)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return wd

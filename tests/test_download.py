@@ -11,7 +11,7 @@ import layout_builders as lb
 from fake_kaggle import FakeKaggle
 from unlearnable import DataError
 from unlearnable.kaggle_source import CredentialsError, KaggleSource, download
-from test_workflow import REPO, SNAKEMAKE
+from wf import REPO, SNAKEMAKE
 
 USER, KEY = "tester", "k3y-value-that-must-never-leak-5a9f"
 F8K = [f"{x}" for x in (REPO / "config/splits/flickr8k_test.txt").read_text().split()[:3]] + \

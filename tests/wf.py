@@ -1,0 +1,30 @@
+"""Running the Snakemake workflow on a tiny config in a temporary working directory (test helpers)."""
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+TINY = {
+    "device": "cpu",
+    "datasets": {"shapes": {"source": {"kind": "shapes", "n_images": 120, "image_size": 32, "seed": 1},
+                            "split": {"val": 10, "test": 30, "seed": 0}}},
+    "models": {"tiny-vit": {"arch": "tiny-vit"}},
+    "train": {"epochs": 2, "batch_size": 32},
+    "methods": {"mem": {"kind": "mem", "granularity": "image", "rounds": 4, "surrogate_steps": 3, "hotflip_rounds": 2,
+                        "candidates": 4, "pgd_steps": 2, "batch_size": 32, "lr": 0.001}},
+    "grid": {"datasets": ["shapes"], "surrogates": ["tiny-vit"], "victims": ["tiny-vit"], "seeds": [0],
+             "runs": [{"method": "clean"}, {"method": "mem"}]},
+}
+PROTECTION = "results/shapes/protect/mem/tiny-vit/seed0"
+
+
+def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(workdir), "--configfile",
+           str(workdir / "config.yaml"), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
