@@ -1,0 +1,100 @@
+"""Grid expansion: shared cells computed once, new seeds/methods add only their jobs, the paper grid's plan."""
+import copy
+import re
+import subprocess
+
+import pytest
+
+from unlearnable.grid import cells, expand_trigger_lengths
+from wf import REPO, SNAKEMAKE, TINY, snakemake
+
+GPU_RULES = {"protect", "train_clean", "retrain"}
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    table = stdout[stdout.rindex("Job stats:"):].splitlines()[3:]
+    counts = {}
+    for line in table:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def jobs(stdout: str) -> list[dict]:
+    """Each planned job of a dry run: rule name, wildcards and resources as printed."""
+    out = []
+    for block in re.split(r"\n(?=\[[^\]]+\]\nrule )", stdout):
+        m = re.search(r"^rule (\w+):", block, re.M)
+        if not m:
+            continue
+        wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        out.append({"rule": m.group(1),
+                    "wildcards": dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {},
+                    "resources": dict(kv.split("=", 1) for kv in res.group(1).split(", ")) if res else {}})
+    return out
+
+
+def test_cells_share_clean_baselines_and_cover_transfer():
+    cfg = copy.deepcopy(TINY)
+    cfg["models"]["tiny-rn"] = {"arch": "tiny-rn"}
+    cfg["grid"].update(surrogates=["tiny-vit", "tiny-rn"], victims=["tiny-vit", "tiny-rn"], seeds=[0, 1])
+    cs = cells(cfg)
+    clean = [c for c in cs if c["method"] == "clean"]
+    assert len(clean) == 4 and all(c["surrogate"] == "none" for c in clean)  # per victim x seed, not per surrogate
+    transfer = {(c["surrogate"], c["victim"]) for c in cs if c["method"] == "mem"}
+    assert transfer == {("tiny-vit", "tiny-vit"), ("tiny-vit", "tiny-rn"), ("tiny-rn", "tiny-vit"), ("tiny-rn", "tiny-rn")}
+    assert len(cs) == 4 + 8
+
+
+def test_trigger_length_axis_reuses_the_methods_own_length():
+    cfg = copy.deepcopy(TINY)
+    cfg["grid"]["trigger_lengths"] = [1, 3, 5]
+    expand_trigger_lengths(cfg)
+    assert [r["method"] for r in cfg["grid"]["runs"]] == ["clean", "mem-k1", "mem", "mem-k5"]
+    assert cfg["methods"]["mem-k5"] == {**TINY["methods"]["mem"], "token_num": 5}
+
+
+@pytest.mark.slow
+def test_adding_a_seed_or_a_method_plans_only_the_new_cells(finished):
+    more_seeds = copy.deepcopy(TINY)
+    more_seeds["grid"]["seeds"] = [0, 1]
+    res = snakemake(finished, more_seeds, "-n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert job_counts(res.stdout) == {"train_clean": 1, "protect": 1, "publish": 1, "retrain": 1, "evaluate": 2,
+                                      "summary": 1, "report": 1, "all": 1, "total": 9}
+    assert {j["wildcards"].get("seed") for j in jobs(res.stdout) if "seed" in j["wildcards"]} == {"1"}
+    more_methods = copy.deepcopy(TINY)
+    more_methods["methods"]["random_noise"] = {"kind": "random_noise", "granularity": "image"}
+    more_methods["grid"]["runs"].append({"method": "random_noise"})
+    res = snakemake(finished, more_methods, "-n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert job_counts(res.stdout) == {"protect": 1, "publish": 1, "retrain": 1, "evaluate": 1, "summary": 1,
+                                      "report": 1, "all": 1, "total": 7}
+    assert {j["wildcards"]["method"] for j in jobs(res.stdout) if "method" in j["wildcards"]} == {"random_noise"}
+    snakemake(finished, TINY, "-n")  # leave the finished run's config as it was
+
+
+def test_paper_grid_plan_on_slurm_before_any_data_exists(tmp_path):
+    res = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow/Snakefile"), "-d", str(tmp_path), "-n",
+                          "--configfile", str(REPO / "config/grids/paper.yaml"),
+                          "--workflow-profile", str(REPO / "profiles/slurm")],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = job_counts(res.stdout)
+    # 3 datasets x 3 seeds: 9 clean baselines; x 3 methods: 27 protections, publications and retrains
+    assert {k: counts[k] for k in ("download", "manifest", "image_store", "train_clean", "protect", "publish",
+                                   "retrain", "evaluate")} == {
+        "download": 3, "manifest": 3, "image_store": 3, "train_clean": 9, "protect": 27, "publish": 27,
+        "retrain": 27, "evaluate": 36}
+    planned = jobs(res.stdout)
+    assert {j["wildcards"].get("dataset") for j in planned if j["rule"] == "download"} == {
+        "flickr8k", "flickr30k", "mscoco"}
+    for j in planned:
+        if j["rule"] in GPU_RULES:
+            assert j["resources"]["slurm_partition"] == "gpu" and j["resources"]["gpu"] == "1", j
+        elif j["rule"] in {"manifest", "image_store", "publish", "evaluate"}:
+            assert j["resources"]["slurm_partition"] == "cpu" and "gpu" not in j["resources"], j
+    assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
