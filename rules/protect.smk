@@ -61,6 +61,8 @@ rule retrain:
     log:
         f"{RESULTS}/logs/{{dataset}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}.log",
     threads: torch_threads()
+    resources:
+        gpu=gpu_count,
     conda:
         "../envs/unlearnable.yaml"
     script:

@@ -18,6 +18,8 @@ rule train_clean:
     log:
         f"{RESULTS}/logs/{{dataset}}/clean/{{victim}}/seed{{seed}}/train.log",
     threads: torch_threads()
+    resources:
+        gpu=gpu_count,
     conda:
         "../envs/unlearnable.yaml"
     script:

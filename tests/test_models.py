@@ -58,3 +58,22 @@ def test_mismatched_weights_are_named(tmp_path):
     save_weights(create_model(ModelSpec("tiny-rn")), tmp_path / "rn.safetensors")
     with pytest.raises(ConfigError, match="do not match"):
         create_model(ModelSpec("tiny-vit", str(tmp_path / "rn.safetensors")))
+
+
+def test_concurrent_jobs_claim_different_gpus(tmp_path):
+    """Each process gets a GPU index no other process holds (the lock is released when it exits)."""
+    import subprocess
+    import sys
+
+    done = tmp_path / "done"
+    code = ("import os, time; from unlearnable.provenance import claim_gpu; "
+            f"print(claim_gpu(3, {str(tmp_path)!r}), flush=True)\n"
+            f"while not os.path.exists({str(done)!r}): time.sleep(0.05)")
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(4)]
+    got = sorted(int(p.stdout.readline()) for p in procs)  # all four hold (or share) a GPU at this point
+    done.touch()
+    for p in procs:
+        p.wait()
+    assert got == [0, 0, 1, 2]  # three GPUs, four jobs: the fourth shares GPU 0
+    after = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert after.stdout.strip() == "0"

@@ -48,14 +48,47 @@ def _git_commit() -> str | None:
 
 
 def resolve_device(device: str) -> torch.device:
-    """`auto` picks CUDA when present; asking for CUDA without one is an error, not a silent fallback."""
+    """`auto` picks CUDA when present; asking for CUDA without one is an error, not a silent fallback.
+
+    A plain `cuda` takes a GPU no other job of this machine holds (see `claim_gpu`).
+    """
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         from . import ConfigError
 
         raise ConfigError(f"config key 'device': {device!r} requested but CUDA is not available")
+    if device == "cuda":
+        return torch.device("cuda", claim_gpu(torch.cuda.device_count()))
     return torch.device(device)
+
+
+_HELD_GPUS: dict[int, int] = {}
+
+
+def claim_gpu(count: int, lock_dir: str | None = None) -> int:
+    """The index of a GPU no other process holds, locked until this process exits.
+
+    With `--resources gpu=N` Snakemake runs at most N GPU jobs at once on a workstation, but does not say which
+    GPU each should use; this lock makes each take a different one. Where a scheduler already exposes one GPU
+    per job (SLURM sets CUDA_VISIBLE_DEVICES), index 0 is that job's own GPU either way.
+    """
+    import fcntl
+    import tempfile
+
+    if _HELD_GPUS:
+        return next(iter(_HELD_GPUS))
+    folder = lock_dir or tempfile.gettempdir()
+    for i in range(count):
+        fd = os.open(os.path.join(folder, f"unlearnable-gpu{i}.lock"), os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _HELD_GPUS[i] = fd
+        return i
+    return 0  # more GPU jobs than GPUs (the limit was not set): share the first
 
 
 def configure_determinism(device: torch.device) -> None:
