@@ -1,7 +1,7 @@
 """Snakemake adapter: clean-test retrieval of one trained model."""
 from unlearnable.jobrunner import run_job
-from unlearnable.tracking import job_tracking
 from unlearnable.jobs import evaluate_job
+from unlearnable.tracking import job_tracking
 
 smk = snakemake  # noqa: F821
 run_job(smk.log[0], smk.threads, lambda: evaluate_job(

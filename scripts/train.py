@@ -1,8 +1,8 @@
 """Snakemake adapter: train a CLIP from scratch on the train rows of a manifest."""
 from unlearnable.jobrunner import run_job
-from unlearnable.tracking import job_tracking
 from unlearnable.jobs import train_job
 from unlearnable.models import ModelSpec
+from unlearnable.tracking import job_tracking
 from unlearnable.train import TrainConfig
 
 smk = snakemake  # noqa: F821

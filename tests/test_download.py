@@ -4,14 +4,14 @@ import os
 import subprocess
 from pathlib import Path
 
+import layout_builders as lb
 import pandas as pd
 import pytest
-
-import layout_builders as lb
 from fake_kaggle import FakeKaggle
+from wf import REPO, SNAKEMAKE
+
 from unlearnable import DataError
 from unlearnable.kaggle_source import CredentialsError, KaggleSource, download
-from wf import REPO, SNAKEMAKE
 
 USER, KEY = "tester", "k3y-value-that-must-never-leak-5a9f"
 F8K = [f"{x}" for x in (REPO / "config/splits/flickr8k_test.txt").read_text().split()[:3]] + \

@@ -3,9 +3,9 @@ import torch
 from PIL import Image
 
 from unlearnable import manifest as mf
+from unlearnable.image_store import build_image_store, load_square, open_image_store, to_model_input
 from unlearnable.sources import read_dataset
 from unlearnable.splits import SplitConfig, assign_split
-from unlearnable.image_store import build_image_store, load_square, open_image_store, to_model_input
 
 
 def test_store_matches_decoded_images(shapes_root, tmp_path):

@@ -6,7 +6,6 @@ import subprocess
 
 import pytest
 import yaml
-
 from wf import REPO, SNAKEMAKE, TINY
 
 GPU_RULES = {"protect", "train_clean", "retrain"}

@@ -4,10 +4,10 @@ import stat
 import zipfile
 from pathlib import Path
 
+import layout_builders as lb
 import pytest
 from PIL import Image
 
-import layout_builders as lb
 from unlearnable import ConfigError, DataError
 from unlearnable import manifest as mf
 from unlearnable.archive import safe_extract

@@ -3,7 +3,6 @@ import json
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-
 from wf import PROTECTION, REPO, SNAKEMAKE, TINY, snakemake
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from . import UnlearnableError
 from .manifest import build_manifest
-from .sources import LayoutConfig, read_dataset
 from .models import ModelSpec, image_resolution, tokenizer
 from .protect.config import ProtectConfig, method_config
+from .sources import LayoutConfig, read_dataset
 
 
 def _protect(args) -> None:

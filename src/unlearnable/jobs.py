@@ -19,13 +19,13 @@ from . import manifest as mf
 from .atomic import atomic_path, write_json
 from .evaluate import evaluate_retrieval
 from .image_store import build_image_store, open_image_store
-from .sources import LayoutConfig, read_dataset
-from .splits import SplitConfig, assign_split
 from .models import ModelSpec, create_model, load_weights, normalisation, save_weights, tokenizer
 from .provenance import configure_determinism, resolve_device, seed_everything, versions
+from .sources import LayoutConfig, read_dataset
+from .splits import SplitConfig, assign_split
 from .text import tokenize
-from .train import PairBatches, TrainConfig, train_clip
 from .tracking import cell_parent, log_to_run, tracked_run
+from .train import PairBatches, TrainConfig, train_clip
 
 log = logging.getLogger(__name__)
 

@@ -80,7 +80,8 @@ def runs_table_html(summary: pd.DataFrame, train_records: list[dict], protection
         rows.append({"dataset": r["dataset"], "cell": plots.label(r), "seed": r["seed"],
                      "protect s": f"{p['seconds']:.0f}" if p else "",
                      "train s": f"{t.get('seconds', 0):.0f}" if t else "",
-                     "MLflow cell run": t.get("mlflow_parent_run_id", ""), "MLflow train run": t.get("mlflow_run_id", ""),
+                     "MLflow cell run": t.get("mlflow_parent_run_id", ""),
+                     "MLflow train run": t.get("mlflow_run_id", ""),
                      "MLflow eval run": r.get("mlflow_run_id", ""), "MLflow protect run": p.get("mlflow_run_id", "")})
     return pd.DataFrame(rows).to_html(index=False, classes="runs", border=0)
 
@@ -104,7 +105,8 @@ def gallery_html(entries: list[dict]) -> str:
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:1400px}
-table{border-collapse:collapse;font-size:13px;margin-bottom:1em}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+table{border-collapse:collapse;font-size:13px;margin-bottom:1em}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
 th{background:#f0f0f0;text-align:center}table.paper td:nth-child(-n+2){text-align:left}td.clean{font-style:italic}
 .best{background:#d8f0d8;font-weight:bold}.worst{background:#f6dada}tr.chance td{color:#888;font-size:11px}
 small{color:#666}img{max-width:100%}img.px{width:128px;height:128px;image-rendering:pixelated}

@@ -91,7 +91,6 @@ def retry_locked(fn: Callable[[], T], attempts: int = 10) -> T:
 def cell_parent(uri: str, experiment: str, cell_id: str, tags: dict[str, str],
                 artifact_root: str | Path | None = None) -> str:
     """The parent run of a grid cell: found by its `cell_id` tag, else created (one job per cell does this)."""
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
