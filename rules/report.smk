@@ -24,6 +24,10 @@ rule report:
         html=report(f"{RESULTS}/report/index.html", category="Results", caption="../report/results.rst"),
         recall=report(f"{RESULTS}/report/recall.png", category="Results", caption="../report/recall.rst"),
         curves=report(f"{RESULTS}/report/training_curves.png", category="Training", caption="../report/curves.rst"),
+        transfer=report(f"{RESULTS}/report/transfer_matrix.png", category="Results",
+                        caption="../report/transfer.rst"),
+        trigger_lengths=report(f"{RESULTS}/report/trigger_lengths.png", category="Results",
+                               caption="../report/trigger_lengths.rst"),
         table=report(f"{RESULTS}/report/results.csv", category="Results", caption="../report/results.rst"),
     params:
         config=config,

@@ -30,6 +30,8 @@ def test_end_to_end_outputs(finished):
     assert metrics["seed"] == 0 and "torch" in metrics["versions"] and metrics["train_config"]["epochs"] == 2
     html = (finished / "results" / "report" / "index.html").read_text()
     assert "clean" in html and "data:image/png;base64" in html
+    assert html.count("<figure>") == 3 and "published:" in html  # the gallery: 3 samples of the one protection
+    assert (finished / "results/report/transfer_matrix.png").read_bytes()[:4] == b"\x89PNG"  # a note here
     for log in ["generate.log", "manifest.log", "clean/tiny-vit/seed0/train.log"]:
         assert (finished / "results" / "logs" / "shapes" / log).stat().st_size > 0
 

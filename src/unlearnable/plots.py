@@ -24,6 +24,15 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def note(text: str) -> bytes:
+    """A small figure that says why a plot is absent (so every report file always exists)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 1))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=10, color="#555")
+    return _png(fig)
+
+
 def label(r) -> str:
     """method [apply] surrogate->victim, the way a cell is named everywhere in the report."""
     text = str(r["method"]) + (f" [{r['apply']}]" if r["apply"] not in ("", "both", "none") else "")

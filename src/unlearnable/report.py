@@ -116,6 +116,14 @@ figcaption{font-size:12px;margin-top:.4em}.orig{color:#888}table.runs{font-size:
 pre{background:#f7f7f7;padding:1em;font-size:12px;overflow:auto}"""
 
 
+MISSING = {
+    "recall.png": "No evaluated models.",
+    "transfer_matrix.png": "This grid has one surrogate and one victim: no transfer axis.",
+    "trigger_lengths.png": "No methods in this grid differ only in trigger length (set grid.trigger_lengths).",
+    "training_curves.png": "No training curves.",
+}
+
+
 def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list[Path], protections: list[Path],
                  published: list[dict], meta: dict) -> None:
     """`published`: dicts with the folder (`path`), its dataset's `manifest` and `store`, and a `title`."""
@@ -139,12 +147,11 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         agg.to_csv(tmp / "results.csv", index=False)
-        for name, png in figures.items():
-            if png:
-                (tmp / name).write_bytes(png)
+        for name, png in figures.items():  # every file exists, so Snakemake's --report can always list it
+            (tmp / name).write_bytes(png or plots.note(MISSING[name]))
 
-        def fig(name: str, missing: str) -> str:
-            return _img(figures[name]) if figures[name] else f"<p><i>{missing}</i></p>"
+        def fig(name: str) -> str:
+            return _img(figures[name]) if figures[name] else f"<p><i>{MISSING[name]}</i></p>"
 
         sections = [
             "<h1>Unlearnable examples: clean-test retrieval</h1>",
@@ -153,13 +160,10 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
             "protected rows: ▼ lowest recall (strongest protection), ▲ highest. rsum is the sum of the six "
             "recalls.</p>",
             paper_table_html(agg),
-            "<h2>Recall@1 by method and dataset</h2>", fig("recall.png", ""),
-            "<h2>Transfer: surrogate × victim</h2>",
-            fig("transfer_matrix.png", "This grid has one surrogate and one victim: no transfer axis."),
-            "<h2>Trigger-length ablation</h2>",
-            fig("trigger_lengths.png", "No methods in this grid differ only in trigger length "
-                                       "(set grid.trigger_lengths)."),
-            "<h2>Surrogate loss and training curves</h2>", fig("training_curves.png", "No curves."),
+            "<h2>Recall@1 by method and dataset</h2>", fig("recall.png"),
+            "<h2>Transfer: surrogate × victim</h2>", fig("transfer_matrix.png"),
+            "<h2>Trigger-length ablation</h2>", fig("trigger_lengths.png"),
+            "<h2>Surrogate loss and training curves</h2>", fig("training_curves.png"),
             "<h2>Gallery</h2><p>Published training images next to their clean originals; the noise is the "
             "difference, scaled so that mid-grey is zero and full contrast is the budget ε.</p>",
             gallery_html(entries),
