@@ -5,7 +5,8 @@ from pathlib import Path
 
 from unlearnable import ConfigError
 from unlearnable.configschema import check_references, validate_config
-from unlearnable.grid import cells as grid_cells, expand_trigger_lengths, protection_dirs, published_dirs, run_dir
+from unlearnable.grid import (cells as grid_cells, expand_trigger_lengths, protection_dirs, published_dir,
+                             published_dirs, run_dir)
 from unlearnable.models import image_resolution
 
 try:
@@ -99,7 +100,7 @@ def gallery_entries(wildcards=None):
             key = (c["dataset"], c["method"], c["surrogate"])
             if key not in chosen or c["apply"] == "both":
                 chosen[key] = c
-    return [{"path": f"{RESULTS}/{c['dataset']}/published/{c['method']}/{c['apply']}/{c['surrogate']}/seed{c['seed']}",
+    return [{"path": published_dir(RESULTS, c),
              "manifest": f"{RESULTS}/{c['dataset']}/data/manifest.parquet",
              "store": store_path(c["dataset"], c["surrogate"]),
              "title": f"{c['dataset']}: {c['method']}" + (f" [{c['apply']}]" if c["apply"] != "both" else "")

@@ -7,6 +7,15 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def _no_exported_tracking_uri():
+    """`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI, which the jobs prefer over their config: a test
+    reading one store must not send every workflow started after it into that store."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
 @pytest.fixture(scope="session")
 def shapes_root(tmp_path_factory):
     """A small shapes dataset written once per test session."""

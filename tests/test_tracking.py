@@ -21,10 +21,9 @@ def _job(uri: str, experiment: str, k: int, barrier) -> None:
     log_to_run(uri, parent, {"t2i_r1": float(k)}, {"train_run_id": "x"})
 
 
-def test_eight_jobs_log_at_once_without_failing(tmp_path, monkeypatch):
+def test_eight_jobs_log_at_once_without_failing(tmp_path):
     import mlflow
 
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # mlflow.set_tracking_uri exports it
     uri = resolve_uri(f"sqlite:///{tmp_path}/mlflow.db")
     init_store(uri, "grid", tmp_path / "artifacts")  # created once, as the tracking_store rule does
     ctx = mp.get_context("spawn")
@@ -45,8 +44,7 @@ def test_eight_jobs_log_at_once_without_failing(tmp_path, monkeypatch):
     assert all(len(client.get_metric_history(r, "loss")) == 20 for r in train["run_id"])
 
 
-def test_cell_parent_is_found_again_on_rerun(tmp_path, monkeypatch):
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+def test_cell_parent_is_found_again_on_rerun(tmp_path):
     uri = resolve_uri(f"sqlite:///{tmp_path}/mlflow.db")
     init_store(uri, "grid", tmp_path / "artifacts")
     a = cell_parent(uri, "grid", "shapes/mem/both/tiny-vit/tiny-vit/seed0", {"seed": "0"})

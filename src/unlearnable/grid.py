@@ -69,14 +69,21 @@ def run_dir(results: str, cell: dict) -> str:
             f"{cell['victim']}/seed{cell['seed']}")
 
 
+def protection_dir(results: str, cell: dict) -> str:
+    """The protection a protected cell's training data was made with (shared by every victim and `apply`)."""
+    return f"{results}/{cell['dataset']}/protect/{cell['method']}/{cell['surrogate']}/seed{cell['seed']}"
+
+
+def published_dir(results: str, cell: dict) -> str:
+    """The published folder a protected cell's victim was retrained on (shared by every victim)."""
+    return (f"{results}/{cell['dataset']}/published/{cell['method']}/{cell['apply']}/{cell['surrogate']}/"
+            f"seed{cell['seed']}")
+
+
 def protection_dirs(results: str, config: dict) -> list[str]:
     """Every protection of the grid (for the report's gallery and loss curves)."""
-    out = [f"{results}/{c['dataset']}/protect/{c['method']}/{c['surrogate']}/seed{c['seed']}"
-           for c in cells(config) if c["method"] != "clean"]
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(protection_dir(results, c) for c in cells(config) if c["method"] != "clean"))
 
 
 def published_dirs(results: str, config: dict) -> list[str]:
-    out = [f"{results}/{c['dataset']}/published/{c['method']}/{c['apply']}/{c['surrogate']}/seed{c['seed']}"
-           for c in cells(config) if c["method"] != "clean"]
-    return list(dict.fromkeys(out))
+    return list(dict.fromkeys(published_dir(results, c) for c in cells(config) if c["method"] != "clean"))

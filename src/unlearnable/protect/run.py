@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 
 def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSpec, cfg: ProtectConfig, seed: int,
-            device: str, out_dir: str | Path, workdir: str | Path | None = None) -> dict:
+            device: str, out_dir: str | Path, workdir: str | Path | None = None,
+            extra_meta: dict | None = None) -> dict:
+    """`extra_meta` (e.g. the MLflow run id) goes into protection.json, which is written once, complete."""
     cfg.validate()
     out_dir = Path(out_dir)
     workdir = Path(workdir) if workdir else out_dir.with_name(out_dir.name + ".work")
@@ -74,7 +76,7 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
                 "units": len(units), "pairs": len(train_rows), "noise_shape": list(shape),
                 "noise_units": "1/255, int8, added to the uint8 NHWC image store then clamped to [0, 255]",
                 "trigger_vocabulary": len(vocab), "history": history, "seconds": time.time() - t0,
-                "versions": versions()}
+                "versions": versions(), **(extra_meta or {})}
         write_json(tmp / "protection.json", meta)
     shutil.rmtree(workdir, ignore_errors=True)
     return meta
