@@ -190,9 +190,9 @@ def protect_job(manifest_path: str | Path, store_path: str | Path, surrogate: Mo
     train = _train_rows(manifest_path)
     params = {"cell": cell, "protect": asdict(cfg), "surrogate": asdict(surrogate), "seed": seed, "device": device}
     with _run(tracking, f"protect/{_cell_name(cell)}", params, _tags(cell, "protect")) as run:
-        # the run id lets every cell using this protection link to it
+        # the cell names the protection in the report; the run id lets every cell using it link to it
         meta = protect(train, store_path, surrogate, cfg, seed, device, out_dir,
-                       extra_meta={"mlflow_run_id": run.info.run_id})
+                       extra_meta={"cell": cell, "mlflow_run_id": run.info.run_id})
         for h in meta["history"]:
             mlflow.log_metrics({k: v for k, v in h.items() if k != "round" and v == v}, step=h["round"])
         mlflow.log_metric("protect_seconds", meta["seconds"])

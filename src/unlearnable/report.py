@@ -129,12 +129,7 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
     """`published`: dicts with the folder (`path`), its dataset's `manifest` and `store`, and a `title`."""
     agg = aggregate(summary)
     records = [json.loads(Path(p).read_text()) for p in train_records]
-    prots = []
-    for d in protections:
-        p = json.loads((Path(d) / "protection.json").read_text())
-        parts = Path(d).parts  # .../<dataset>/protect/<method>/<surrogate>/seed<s>
-        p["cell"] = {"dataset": parts[-5], "method": parts[-3], "surrogate": parts[-2], "seed": int(parts[-1][4:])}
-        prots.append(p)
+    prots = [json.loads((Path(d) / "protection.json").read_text()) for d in protections]  # each names its cell
     figures = {
         "recall.png": plots.recall_by_method(agg),
         "training_curves.png": plots.training_curves(prots, records),
