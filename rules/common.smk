@@ -3,8 +3,8 @@ import re
 import sys
 from pathlib import Path
 
-from unlearnable import ConfigError
-from unlearnable.configschema import check_references, validate_config
+from unlearnable import ConfigError, UnlearnableError
+from unlearnable.configschema import check_folders, check_references, validate_config
 from unlearnable.grid import (cells as grid_cells, expand_trigger_lengths, protection_dirs, published_dir,
                              published_dirs, run_dir)
 from unlearnable.models import image_resolution
@@ -12,9 +12,8 @@ from unlearnable.models import image_resolution
 try:
     validate_config(config, workflow.source_path("../config/schema.yaml"), source="config")
     check_references(config, source="config")
+    check_folders(config, source="config")
     expand_trigger_lengths(config)
-    for _name, _m in config["models"].items():
-        image_resolution(_m["arch"])
 except ConfigError as _e:
     sys.exit(f"error: {_e}")
 
@@ -109,3 +108,16 @@ def gallery_entries(wildcards=None):
 
 def all_outputs():
     return [f"{RESULTS}/summary.parquet", f"{RESULTS}/report/index.html"]
+
+
+_RESULTS_LOCK = []
+
+
+onstart:
+    # only the main Snakemake process runs this (jobs get --no-hooks), and only when jobs will run
+    from unlearnable.results_lock import hold_results_lock
+
+    try:
+        _RESULTS_LOCK.append(hold_results_lock(RESULTS))
+    except UnlearnableError as _e:
+        sys.exit(f"error: {_e}")  # Snakemake releases its own lock on the way out

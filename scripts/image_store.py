@@ -4,4 +4,4 @@ from unlearnable.jobs import make_image_store
 
 smk = snakemake  # noqa: F821
 run_job(smk.log[0], smk.threads, lambda: make_image_store(smk.input.manifest, smk.input.root, smk.output.store,
-                                                          int(smk.wildcards.res)))
+                                                          int(smk.wildcards.res)), where=smk.output[0])

@@ -8,4 +8,4 @@ smk = snakemake  # noqa: F821
 ds = smk.params.dataset
 layout = LayoutConfig(**smk.params.layout)
 run_job(smk.log[0], 1, lambda: make_manifest(smk.input.root, SplitConfig(**smk.params.split), smk.output.manifest,
-                                             smk.output.quality, layout, ds["on_bad_sample"]))
+                                             smk.output.quality, layout, ds["on_bad_sample"]), where=smk.output[0])

@@ -10,4 +10,4 @@ m = smk.params.model
 run_job(smk.log[0], smk.threads, lambda: protect_job(
     smk.input.manifest, smk.input.store, ModelSpec(m["arch"], m["pretrained"]), method_config(smk.params.method),
     int(smk.wildcards.seed), smk.params.device, smk.output[0], dict(smk.params.cell),
-    job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])))
+    job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])), where=smk.output[0])

@@ -9,4 +9,4 @@ m = smk.params.model
 run_job(smk.log[0], 1, lambda: export_job(
     smk.input.manifest, smk.input.store, smk.input.protection, smk.wildcards.apply,
     ModelSpec(m["arch"], m["pretrained"]), smk.output[0], dict(smk.params.cell),
-    job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])))
+    job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])), where=smk.output[0])

@@ -11,4 +11,4 @@ smk = snakemake  # noqa: F821
 run_job(smk.log[0], 1, lambda: write_report(
     pd.read_parquet(smk.input.summary), Path(smk.output.html).parent, [Path(p) for p in smk.input.records],
     [Path(p) for p in smk.input.protections], list(smk.params.gallery),
-    {"config": dict(smk.params.config), "versions": versions()}))
+    {"config": dict(smk.params.config), "versions": versions()}), where=smk.output[0])

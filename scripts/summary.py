@@ -3,4 +3,4 @@ from unlearnable.jobrunner import run_job
 from unlearnable.jobs import collect_summary
 
 smk = snakemake  # noqa: F821
-run_job(smk.log[0], 1, lambda: collect_summary(list(smk.input), smk.output[0]))
+run_job(smk.log[0], 1, lambda: collect_summary(list(smk.input), smk.output[0]), where=smk.output[0])

@@ -15,4 +15,4 @@ def main():
     write_json(smk.output[0], {"uri": uri, "artifacts": artifacts})
 
 
-run_job(smk.log[0], 1, main)
+run_job(smk.log[0], 1, main, where=smk.output[0])

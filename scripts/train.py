@@ -13,4 +13,4 @@ store = smk.input.get("store") or f"{smk.input.published}/images.npy"
 run_job(smk.log[0], smk.threads, lambda: train_job(
     manifest, store, ModelSpec(m["arch"], m["pretrained"]), TrainConfig(**smk.params.train),
     int(smk.wildcards.seed), smk.params.device, smk.output.model, smk.output.record, dict(smk.params.cell),
-    job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])))
+    job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])), where=smk.output[0])

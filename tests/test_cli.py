@@ -11,7 +11,9 @@ def test_protect_a_folder_end_to_end(shapes_root, tmp_path, capsys):
                "--hotflip-rounds", "1", "--candidates", "2", "--granularity", "image", "--batch-size", "32",
                "--device", "cpu"])
     assert rc == 0
-    caps = pd.read_csv(out / "captions.csv")
+    assert sorted(p.name for p in out.iterdir()) == [".unlearnable-output.json", "private", "published"]
+    assert {"noise.npy", "triggers.npy", "protection.json"} <= {p.name for p in (out / "private").iterdir()}
+    caps = pd.read_csv(out / "published" / "captions.csv")
     orig = pd.read_csv(shapes_root / "captions.csv")
     assert len(caps) == len(orig) and (caps["image"] == orig["image"]).all()
     # every caption gained a 3-word trigger prefix, the same one for all captions of an image
@@ -21,7 +23,7 @@ def test_protect_a_folder_end_to_end(shapes_root, tmp_path, capsys):
     # images stay within 8/255 of the (resized) originals
     name = caps["image"].iloc[0]
     clean = load_square(shapes_root / "images" / name, 32).astype(int)
-    prot = load_square(out / "images" / name, 32).astype(int)
+    prot = load_square(out / "published" / "images" / name, 32).astype(int)
     assert 0 < np.abs(prot - clean).max() <= 8
 
 

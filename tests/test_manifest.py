@@ -78,10 +78,12 @@ def test_empty_caption_names_row_and_skip_mode_counts_it(data):
     assert table.num_rows == 299 and q.dropped == {"empty_caption": 1}
 
 
-def test_duplicate_rows_dropped_and_counted(data):
+def test_duplicate_rows_fail_or_are_dropped_and_counted(data):
     text = (data / "captions.csv").read_text()
     (data / "captions.csv").write_text(text + text.splitlines()[1] + "\n")
-    table, q = _manifest(data)
+    with pytest.raises(DataError, match=r"captions.csv: row 302: duplicate of .*captions.csv: row 2$"):
+        _manifest(data)
+    table, q = _manifest(data, on_bad_sample="skip")
     assert table.num_rows == 300 and q.dropped == {"duplicate_row": 1}
 
 

@@ -24,7 +24,7 @@ def test_shipped_config_is_valid_and_defaults_are_filled():
 
 
 @pytest.mark.parametrize("mutate,key,words", [
-    (lambda c: c["train"].update(epoch=3), "train", "'epoch' was unexpected"),
+    (lambda c: c["train"].update(epoch=3), "train.epoch", "unknown key (allowed here: epochs"),
     (lambda c: c["train"].update(epochs="ten"), "train.epochs", "not of type 'integer'"),
     (lambda c: c["datasets"]["shapes"]["split"].update(test=-1), "datasets.shapes.split.test", "minimum"),
     (lambda c: c.update(device="tpu"), "device", "is not one of"),

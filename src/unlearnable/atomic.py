@@ -4,28 +4,43 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, replace_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; move it into place only if the block succeeds.
 
-    Works for files and directories alike.
+    Works for files and directories alike. An existing non-empty folder at `path` is never deleted unless
+    the caller owns it and says so (`replace_dir`): it may be a user's folder given as an output by mistake.
     """
     final = Path(path)
+    if final.is_dir() and not final.is_symlink() and any(final.iterdir()) and not replace_dir:
+        from . import DataError
+
+        raise DataError(f"{final}: output folder exists and is not empty; refusing to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    _remove(tmp)
+    remove_stale_temporaries(final)
     try:
         yield tmp
-        if final.exists() and final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final) if replace_dir else final.rmdir()
         os.replace(tmp, final)
     finally:
         _remove(tmp)
+
+
+def remove_stale_temporaries(final: Path) -> None:
+    """Delete what a killed writer of `final` left (`.NAME.tmp-PID`): one writer per output at a time (the
+    workflow's results lock, Snakemake's per-output jobs), so any such sibling is an abandoned one."""
+    pattern = re.compile(rf"\.{re.escape(final.name)}\.tmp-\d+")
+    for p in final.parent.iterdir():
+        if pattern.fullmatch(p.name):
+            _remove(p)
 
 
 def _remove(p: Path) -> None:

@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
-import tempfile
 from dataclasses import fields
 from pathlib import Path
 
-from . import UnlearnableError
+from . import DataError, UnlearnableError
+from .faults import describe_fault
 from .manifest import build_manifest
 from .models import ModelSpec, image_resolution, tokenizer
 from .protect.config import ProtectConfig, method_config
@@ -20,24 +21,48 @@ from .sources import LayoutConfig, read_dataset
 
 
 def _protect(args) -> None:
+    """Checks first (output apart from the input, method valid), then resumable work in a staging folder."""
     from .image_store import build_image_store
+    from .outdir import OutputFolder
+    from .paths import real
     from .protect.export import export_published
     from .protect.run import protect
 
-    layout = LayoutConfig(args.layout, args.images_dir, args.captions_file, args.image_column, args.caption_column)
-    rows, quality = read_dataset(args.dataset, layout, args.on_bad_sample)
-    table = build_manifest(rows, {i: "train" for i in rows["image_id"]})
-    train = table.to_pandas()
-    spec = ModelSpec(args.model, args.pretrained)
     overrides = {f.name: getattr(args, f.name) for f in fields(ProtectConfig)
                  if f.name != "method" and getattr(args, f.name, None) is not None}
     cfg = method_config({"kind": args.method, **overrides})
-    with tempfile.TemporaryDirectory(dir=Path(args.out).parent if Path(args.out).parent.exists() else None) as tmp:
-        store = build_image_store(train, args.dataset, Path(tmp) / "images.npy", image_resolution(args.model))
-        protect(train, store, spec, cfg, args.seed, args.device, Path(tmp) / "protection")
-        meta = export_published(train, store, Path(tmp) / "protection", "both", tokenizer(args.model), args.out)
-    logging.info("wrote %s: %d images, %d captions (dropped rows: %s)", args.out, meta["files"], meta["captions"],
+    spec = ModelSpec(args.model, args.pretrained)
+    layout = LayoutConfig(args.layout, args.images_dir, args.captions_file, args.image_column, args.caption_column)
+    if not Path(args.dataset).is_dir():
+        raise DataError(f"{args.dataset}: dataset folder not found")
+    request = {"dataset": str(real(args.dataset)), "layout": layout.__dict__, "on_bad_sample": args.on_bad_sample,
+               "model": spec.__dict__, "protect": cfg.__dict__, "seed": args.seed}
+    folder = OutputFolder(args.out, {"dataset": args.dataset}, request, args.overwrite)  # refuses before any work
+    rows, quality = read_dataset(args.dataset, layout, args.on_bad_sample)
+    table = build_manifest(rows, {i: "train" for i in rows["image_id"]})
+    train = table.to_pandas()
+    with folder as stage:
+        work, private, published = stage / "work", stage / "private", stage / "published"
+        store = work / "images.npy"
+        if not store.is_file():
+            build_image_store(train, args.dataset, store, image_resolution(args.model))
+        if not (private / "protection.json").is_file():  # a killed run resumes from its last committed round
+            protect(train, store, spec, cfg, args.seed, args.device, private, workdir=work / "protection")
+            (private / "KEEP-PRIVATE.txt").write_text(PRIVATE_NOTE)
+        if not (published / "export.json").is_file():
+            export_published(train, store, private, "both", tokenizer(args.model), published)
+        meta = json.loads((published / "export.json").read_text())
+        folder.finish(scratch=["work"])
+    logging.info("wrote %s: publish %s/published (%d images, %d captions); keep %s/private to yourself "
+                 "(dropped rows: %s)", args.out, args.out, meta["files"], meta["captions"], args.out,
                  quality.dropped or "none")
+
+
+PRIVATE_NOTE = """This folder holds the raw protection: the noise added to every image (noise.npy, int8, 1/255 units)
+and the trigger tokens (triggers.npy), with protection.json (settings, losses, timings).
+Do not publish it: with it, anyone can subtract the noise and strip the triggers.
+Publish only the sibling folder `published/`.
+"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--image-column", default="image")
     pr.add_argument("--caption-column", default="caption")
     pr.add_argument("--on-bad-sample", default="fail", choices=["fail", "skip"])
+    pr.add_argument("--overwrite", action="store_true",
+                    help="replace OUT when it holds a previous output of unlearnable (only its files are deleted)")
+    pr.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     for f in fields(ProtectConfig):
         if f.name == "method":
             continue
@@ -71,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"default: {f.default} (the reference's value)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         if args.command == "shapes":
             from .shapes import ShapesConfig, write_shapes
@@ -80,6 +112,12 @@ def main(argv: list[str] | None = None) -> int:
             _protect(args)
     except UnlearnableError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        fault = describe_fault(e, args.out)
+        if fault is None:
+            raise
+        print(f"error: {fault}", file=sys.stderr)
         return 1
     return 0
 

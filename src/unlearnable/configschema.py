@@ -32,13 +32,34 @@ def validate_config(config: dict, schema_path: str | Path, source: str = "config
     validator = _Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:
-        e = errors[0]
+        e = _chosen_branch(errors[0])
         key = ".".join(str(p) for p in e.absolute_path) or "<top level>"
         msg = e.message
-        if e.validator == "additionalProperties":
-            msg = msg.replace("Additional properties are not allowed", "unknown key")
+        if e.validator == "additionalProperties" and isinstance(e.instance, dict):
+            allowed = e.schema.get("properties", {})
+            extra = [k for k in e.instance if k not in allowed]
+            key = f"{key}.{extra[0]}" if key != "<top level>" else extra[0]
+            msg = f"unknown key (allowed here: {', '.join(allowed)})"
         raise ConfigError(f"{source}: key '{key}': {msg}")
     return config
+
+
+def _chosen_branch(e: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For a `oneOf` of variants told apart by `kind`, the error inside the variant the user chose.
+
+    jsonschema reports "is not valid under any of the given schemas", which hides a typo such as `pth:`.
+    """
+    if e.validator not in ("oneOf", "anyOf") or not e.context:
+        return e
+    by_branch: dict[int, list] = {}
+    for sub in e.context:
+        by_branch.setdefault(sub.schema_path[0], []).append(sub)
+    chosen = [errs for errs in by_branch.values()
+              if not any(list(s.relative_path) == ["kind"] or (s.validator == "required" and "kind" in s.message)
+                         for s in errs)]
+    if len(chosen) != 1:
+        return e
+    return _chosen_branch(sorted(chosen[0], key=lambda s: len(s.path))[0])
 
 
 def check_references(config: dict, source: str = "config") -> None:
@@ -61,6 +82,7 @@ def check_references(config: dict, source: str = "config") -> None:
         if ds.get("split", {}).get("kind") == "paper" and not ds["split"].get("lists"):
             raise ConfigError(f"{source}: key 'datasets.{name}.split.lists': `kind: paper` needs the lists to use "
                               "(flickr8k, flickr30k or mscoco)")
+    check_models(config, source)
     for name, spec in config.get("methods", {}).items():
         if name == "clean":
             raise ConfigError(f"{source}: key 'methods.clean': 'clean' is reserved for the unprotected baseline")
@@ -70,3 +92,43 @@ def check_references(config: dict, source: str = "config") -> None:
             method_config(spec)
         except ConfigError as e:
             raise ConfigError(f"{source}: key 'methods.{name}': {e}") from None
+
+
+def check_models(config: dict, source: str = "config") -> None:
+    """Every model's architecture exists and its `pretrained` weights file is there, before any job runs."""
+    from pathlib import Path
+
+    from .models import looks_like_file, pretrained_tags, suggest_models
+
+    for name, m in config["models"].items():
+        arch, pre = m["arch"], m.get("pretrained", "none")
+        if not suggest_models(arch, exact=True):
+            raise ConfigError(f"{source}: key 'models.{name}.arch': unknown architecture {arch!r}; close names: "
+                              f"{', '.join(suggest_models(arch)) or 'none'} (all: open_clip.list_models())")
+        if pre in (None, "", "none"):
+            continue
+        if looks_like_file(pre):
+            if not Path(pre).is_file():
+                raise ConfigError(f"{source}: key 'models.{name}.pretrained': weights file not found: {pre}")
+        elif pre not in pretrained_tags(arch):
+            raise ConfigError(f"{source}: key 'models.{name}.pretrained': {pre!r} is neither a file nor an "
+                              f"open_clip tag of {arch} (tags: {', '.join(pretrained_tags(arch)) or 'none'})")
+
+
+def check_folders(config: dict, source: str = "config") -> None:
+    """`results` and `resources` (written by the workflow) never overlap each other or a local dataset."""
+    from .paths import overlap
+
+    inputs = {f"datasets.{n}.source.path": d["source"]["path"] for n, d in config["datasets"].items()
+              if d["source"]["kind"] == "local"}
+    outputs = {"results": config["results"]}
+    if any(d["source"]["kind"] != "local" for d in config["datasets"].values()):
+        outputs["resources"] = config["resources"]
+    for out_key, out in outputs.items():
+        for in_key, path in inputs.items():
+            if how := overlap(out, path):
+                raise ConfigError(f"{source}: key '{out_key}': the output folder {out} {how} the dataset folder "
+                                  f"{path} (key '{in_key}'); outputs must lie apart from every input")
+    if "resources" in outputs and (how := overlap(config["results"], config["resources"])):
+        raise ConfigError(f"{source}: key 'results': {config['results']} {how} the resources folder "
+                          f"{config['resources']}; keep them apart")

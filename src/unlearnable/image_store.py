@@ -17,6 +17,8 @@ from PIL import Image
 
 from . import DataError
 from .atomic import atomic_path, write_json
+from .decode import to_rgb
+from .paths import confined
 from .rowfile import RowFile
 
 log = logging.getLogger(__name__)
@@ -24,10 +26,10 @@ Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # decompression-bomb guard, generous f
 
 
 def load_square(path: Path, resolution: int) -> np.ndarray:
-    """CLIP's preprocessing: bicubic resize of the short side, centre crop, RGB uint8 HWC."""
+    """CLIP's preprocessing: bicubic resize of the short side, centre crop, RGB uint8 HWC (see `decode`)."""
     try:
         with Image.open(path) as im:
-            im = im.convert("RGB")
+            im = to_rgb(im)
             w, h = im.size
             s = resolution / min(w, h)
             nw, nh = max(resolution, round(w * s)), max(resolution, round(h * s))
@@ -47,7 +49,7 @@ def build_image_store(manifest: pd.DataFrame, root: str | Path, out: str | Path,
     n = len(images)
     if not np.array_equal(images["image_index"].to_numpy(), np.arange(n)):
         raise DataError("manifest: image_index is not 0..N-1")
-    paths = [root / p for p in images["image_path"]]
+    paths = [confined(root, p) for p in images["image_path"]]  # a manifest edited by hand is still untrusted
     t0 = time.time()
     with atomic_path(out) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, resolution, resolution, 3))

@@ -5,14 +5,17 @@ and in the rule's log, and a non-zero exit; anything else keeps its traceback fo
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from typing import Callable
 
 from . import UnlearnableError
+from .faults import describe_fault
 
 
-def run_job(log_path: str | None, threads: int, fn: Callable[[], object]) -> None:
+def run_job(log_path: str | None, threads: int, fn: Callable[[], object], where: str | None = None) -> None:
+    """`where` (the job's output) is named when a full disk or a permission error stops the job."""
     import torch
 
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -23,23 +26,35 @@ def run_job(log_path: str | None, threads: int, fn: Callable[[], object]) -> Non
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
     logging.getLogger("root").setLevel(logging.INFO)
+    logging.raiseExceptions = False  # a log line that cannot be written (full disk) must not print a traceback
     for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.set_num_threads(max(1, threads))
     try:
         fn()
     except UnlearnableError as e:
-        line = f"error: {e}".replace("\n", " ")
-        if log_file:
-            log_file.write(line + "\n")
-        print(line, file=sys.stderr)
-        sys.exit(1)
-    except BaseException:
+        _fail(f"error: {e}", log_file)
+    except BaseException as e:
         if log_file:
             import traceback
 
-            traceback.print_exc(file=log_file)
+            with contextlib.suppress(OSError):
+                traceback.print_exc(file=log_file)
+        fault = describe_fault(e, where) if isinstance(e, Exception) else None
+        if fault:  # the traceback is in the log; the user gets one line naming the path
+            _fail(f"error: {fault}", log_file)
         raise
     finally:
         if log_file:
+            with contextlib.suppress(OSError):
+                log_file.flush()
+
+
+def _fail(line: str, log_file) -> None:
+    line = line.replace("\n", " ")
+    if log_file:
+        with contextlib.suppress(OSError):  # the log may sit on the full disk itself
+            log_file.write(line + "\n")
             log_file.flush()
+    print(line, file=sys.stderr)
+    sys.exit(1)

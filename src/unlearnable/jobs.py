@@ -36,6 +36,10 @@ def make_manifest(dataset_root: str | Path, split: SplitConfig, out_manifest: st
     rows, quality = read_dataset(dataset_root, layout, on_bad_sample)
     table = mf.build_manifest(rows, assign_split(rows["image_id"].tolist(), split))
     summary = {**mf.quality_summary(table, quality), "layout": asdict(layout), "split_config": asdict(split)}
+    for needed in ("train", "test"):  # refuse here, before any protection or training is spent on it
+        if summary["splits"][needed]["images"] == 0:
+            raise mf.DataError(f"{dataset_root}: the split leaves no {needed} images ({summary['images']} images "
+                               f"in all); check 'split' (val/test sizes, lists, caps) or add data")
     for name, s in summary["splits"].items():
         log.info("split %s: %d images, %d captions", name, s["images"], s["captions"])
     if summary["dropped"]:

@@ -119,9 +119,7 @@ def download(source: KaggleSource, dest: str | Path, name: str) -> dict:
         raise DataError(f"dataset '{name}': the Kaggle client wrote no {archive.name} in {staging}")
     size = archive.stat().st_size
     log.info("downloaded %.1f MB in %.0f s", size / 1e6, time.time() - t0)
-    for leftover in dest.parent.glob(f".{dest.name}.tmp-*"):  # an extraction that was cut short
-        shutil.rmtree(leftover, ignore_errors=True)
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest) as tmp:  # also removes an extraction that was cut short
         extracted = safe_extract(archive, tmp)
         record = {**verify(tmp, source, name), "kaggle_dataset": source.dataset, "archive": extracted,
                   "source": asdict(source), "seconds": time.time() - t0}

@@ -18,6 +18,7 @@ from PIL import Image
 
 from . import ConfigError, DataError
 from .atomic import atomic_path
+from .paths import escapes, real
 
 log = logging.getLogger(__name__)
 
@@ -72,14 +73,19 @@ def check_rows(rows: pd.DataFrame, root: Path, on_bad_sample: str = "fail", max_
         if not cap.strip():
             reject(i, "empty_caption", f"{where}: empty caption")
     dup = rows.duplicated(["image_path", "caption"]).to_numpy()
+    first_row = rows.drop_duplicates(["image_path", "caption"]).set_index(["image_path", "caption"])["where"]
     for i in np.flatnonzero(dup & keep):
-        q.bad("duplicate_row", f"{rows['where'].iat[i]}: duplicate of an earlier row")
-        keep[i] = False  # exact duplicates are harmless to drop even in `fail` mode; they are counted
+        reject(i, "duplicate_row", f"{rows['where'].iat[i]}: duplicate of "
+               f"{first_row[(rows['image_path'].iat[i], rows['caption'].iat[i])]}")
 
+    for i, p in enumerate(rows["image_path"]):  # never open a file the captions point outside the dataset to
+        if keep[i] and (where := escapes(root, p)) is not None:
+            reject(i, "path_outside_dataset", f"{rows['where'].iat[i]}: image path {p!r} resolves to {where}, "
+                   f"outside the dataset folder {real(root)} (path_outside_dataset)")
     paths = sorted(set(rows["image_path"][keep]))
     with ThreadPoolExecutor(max_workers=4) as pool:
         problems = dict(zip(paths, pool.map(lambda p: _image_problem(root / p, max_image_pixels), paths)))
-    first_where = rows.drop_duplicates("image_path").set_index("image_path")["where"]
+    first_where = rows[keep].drop_duplicates("image_path").set_index("image_path")["where"]
     for i, p in enumerate(rows["image_path"]):
         if keep[i] and problems[p]:
             reject(i, problems[p][0], f"{root / p}: {problems[p][1]} (referenced by {first_where[p]})")

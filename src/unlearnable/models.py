@@ -34,10 +34,30 @@ def available_models() -> list[str]:
     return open_clip.list_models()
 
 
+def suggest_models(name: str, exact: bool = False) -> list[str]:
+    """[name] when it is an architecture (exact), else up to five close names."""
+    names = available_models()
+    if exact:
+        return [name] if name in names else []
+    import difflib
+
+    lower = {n.lower(): n for n in names}
+    return [lower[n] for n in difflib.get_close_matches(name.lower(), list(lower), n=5, cutoff=0.5)]
+
+
+def pretrained_tags(arch: str) -> list[str]:
+    return list(open_clip.list_pretrained_tags_by_model(arch))
+
+
+def looks_like_file(pretrained: str) -> bool:
+    return "/" in pretrained or "\\" in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
 def model_config(name: str) -> dict:
     cfg = open_clip.get_model_config(name)
     if cfg is None:
-        raise ConfigError(f"model {name!r}: unknown; choose one of {', '.join(available_models())}")
+        raise ConfigError(f"model {name!r}: unknown architecture; close names: "
+                          f"{', '.join(suggest_models(name)) or 'none'} (all: open_clip.list_models())")
     return cfg
 
 
@@ -50,7 +70,7 @@ def create_model(spec: ModelSpec) -> torch.nn.Module:
     model_config(spec.name)  # fail early with a clear message
     pre = None if spec.pretrained in (None, "", "none") else spec.pretrained
     local = pre is not None and Path(pre).exists()
-    if pre is not None and not local and ("/" in pre or pre.endswith((".pt", ".bin", ".safetensors"))):
+    if pre is not None and not local and looks_like_file(pre):
         raise ConfigError(f"model {spec.name!r}: pretrained weights file not found: {pre}")
     model = open_clip.create_model(spec.name, pretrained=None)
     if local:

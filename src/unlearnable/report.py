@@ -139,7 +139,7 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
     entries = [{"title": e["title"], "samples": gallery.samples(e["path"], e["manifest"], e["store"])}
                for e in published]
     out_dir = Path(out_dir)
-    with atomic_path(out_dir) as tmp:
+    with atomic_path(out_dir, replace_dir=True) as tmp:  # results/report: written by this job only
         tmp.mkdir(parents=True)
         agg.to_csv(tmp / "results.csv", index=False)
         for name, png in figures.items():  # every file exists, so Snakemake's --report can always list it

@@ -123,6 +123,7 @@ def tracked_run(uri: str, experiment: str, name: str, params: dict, tags: dict[s
     import mlflow
 
     exp_id = ensure_experiment(uri, experiment, artifact_root or "mlartifacts")
+    fail_abandoned_runs(uri, exp_id, name)
 
     def start():
         return mlflow.start_run(experiment_id=exp_id, run_name=name, tags=tags, parent_run_id=parent_run_id)
@@ -132,7 +133,28 @@ def tracked_run(uri: str, experiment: str, name: str, params: dict, tags: dict[s
         retry_locked(lambda: mlflow.log_params(flatten(params)))
         yield run
     except BaseException:
-        retry_locked(lambda: mlflow.end_run(status="FAILED"))
+        try:
+            retry_locked(lambda: mlflow.end_run(status="FAILED"))
+        except Exception as e:  # e.g. the store is on the disk that just filled up: the next attempt marks it
+            log.warning("could not mark MLflow run %s FAILED (%s); the job's next attempt will",
+                        run.info.run_id, str(e).splitlines()[0][:200])
         raise
     else:
         retry_locked(mlflow.end_run)
+
+
+def fail_abandoned_runs(uri: str, experiment_id: str, name: str) -> None:
+    """Mark FAILED the RUNNING runs an earlier, killed attempt of this job left (runs are named by job).
+
+    One attempt of a job runs at a time (Snakemake's per-output jobs, the results lock), so a RUNNING run
+    with this job's name belongs to a dead process.
+    """
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    quoted = name.replace("'", "\\'")
+    stale = retry_locked(lambda: client.search_runs(
+        [experiment_id], filter_string=f"attributes.run_name = '{quoted}' and attributes.status = 'RUNNING'"))
+    for r in stale:
+        log.warning("marking MLflow run %s FAILED: left RUNNING by an earlier attempt of this job", r.info.run_id)
+        retry_locked(lambda r=r: client.set_terminated(r.info.run_id, status="FAILED"))

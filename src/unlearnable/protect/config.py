@@ -34,6 +34,9 @@ class ProtectConfig:
             raise ConfigError("method: eps must be in [0, 127], step >= 1 and pgd_steps >= 0 (units of 1/255)")
         if self.token_num < 0 or self.candidates < 1 or self.batch_size < 2:
             raise ConfigError("method: token_num >= 0, candidates >= 1 and batch_size >= 2 are required")
+        if self.method in ("mem", "random_trigger") and self.token_num < 1:
+            raise ConfigError(f"method: token_num must be >= 1 for kind {self.method} (its trigger would be "
+                              "empty and the data published unprotected); use kind em for image noise alone")
 
     @property
     def optimises(self) -> bool:

@@ -1,0 +1,40 @@
+"""Decode any image file into the RGB uint8 pixels a person sees when they open it.
+
+PIL's plain `convert("RGB")` is wrong for several common files: it ignores EXIF orientation (phone JPEGs
+come out sideways), clips 16-bit and float images instead of scaling them (a mid-grey 16-bit PNG becomes
+white), and drops transparency onto black. The rules here, used by every reader of the project:
+
+- EXIF orientation is applied (`ImageOps.exif_transpose`).
+- 16-bit and 32-bit integer images (`I;16*`, `I`) hold 0..65535 and are scaled by 255/65535.
+- Float images (`F`) are taken to hold 0..1 and are scaled by 255 (values outside are clipped).
+- Images with transparency (alpha, or a palette's transparent colour) are composited on white
+  (`BACKGROUND`), as a browser shows them on a blank page.
+- Everything else (palette, grey, CMYK, YCbCr, ...) goes through PIL's own conversion.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageOps
+
+BACKGROUND = (255, 255, 255)
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """An opened PIL image -> an 8-bit RGB image, oriented, scaled and composited as described above."""
+    im = ImageOps.exif_transpose(im) or im
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        a = np.asarray(im).astype(np.float64)
+        return Image.fromarray(np.rint(np.clip(a, 0, 65535) * (255 / 65535)).astype(np.uint8), "L").convert("RGB")
+    if mode == "F":
+        a = np.asarray(im).astype(np.float64)
+        return Image.fromarray(np.rint(np.clip(np.nan_to_num(a), 0, 1) * 255).astype(np.uint8), "L").convert("RGB")
+    if mode == "P" and "transparency" in im.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = im.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, BACKGROUND + (255,))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    if mode in ("L", "1") and "transparency" in im.info:
+        return to_rgb(im.convert("LA"))
+    if mode == "RGB" and "transparency" in im.info:
+        return to_rgb(im.convert("RGBA"))
+    return im.convert("RGB")

@@ -1,0 +1,142 @@
+"""An output folder that can never destroy what the program did not write.
+
+Used by `unlearnable protect`. Before any work the output is refused when it is a file, is the input,
+lies inside it or contains it, or already holds files without `--overwrite`. Work happens in a staging
+sibling (`.OUT.unlearnable-partial/`) that a killed run resumes from; the finished folder is moved into
+place at the end. A marker file (`.unlearnable-output.json`) lists every file the program wrote: with
+`--overwrite`, only a previous output whose files are all listed there is replaced, and only those files
+are deleted. A lock on the staging folder refuses a second run writing the same output at once.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from . import DataError
+from .paths import real, refuse_overlap
+
+log = logging.getLogger(__name__)
+MARKER = ".unlearnable-output.json"
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if not p.is_dir() or p.is_symlink())
+
+
+def _marker(folder: Path) -> dict | None:
+    try:
+        data = json.loads((folder / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("written_by") == "unlearnable" else None
+
+
+class OutputFolder:
+    """Checks, staging, resume and the final move of one output folder; use as a context manager."""
+
+    def __init__(self, out: str | os.PathLike, inputs: dict[str, str | os.PathLike], request: dict,
+                 overwrite: bool = False):
+        self.out = Path(out)
+        self.staging = self.out.with_name(f".{self.out.name}.unlearnable-partial")
+        self.request, self.overwrite = request, overwrite
+        self._lock_fd = -1
+        if self.out.exists() and not self.out.is_dir():
+            raise DataError(f"output {self.out} exists and is not a folder")
+        refuse_overlap(self.out, inputs, "output")
+        refuse_overlap(self.staging, inputs, "staging folder")
+        if self.out.is_dir() and any(self.out.iterdir()):
+            self._check_replaceable()
+        if self.staging.exists() and (not self.staging.is_dir() or _marker(self.staging) is None):
+            raise DataError(f"{self.staging} exists and was not written by unlearnable; move it away")
+
+    def _check_replaceable(self) -> None:
+        if not self.overwrite:
+            raise DataError(f"output {self.out} exists and is not empty; choose a new folder, or pass --overwrite "
+                            "to replace a previous output of unlearnable")
+        marker = _marker(self.out)
+        if marker is None:
+            raise DataError(f"output {self.out} was not written by unlearnable (no {MARKER}); --overwrite only "
+                            "replaces a previous output of unlearnable")
+        foreign = sorted(set(_files(self.out)) - set(marker.get("files", [])) - {MARKER})
+        if foreign:
+            raise DataError(f"output {self.out} holds {len(foreign)} file(s) unlearnable did not write "
+                            f"(e.g. {foreign[0]}); move them away first")
+
+    def __enter__(self) -> Path:
+        """The staging folder, fresh or (same request) left by a killed run, locked for this process."""
+        marker = _marker(self.staging) if self.staging.is_dir() else None
+        if marker is not None:
+            self._lock()
+            if marker.get("request") == self.request:
+                log.info("resuming the unfinished output in %s", self.staging)
+                return self.staging
+            log.info("%s holds an unfinished output of another request; starting again", self.staging)
+            self._remove_staging()
+        self.staging.mkdir(parents=True)
+        self._lock()
+        self._write_marker(self.staging, [])
+        return self.staging
+
+    def _lock(self) -> None:
+        self._lock_fd = os.open(self.staging, os.O_RDONLY)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+            raise DataError(f"another unlearnable process is writing {self.out} (lock on {self.staging})") from None
+
+    def _write_marker(self, folder: Path, files: list[str]) -> None:
+        tmp = folder / (MARKER + ".tmp")
+        tmp.write_text(json.dumps({"written_by": "unlearnable", "request": self.request, "files": files},
+                                  indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, folder / MARKER)
+
+    def _remove_staging(self) -> None:
+        shutil.rmtree(self.staging)
+
+    def finish(self, scratch: list[str]) -> None:
+        """Drop the scratch entries, record the files, and move the staging folder to the output."""
+        for name in scratch:
+            p = self.staging / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+        self._write_marker(self.staging, [f for f in _files(self.staging) if f != MARKER])
+        if self.out.is_dir():
+            old = self.out.with_name(f".{self.out.name}.unlearnable-old")
+            if old.exists():  # a replacement that was cut short
+                if _marker(old) is None:
+                    raise DataError(f"{old} exists and was not written by unlearnable; move it away")
+                self._delete_listed(old)
+            if any(self.out.iterdir()):
+                self._check_replaceable()  # nothing foreign arrived while we worked
+                os.replace(self.out, old)
+                self.staging.rename(self.out)
+                self._delete_listed(old)
+                return
+            self.out.rmdir()
+        self.staging.rename(self.out)
+
+    @staticmethod
+    def _delete_listed(old: Path) -> None:
+        """Delete exactly the files a previous output's marker lists, then its emptied folders."""
+        for rel in (_marker(old) or {}).get("files", []) + [MARKER]:
+            p = old / rel
+            if real(p).is_relative_to(real(old)) and (p.is_file() or p.is_symlink()):
+                p.unlink()
+        for d in sorted((p for p in old.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            if not any(d.iterdir()):
+                d.rmdir()
+        if not any(old.iterdir()):
+            old.rmdir()
+
+    def __exit__(self, *exc) -> None:
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
