@@ -3,4 +3,5 @@ from unlearnable.jobrunner import run_job
 from unlearnable.kaggle_source import KaggleSource, download
 
 smk = snakemake  # noqa: F821
-run_job(smk.log[0], 1, lambda: download(KaggleSource(**smk.params.source), smk.output[0], smk.params.name), where=smk.output[0])
+run_job(smk.log[0], 1, lambda: download(KaggleSource(**smk.params.source), smk.output[0], smk.params.name),
+        where=smk.output[0])

@@ -19,7 +19,7 @@ from . import DataError
 from .atomic import atomic_path, write_json
 from .decode import to_rgb
 from .paths import confined
-from .rowfile import RowFile
+from .rowfile import RowFile, create_npy
 
 log = logging.getLogger(__name__)
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # decompression-bomb guard, generous for real photos
@@ -52,7 +52,7 @@ def build_image_store(manifest: pd.DataFrame, root: str | Path, out: str | Path,
     paths = [confined(root, p) for p in images["image_path"]]  # a manifest edited by hand is still untrusted
     t0 = time.time()
     with atomic_path(out) as tmp:
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, resolution, resolution, 3))
+        arr = create_npy(tmp, (n, resolution, resolution, 3), np.uint8)
         chunk = 256
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for start in range(0, n, chunk):

@@ -12,6 +12,22 @@ from pathlib import Path
 import numpy as np
 
 
+def create_npy(path: str | Path, shape: tuple[int, ...], dtype) -> np.memmap:
+    """A writable memory map of a new `.npy` whose blocks are reserved up front.
+
+    Writing through a map into a sparse file on a full disk kills the process with SIGBUS; reserving the
+    blocks first turns that into an ordinary `OSError` (no space left) naming the file, before any work.
+    """
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    try:
+        with open(path, "r+b") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    except OSError as e:
+        del arr
+        raise OSError(e.errno, os.strerror(e.errno), str(path)) from None
+    return arr
+
+
 class RowFile:
     def __init__(self, path: str | Path, writable: bool = False):
         self.path = Path(path)
@@ -30,7 +46,7 @@ class RowFile:
     @classmethod
     def create(cls, path: str | Path, shape: tuple[int, ...], dtype, fill: int = 0) -> "RowFile":
         """A new zero-filled (or `fill`-filled) array file, written without holding it in memory."""
-        arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+        arr = create_npy(path, shape, dtype)
         if fill:
             arr[:] = fill
         arr.flush()

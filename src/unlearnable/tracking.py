@@ -133,11 +133,15 @@ def tracked_run(uri: str, experiment: str, name: str, params: dict, tags: dict[s
         retry_locked(lambda: mlflow.log_params(flatten(params)))
         yield run
     except BaseException:
+        quiet = logging.getLogger("mlflow")
+        level, quiet.level = quiet.level, logging.CRITICAL  # MLflow logs its own store errors with tracebacks
         try:
             retry_locked(lambda: mlflow.end_run(status="FAILED"))
         except Exception as e:  # e.g. the store is on the disk that just filled up: the next attempt marks it
             log.warning("could not mark MLflow run %s FAILED (%s); the job's next attempt will",
-                        run.info.run_id, str(e).splitlines()[0][:200])
+                        run.info.run_id, str(e).splitlines()[-1][:200])
+        finally:
+            quiet.setLevel(level)
         raise
     else:
         retry_locked(mlflow.end_run)

@@ -9,6 +9,7 @@ with every commit.
 """
 from __future__ import annotations
 
+import io
 import logging
 import time
 from pathlib import Path
@@ -91,8 +92,10 @@ class Protector:
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "rng": self.gen.get_state(),
                  "stream": self.stream.state(), "triggers": self.triggers, "round": self.round,
                  "history": self.history, "noise_file": noise_file.name}
-        with atomic_path(self.state_path) as tmp:
-            torch.save(state, tmp)
+        buf = io.BytesIO()  # serialise in memory: a full disk then fails as a plain OSError naming the file
+        torch.save(state, buf)
+        with atomic_path(self.state_path) as tmp, open(tmp, "wb") as f:
+            f.write(buf.getbuffer())
         old, self.noise_path = self.noise_path, noise_file
         if old != noise_file and old.exists():
             old.unlink()

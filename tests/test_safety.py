@@ -1,0 +1,455 @@
+"""Nothing a user owns is destroyed or read from outside; faults end in one line and the next run recovers.
+
+Each test reproduces a failure seen on an earlier commit (issue 12) and asserts the safe behaviour.
+"""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from wf import PROTECTION, REPO, SNAKEMAKE, TINY, snakemake
+
+from unlearnable import ConfigError, DataError
+from unlearnable.cli import main
+from unlearnable.image_store import build_image_store, load_square
+from unlearnable.manifest import build_manifest
+from unlearnable.sources import read_dataset
+
+FAST = ["--rounds", "2", "--surrogate-steps", "2", "--pgd-steps", "2", "--hotflip-rounds", "1", "--candidates", "2",
+        "--granularity", "image", "--batch-size", "16", "--device", "cpu", "--model", "tiny-vit"]
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Every file below `folder` (hidden ones too) with the hash of its bytes."""
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def one_error_line(text: str) -> str:
+    errors = [line for line in text.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    return errors[0]
+
+
+@pytest.fixture
+def owner_data(shapes_root, tmp_path):
+    """A copy of a small captioned folder that the tests may point outputs at."""
+    root = tmp_path / "mine" / "photos"
+    shutil.copytree(shapes_root, root)
+    keep = (root / "captions.csv").read_text().splitlines()[:81]  # 16 images: quick protections
+    (root / "captions.csv").write_text("\n".join(keep) + "\n")
+    return root
+
+
+# -- 1. outputs never destroy inputs ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", ["same", "parent", "inside"])
+def test_protect_refuses_an_output_overlapping_the_input(where, owner_data, capsys):
+    out = {"same": owner_data, "parent": owner_data.parent, "inside": owner_data / "published"}[where]
+    before = digest(owner_data.parent)
+    assert main(["protect", str(owner_data), str(out), *FAST]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert {"same": " is the input ", "parent": " contains the input ", "inside": " lies inside the input "}[where] \
+        in line
+    assert digest(owner_data.parent) == before  # not a byte changed, nothing added
+
+
+def test_protect_refuses_an_output_that_is_a_file_before_any_work(owner_data, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out.txt"
+    out.write_text("my notes\n")
+    import unlearnable.cli as cli
+
+    monkeypatch.setattr(cli, "read_dataset", lambda *a, **k: pytest.fail("work started"))
+    assert main(["protect", str(owner_data), str(out), *FAST]) == 1
+    assert "exists and is not a folder" in one_error_line(capsys.readouterr().err)
+    assert out.read_text() == "my notes\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine", "out.txt"]
+
+
+def test_protect_refuses_a_non_empty_output_even_with_overwrite_unless_it_wrote_it(owner_data, tmp_path, capsys):
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "thesis.tex").write_text("years of work")
+    for extra in ([], ["--overwrite"]):
+        assert main(["protect", str(owner_data), str(out), *FAST, *extra]) == 1
+        line = one_error_line(capsys.readouterr().err)
+        assert ("--overwrite" in line) and (("not empty" in line) if not extra else ("not written by" in line))
+    assert digest(out) == {"thesis.tex": hashlib.sha256(b"years of work").hexdigest()}
+
+
+def test_overwrite_replaces_only_what_unlearnable_wrote(owner_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["protect", str(owner_data), str(out), *FAST]) == 0
+    marker = json.loads((out / ".unlearnable-output.json").read_text())
+    assert set(marker["files"]) == set(digest(out)) - {".unlearnable-output.json"}
+    assert main(["protect", str(owner_data), str(out), *FAST, "--seed", "1"]) == 1  # no --overwrite
+    capsys.readouterr()
+    assert main(["protect", str(owner_data), str(out), *FAST, "--seed", "1", "--overwrite"]) == 0
+    assert json.loads((out / "private" / "protection.json").read_text())["seed"] == 1
+    (out / "published" / "my-edit.txt").write_text("a user's file inside a previous output")
+    assert main(["protect", str(owner_data), str(out), *FAST, "--overwrite"]) == 1
+    assert "published/my-edit.txt" in one_error_line(capsys.readouterr().err)
+    assert (out / "published" / "my-edit.txt").exists()
+    assert not list(tmp_path.glob(".out.*"))  # no staging or old copies left behind
+
+
+def test_a_second_writer_of_the_same_output_is_refused(owner_data, tmp_path):
+    from unlearnable.outdir import OutputFolder
+
+    first = OutputFolder(tmp_path / "out", {"dataset": owner_data}, {"a": 1})
+    with first:
+        second = OutputFolder(tmp_path / "out", {"dataset": owner_data}, {"a": 1})
+        with pytest.raises(DataError, match="another unlearnable process is writing"):
+            second.__enter__()
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from unlearnable.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+
+
+def test_protect_killed_mid_round_resumes_to_identical_output(owner_data, tmp_path):
+    args = ["protect", str(owner_data)]
+    slow = [*FAST, "--rounds", "3", "--surrogate-steps", "6"]
+    ref = tmp_path / "ref"
+    assert subprocess.run(_cli(*args, str(ref), *slow), capture_output=True).returncode == 0
+    out = tmp_path / "out"
+    work = tmp_path / ".out.unlearnable-partial" / "work" / "protection"
+    proc = subprocess.Popen(_cli(*args, str(out), *slow), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (work / "noise_r001.npy").exists():  # round 1 committed, round 2 writing
+        assert proc.poll() is None and time.time() < deadline, "protection ended before it could be killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()  # nothing that looks complete
+    res = subprocess.run(_cli(*args, str(out), *slow), capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "resuming" in res.stderr and "resumed from" in res.stderr
+    a, b = digest(out), digest(ref)
+    assert a.keys() == b.keys()
+    data = [k for k in a if not k.endswith(".json")]  # the JSON records hold timings and folder names
+    assert len(data) > 16 and {k: a[k] for k in data} == {k: b[k] for k in data}
+    history = [json.loads((d / "private/protection.json").read_text())["history"] for d in (out, ref)]
+    assert history[0] == history[1]
+
+
+def test_shapes_refuses_to_replace_an_existing_folder(tmp_path, capsys):
+    mine = tmp_path / "Pictures"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"\xff\xd8 not really")
+    assert main(["shapes", str(mine), "--n-images", "10"]) == 1
+    assert "exists and is not empty" in one_error_line(capsys.readouterr().err)
+    assert [p.name for p in mine.iterdir()] == ["holiday.jpg"]
+
+
+def test_workflow_refuses_results_overlapping_a_dataset(shapes_root, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(shapes_root, data)
+    for results in (data, data / "results", tmp_path):
+        cfg = json.loads(json.dumps(TINY))
+        cfg["datasets"]["shapes"] = {"source": {"kind": "local", "path": str(data)}, "split": {"val": 5, "test": 10}}
+        cfg["results"] = str(results)
+        res = snakemake(tmp_path / "wd", cfg, "-n")
+        assert res.returncode != 0
+        line = one_error_line(res.stderr)
+        assert "key 'results'" in line and "datasets.shapes.source.path" in line
+    assert digest(data) == digest(shapes_root)
+
+
+# -- 2. inputs are confined ------------------------------------------------------------------------------
+
+def _with_row(root: Path, image: str) -> None:
+    with open(root / "captions.csv", "a") as f:
+        f.write(f"{image},a photo that is not part of this dataset\n")
+
+
+@pytest.fixture
+def escape_routes(owner_data):
+    """Three ways a captions file can point outside its folder, each to a decodable image."""
+    other = owner_data.parent / "other" / "images"
+    other.mkdir(parents=True)
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(other / "x.png")
+    (owner_data / "images" / "link.png").symlink_to(other / "x.png")
+    return {"dotdot": "../../other/images/x.png", "symlink": "link.png",
+            "absolute_chain": "../" * 30 + str(other / "x.png").lstrip("/")}
+
+
+@pytest.mark.parametrize("route", ["dotdot", "symlink", "absolute_chain"])
+def test_paths_outside_the_dataset_are_bad_samples_never_opened(route, escape_routes, owner_data, monkeypatch):
+    _with_row(owner_data, escape_routes[route])
+    with pytest.raises(DataError, match="path_outside_dataset") as e:
+        read_dataset(owner_data)
+    assert "\n" not in str(e.value) and "captions.csv: row 82" in str(e.value)
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda p, *a, **k: opened.append(Path(p)) or real_open(p, *a, **k))
+    rows, q = read_dataset(owner_data, on_bad_sample="skip")
+    assert q.dropped == {"path_outside_dataset": 1}
+    assert len(rows) == 80 and not rows["image_path"].str.contains("x.png|link.png").any()
+    assert opened and not any("other" in str(p) or p.name == "link.png" for p in opened)
+
+
+def test_etc_passwd_is_refused_as_outside_not_as_undecodable(owner_data):
+    _with_row(owner_data, "../" * 40 + "etc/passwd")
+    rows, q = read_dataset(owner_data, on_bad_sample="skip")
+    assert q.dropped == {"path_outside_dataset": 1}
+
+
+def test_image_store_refuses_a_manifest_path_outside_its_root(owner_data, tmp_path):
+    rows, _ = read_dataset(owner_data)
+    rows.loc[rows["image_path"] == rows["image_path"][0], "image_path"] = "../../other.png"
+    table = build_manifest(rows, {i: "train" for i in rows["image_id"]}).to_pandas()
+    with pytest.raises(DataError, match="path_outside_dataset"):
+        build_image_store(table, owner_data, tmp_path / "s.npy", 32)
+    assert not (tmp_path / "s.npy").exists()
+
+
+# -- 3. faithful decoding --------------------------------------------------------------------------------
+
+def _fixture(kind: str, path: Path) -> np.ndarray:
+    """Write one image file of a given mode; return the RGB pixels a viewer shows (8x8)."""
+    if kind == "gray16":
+        Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(path)
+        return np.full((8, 8, 3), 128, np.uint8)
+    if kind == "int32":
+        Image.fromarray(np.full((8, 8), 65535, np.int32)).save(path)  # TIFF
+        return np.full((8, 8, 3), 255, np.uint8)
+    if kind == "float":
+        Image.fromarray(np.full((8, 8), 0.25, np.float32)).save(path)
+        return np.full((8, 8, 3), 64, np.uint8)
+    if kind == "rgba":
+        a = np.zeros((8, 8, 4), np.uint8)
+        a[..., 0], a[..., 3] = 200, 0  # fully transparent red: shows the white background
+        a[:4, :, 3] = 255  # the top half opaque
+        Image.fromarray(a).save(path)
+        want = np.full((8, 8, 3), 255, np.uint8)
+        want[:4] = (200, 0, 0)
+        return want
+    if kind == "palette_transparent":
+        im = Image.new("P", (8, 8), 1)
+        im.putpalette([0, 0, 0, 10, 20, 30] + [0] * 762)
+        im.paste(0, (0, 0, 8, 4))
+        im.save(path, transparency=0)
+        want = np.full((8, 8, 3), (10, 20, 30), np.uint8)
+        want[:4] = 255
+        return want
+    if kind == "exif_rotated":  # stored 8 wide x 4 high, orientation 6: shown 4 wide x 8 high
+        a = np.zeros((4, 8, 3), np.uint8)
+        a[:, :4] = 255  # left half white
+        im = Image.fromarray(a)
+        exif = im.getexif()
+        exif[0x0112] = 6
+        im.save(path, exif=exif, quality=100, subsampling=0)
+        want = np.zeros((8, 4, 3), np.uint8)
+        want[:4] = 255  # rotated 90° clockwise: the left half becomes the top half
+        return want
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind,suffix", [("gray16", ".png"), ("int32", ".tif"), ("float", ".tif"), ("rgba", ".png"),
+                                         ("palette_transparent", ".png"), ("exif_rotated", ".jpg")])
+def test_each_mode_decodes_to_the_pixels_a_viewer_shows(kind, suffix, tmp_path):
+    path = tmp_path / f"{kind}{suffix}"
+    want = _fixture(kind, path)
+    from unlearnable.decode import to_rgb
+
+    with Image.open(path) as im:
+        got = np.asarray(to_rgb(im))
+    assert got.shape == want.shape
+    tol = 8 if suffix == ".jpg" else 1
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= tol
+    if want.shape[0] == want.shape[1]:  # the store reads through the same decoder
+        assert np.abs(load_square(path, 8).astype(int) - want.astype(int)).max() <= tol
+
+
+# -- 4. faults end in one line, and the next run recovers ------------------------------------------------
+
+def test_describe_fault_names_the_path_for_each_layer():
+    import errno
+
+    from unlearnable.faults import describe_fault
+
+    assert describe_fault(OSError(errno.ENOSPC, "No space left on device", "/r/x.npy")) == \
+        "/r/x.npy: no space left on device"
+    assert describe_fault(OSError(errno.EACCES, "Permission denied", "/r/y"), "/out") == "/r/y: permission denied"
+    db = RuntimeError("(sqlite3.OperationalError) database or disk is full")
+    assert describe_fault(db, "/out/seed0") == "/out/seed0: no space left on device (RuntimeError)"
+    assert describe_fault(ValueError("shape mismatch"), "/out") is None
+
+
+def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
+    from unlearnable.atomic import atomic_path
+
+    stale = tmp_path / ".seed0.tmp-424242"
+    (stale / "images").mkdir(parents=True)
+    neighbour = tmp_path / ".seed01.tmp-1"  # another output's temporary: not ours to remove
+    neighbour.mkdir()
+    with atomic_path(tmp_path / "seed0") as tmp:
+        tmp.mkdir()
+    assert not stale.exists() and neighbour.exists() and (tmp_path / "seed0").is_dir()
+
+
+def test_runs_left_running_by_a_killed_job_are_marked_failed(tmp_path):
+    import mlflow
+
+    from unlearnable.tracking import init_store, tracked_run
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    init_store(uri, "e", tmp_path / "art")
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.get_experiment_by_name("e").experiment_id
+    dead = mlflow.MlflowClient().create_run(exp, run_name="protect/cell").info.run_id  # a SIGKILLed attempt
+    with tracked_run(uri, "e", "protect/cell", {}, {}):
+        pass
+    with pytest.raises(RuntimeError), tracked_run(uri, "e", "train/cell", {}, {}):
+        raise RuntimeError("job failed")
+    status = dict(sqlite3.connect(tmp_path / "m.db").execute("select run_uuid, status from runs").fetchall())
+    assert status[dead] == "FAILED" and sorted(status.values()) == ["FAILED", "FAILED", "FINISHED"]
+
+
+def _wf_cmd(wd: Path) -> list[str]:
+    return [SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(wd), "--configfile",
+            str(wd / "config.yaml"), "--cores", "2"]
+
+
+@pytest.mark.slow
+def test_a_second_workflow_on_the_same_results_is_refused_and_a_killed_one_recovers(tmp_path):
+    results = tmp_path / "shared-results"
+    cfg = {**json.loads(json.dumps(TINY)), "results": str(results)}
+    cfg["mlflow"] = {"tracking_uri": f"sqlite:///{results}/mlflow.db"}
+    a, b = tmp_path / "a", tmp_path / "b"
+    for wd in (a, b):
+        wd.mkdir()
+        (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.Popen(_wf_cmd(a), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not list(results.glob("shapes/published/mem/both/tiny-vit/.seed0.tmp-*/images/*.png")):
+        assert proc.poll() is None and time.time() < deadline, "workflow ended before publish was seen"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGSTOP)  # frozen mid-publish: still alive, still holding the results lock
+    try:
+        res = subprocess.run(_wf_cmd(b), capture_output=True, text=True, timeout=300)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # then killed: the whole workflow, its running jobs included
+        proc.wait()
+    assert res.returncode != 0
+    line = one_error_line(res.stderr)
+    assert str(results) in line and "in use by another live workflow" in line and str(a) in line
+    assert list(results.glob("shapes/published/mem/both/tiny-vit/.seed0.tmp-*"))  # what the kill left
+    res = subprocess.run(_wf_cmd(a) + ["--unlock"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = subprocess.run(_wf_cmd(a), capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not list(results.rglob(".*.tmp-*"))
+    running = sqlite3.connect(results / "mlflow.db").execute("select name from runs where status='RUNNING'")
+    assert running.fetchall() == []
+
+
+MOUNT = "/usr/bin/mount"
+
+
+def _tmpfs(path: Path, size_mb: int) -> None:
+    path.mkdir(parents=True)
+    res = subprocess.run([MOUNT, "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {res.stderr.decode().strip()}")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_full_disk_mid_protection_is_one_line_no_running_run_and_resumes_identically(finished, tmp_path):
+    import torch
+
+    from unlearnable.models import ModelSpec, create_model
+
+    disk = tmp_path / "disk"
+    _tmpfs(disk, 96)
+    try:
+        results, wd = disk / "results", tmp_path / "wd"
+        wd.mkdir()
+        cfg = {**json.loads(json.dumps(TINY)), "results": str(results),
+               "mlflow": {"tracking_uri": f"sqlite:///{results}/mlflow.db"}}  # the store fills up too
+        (wd / "config.yaml").write_text(yaml.safe_dump(cfg))
+        target = str(results / PROTECTION.removeprefix("results/"))
+        res = subprocess.run(_wf_cmd(wd) + [f"{results}/shapes/data/images_32px.npy", f"{results}/tracking.json"],
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+        # a checkpoint holds the surrogate and AdamW's two moments; leave room for round 1's commit only
+        state = 3 * 4 * sum(p.numel() for p in create_model(ModelSpec("tiny-vit")).parameters())
+        filler = disk / "filler"
+        with open(filler, "wb") as f:
+            os.posix_fallocate(f.fileno(), 0, shutil.disk_usage(disk).free - int(1.6 * state))
+        res = subprocess.run(_wf_cmd(wd) + [target], capture_output=True, text=True, timeout=600)
+        assert res.returncode != 0
+        line = one_error_line(res.stderr)
+        assert "no space left on device" in line and target in line
+        work = Path(target + ".work")
+        assert torch.load(work / "state.pt", weights_only=True)["round"] >= 1  # it failed in the middle
+        assert not Path(target).exists()
+        status = sqlite3.connect(results / "mlflow.db").execute("select status from runs").fetchall()
+        assert status == [("FAILED",)]
+        filler.unlink()
+        res = subprocess.run(_wf_cmd(wd) + [target], capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        for name in ("noise.npy", "triggers.npy"):
+            assert (Path(target) / name).read_bytes() == (finished / PROTECTION / name).read_bytes(), name
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+# -- 5. validation before any job runs -------------------------------------------------------------------
+
+def _dry(tmp_path: Path, mutate) -> subprocess.CompletedProcess:
+    cfg = json.loads(json.dumps(TINY))
+    mutate(cfg)
+    return snakemake(tmp_path, cfg, "-n")
+
+
+@pytest.mark.parametrize("mutate,words", [
+    (lambda c: c["models"]["tiny-vit"].update(arch="tiny-vitt"),
+     ["key 'models.tiny-vit.arch'", "unknown architecture 'tiny-vitt'", "tiny-vit"]),
+    (lambda c: c["models"]["tiny-vit"].update(pretrained="/no/such/weights.safetensors"),
+     ["key 'models.tiny-vit.pretrained'", "weights file not found: /no/such/weights.safetensors"]),
+    (lambda c: c["datasets"]["shapes"].update(source={"kind": "local", "pth": "/data"}),
+     ["key 'datasets.shapes.source.pth'", "unknown key"]),
+    (lambda c: c["methods"].update(rt={"kind": "random_trigger", "token_num": 0}) or c["grid"]["runs"].append(
+        {"method": "rt"}), ["key 'methods.rt'", "token_num must be >= 1"]),
+])
+def test_config_mistakes_are_one_short_line_before_any_job(mutate, words, tmp_path):
+    res = _dry(tmp_path, mutate)
+    assert res.returncode != 0
+    line = one_error_line(res.stderr)
+    assert all(w in line for w in words), line
+    assert len(line) < 400
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_split_without_test_images_is_refused_at_the_manifest(owner_data, tmp_path):
+    from unlearnable.jobs import make_manifest
+    from unlearnable.splits import SplitConfig
+
+    lines = (owner_data / "captions.csv").read_text().splitlines()
+    (owner_data / "captions.csv").write_text("\n".join(lines[:6]) + "\n")  # one image
+    with pytest.raises(DataError, match="no test images"):
+        make_manifest(owner_data, SplitConfig(val=0, test=0.1), tmp_path / "m.parquet", tmp_path / "q.json")
+    assert not (tmp_path / "m.parquet").exists()
+
+
+@pytest.mark.parametrize("kind", ["mem", "random_trigger"])
+def test_trigger_methods_refuse_an_empty_trigger(kind):
+    from unlearnable.protect.config import method_config
+
+    with pytest.raises(ConfigError, match="token_num must be >= 1"):
+        method_config({"kind": kind, "token_num": 0})
+    assert method_config({"kind": "em"}).trigger_len == 0
