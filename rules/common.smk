@@ -1,7 +1,14 @@
 # Config validation, path helpers and input functions shared by every stage.
+import os
 import re
 import sys
 from pathlib import Path
+
+# The workflow runs this repository's library, installed or not: on the path here (parse time) and, through
+# PYTHONPATH, in every job, including jobs in a `--sdm conda` environment, which holds only dependencies.
+_SRC = str(Path(workflow.basedir).parent / "src")
+sys.path.insert(0, _SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
 
 from unlearnable import ConfigError, UnlearnableError
 from unlearnable.configschema import check_folders, check_references, validate_config

@@ -1,5 +1,11 @@
+import json
+import re
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
+from PIL import Image
 
 from unlearnable.cli import main
 from unlearnable.image_store import load_square
@@ -32,3 +38,94 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nope: dataset folder not found" in err and "\n" not in err
     assert not (tmp_path / "out").exists()
+
+
+FAST = ["--rounds", "1", "--surrogate-steps", "1", "--pgd-steps", "2", "--hotflip-rounds", "1", "--candidates", "2",
+        "--batch-size", "16", "--device", "cpu"]
+
+
+def test_protect_shows_a_progress_bar_and_selects_images(shapes_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["protect", str(shapes_root), str(out), *FAST, "--max-images", "20", "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"mem round 1/1: +\d+%\|.*\| \d+/\d+ \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(batch/s|s/batch)\]", err), \
+        err[-2000:]
+    assert len(list((out / "published" / "images").iterdir())) == 20
+    assert pd.read_csv(out / "published" / "captions.csv")["image"].nunique() == 20
+
+
+def test_help_states_units_and_choices_are_validated(capsys):
+    from unlearnable.cli import parser
+
+    text = " ".join(parser()._subparsers._group_actions[0].choices["protect"].format_help().split())
+    assert "L-inf noise budget, in units of 1/255" in text and "PGD step size, in units of 1/255" in text
+    with pytest.raises(SystemExit):
+        main(["protect", "a", "b", "--granularity", "pixel"])
+    assert "invalid choice: 'pixel'" in capsys.readouterr().err
+
+
+def _mixed_folder(root):
+    """Differently sized JPEGs and PNGs, as a photographer's folder holds them."""
+    from unlearnable.shapes import ShapesConfig, render_sample
+
+    (root / "images").mkdir(parents=True)
+    kinds = [((1024, 768), "jpg", "JPEG"), ((640, 480), "png", "PNG"), ((300, 500), "jpg", "JPEG")]
+    rows, want = [], {}
+    for i in range(12):
+        img, caps = render_sample(i, ShapesConfig(image_size=64, seed=2))
+        size, ext, fmt = kinds[i % 3]
+        name = f"IMG_{i:04d}.{ext}"
+        img.resize(size, Image.Resampling.BICUBIC).save(root / "images" / name, quality=90)
+        want[name] = (size, fmt)
+        rows += [(name, c) for c in caps]
+    pd.DataFrame(rows, columns=["image", "caption"]).to_csv(root / "captions.csv", index=False)
+    return want
+
+
+def test_published_files_keep_name_size_and_format_and_reproduce_the_model_input(tmp_path):
+    from unlearnable.image_store import build_image_store
+    from unlearnable.manifest import build_manifest
+    from unlearnable.protect.export import protected_pixels
+    from unlearnable.sources import read_dataset
+
+    want = _mixed_folder(tmp_path / "photos")
+    out = tmp_path / "out"
+    assert main(["protect", str(tmp_path / "photos"), str(out), *FAST]) == 0
+    got = {}
+    for p in (out / "published" / "images").iterdir():
+        with Image.open(p) as im:
+            got[p.name] = (im.size, im.format)
+    assert got == want
+    # independently: CLIP's view of each published file against the clean view plus the private noise
+    rows, _ = read_dataset(tmp_path / "photos")
+    table = build_manifest(rows, {i: "train" for i in rows["image_id"]}).to_pandas()
+    store = np.load(build_image_store(table, tmp_path / "photos", tmp_path / "s.npy", 32))
+    noise = np.load(out / "private" / "noise.npy")
+    first = table.drop_duplicates("image_index").sort_values("image_index")
+    gaps = [np.abs(load_square(out / "published" / "images" / Path(p).name, 32).astype(int)
+                   - protected_pixels(store[i], noise[i]).astype(int)) for i, p in enumerate(first["image_path"])]
+    gap = np.stack(gaps)
+    assert np.abs(noise).max() > 0 and gap.mean() < 0.5 and np.percentile(gap, 99) <= 2
+    meta = json.loads((out / "published" / "export.json").read_text())["clip_view_gap"]
+    assert meta["mean"] == pytest.approx(gap.mean()) and meta["max"] == gap.max()
+    # the original pixels moved by a bounded amount, as much as the noise needs
+    for name in want:
+        with Image.open(tmp_path / "photos" / "images" / name) as a, Image.open(out / "published/images" / name) as b:
+            diff = np.abs(np.asarray(a.convert("RGB"), int) - np.asarray(b.convert("RGB"), int))
+        assert 0 < diff.mean() < 8
+
+
+def test_verify_prints_the_drop_on_the_owners_data(shapes_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["protect", str(shapes_root), str(out), *FAST]) == 0
+    capsys.readouterr()
+    assert main(["verify", str(shapes_root), str(out / "published"), "--epochs", "1", "--batch-size", "16",
+                 "--test", "10", "--device", "cpu", "--json", str(tmp_path / "v.json")]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert result["test_images"] == 10 and result["train_images"] == 50
+    for key, label in (("i2t_r1", "image -> text"), ("t2i_r1", "text -> image")):
+        c, p = result["clean"][key], result["published"][key]
+        line = next(l for l in printed.splitlines() if l.startswith(label)).split()
+        assert [float(v) for v in line[-4:]] == pytest.approx([round(c, 1), round(p, 1), round(c - p, 1),
+                                                               round(result["clean"]["chance_" + key], 2)], abs=0.051)

@@ -124,33 +124,40 @@ SMALL = ProtectConfig(rounds=3, surrogate_steps=2, hotflip_rounds=2, candidates=
                       granularity="image")
 
 
-def test_shuffle_pairs_each_image_with_its_own_trigger(dataset, tmp_path):
-    pr = _protector(dataset, tmp_path, ProtectConfig(**{**SMALL.__dict__, "rounds": 1, "hotflip_rounds": 0}))
+def test_shuffle_pairs_each_image_with_another_images_caption_and_its_own_trigger(dataset, tmp_path):
+    """Inside the engine's PGD: row i (image i) is scored against the caption of an image j != i, and that
+    text still carries image i's trigger. Captions are made unique, so a text's caption names its pair."""
+    train, store = dataset
+    train = train.assign(caption=[f"number {i} {c}" for i, c in enumerate(train["caption"])])
+    cfg = ProtectConfig(**{**SMALL.__dict__, "rounds": 1, "hotflip_rounds": 0, "pgd_steps": 3})
+    pr = _protector((train, store), tmp_path, cfg)
     pr.trainer.step = lambda *a: 0.0  # only the protect pass matters here
-    seen = []
+    k = cfg.token_num
+    length = pr.captions.shape[1]  # a caption shifted right by k loses its last k tokens (and maybe EOT)
+    body_of = {tuple(t[1:length - k - 1]): i for i, t in enumerate(pr.captions.tolist())}
+    batches, texts = [], []
+    pick = pr.units.pick_pairs
+    pr.units.pick_pairs = lambda units, gen: batches.append((units.copy(), pick(units, gen))) or batches[-1][1]
     encode_text = pr.model.encode_text
 
-    def spy(tokens, *a, **k):
-        if not torch.is_grad_enabled():
-            seen.append(tokens.clone())
-        return encode_text(tokens, *a, **k)
+    def spy(tokens, *a, **kw):
+        if not torch.is_grad_enabled():  # PGD's text side runs without autograd
+            texts.append((len(batches), tokens.clone()))
+        return encode_text(tokens, *a, **kw)
 
     pr.model.encode_text = spy
     pr.run()
-    k = SMALL.token_num
-    triggers = {tuple(t) for t in pr.triggers.tolist()}
-    shuffled = 0
-    for toks in seen:
-        assert all(tuple(row) in triggers for row in toks[:, 1:1 + k].tolist())
-        bodies = toks[:, 1 + k:]
-        shuffled += int(len({tuple(b) for b in bodies.tolist()}) > 1)
-    assert shuffled > 0
-    # the trigger a text carries is the one of the image at the same batch position: reconstruct one batch
-    units = np.arange(8)
-    caps = pr.captions[torch.as_tensor(units)]
-    perm = torch.randperm(8, generator=torch.Generator().manual_seed(5))
-    toks = insert_trigger(caps[perm], pr.triggers[units])
-    assert torch.equal(toks[:, 1:1 + k], pr.triggers[units])
+    assert len(texts) == len(batches) * (cfg.pgd_steps + 1)  # every PGD step, plus the statistics pass
+    foreign = 0
+    for b, toks in texts:
+        units, pairs = batches[b - 1]
+        assert torch.equal(toks[:, 1:1 + k], pr.triggers[torch.as_tensor(units)])  # each row: its own trigger
+        bodies = [tuple(row[1 + k:length - 1]) for row in toks.tolist()]
+        caption_pair = np.array([body_of[body] for body in bodies])
+        assert sorted(caption_pair) == sorted(pairs)  # a permutation of the batch's own captions
+        foreign += int((train["image_id"].to_numpy()[caption_pair] != train["image_id"].to_numpy()[pairs]).sum())
+    pgd_texts = len(texts) - len(batches)  # the statistics pass scores the aligned pairs
+    assert foreign > 0.5 * pgd_texts * cfg.batch_size * (1 - 1 / cfg.batch_size)
 
 
 def test_resume_after_a_crash_is_bit_identical(dataset, tmp_path):

@@ -45,3 +45,12 @@ def test_undefined_names_in_grid():
     cfg["grid"]["victims"] = ["tiny-vit", "vit-huge"]
     with pytest.raises(ConfigError, match=r"grid.victims.1.*vit-huge"):
         check_references(cfg)
+
+
+def test_conda_env_pins_the_same_dependencies_as_the_package_and_not_the_package_itself():
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((REPO / "envs" / "unlearnable.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert pip == deps  # no `-e ..`: a path would resolve against Snakemake's copy of the file

@@ -28,3 +28,17 @@ def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedPr
     cmd = [SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(workdir), "--configfile",
            str(workdir / "config.yaml"), "--cores", "2", *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+
+# Big enough that a clean CLIP learns the shapes well, small enough for a test: the efficacy claims.
+EFFICACY = {
+    "device": "cpu",
+    "datasets": {"shapes": {"source": {"kind": "shapes", "n_images": 500, "image_size": 32, "seed": 0},
+                            "split": {"val": 0, "test": 100, "seed": 0}}},
+    "models": {"tiny-vit": {"arch": "tiny-vit"}},
+    "train": {"epochs": 6, "batch_size": 32},
+    "methods": {"random_noise": {"kind": "random_noise", "granularity": "image"},
+                "mem3": {"kind": "mem", "granularity": "image", "rounds": 4, "surrogate_steps": 20,
+                         "hotflip_rounds": 2, "candidates": 4, "pgd_steps": 4, "batch_size": 32, "lr": 0.001}},
+    "grid": {"datasets": ["shapes"], "surrogates": ["tiny-vit"], "victims": ["tiny-vit"], "seeds": [0],
+             "runs": [{"method": "clean"}, {"method": "random_noise"}, {"method": "mem3"}]},
+}

@@ -1,7 +1,11 @@
-"""Command line for data owners: protect a folder of captioned images without Snakemake.
+"""Command line for data owners: protect a folder of captioned images without Snakemake, and check the result.
 
-    unlearnable shapes resources/demo --n-images 200
-    unlearnable protect resources/demo published/ --method mem --model tiny-vit --rounds 6
+    unlearnable shapes demo/ --n-images 200                      # a small built-in dataset to try things on
+    unlearnable protect demo/ out/ --rounds 6 --surrogate-steps 40 --lr 0.001
+    unlearnable verify demo/ out/published                       # what the protection buys on this data
+
+`protect` writes OUT/published/ (the folder to publish: every image at its original name, size and format,
+captions.csv with the triggers in) and OUT/private/ (the raw noise and triggers: keep it to yourself).
 """
 from __future__ import annotations
 
@@ -16,88 +20,209 @@ from . import DataError, UnlearnableError
 from .faults import describe_fault
 from .manifest import build_manifest
 from .models import ModelSpec, image_resolution, tokenizer
-from .protect.config import ProtectConfig, method_config
-from .sources import LayoutConfig, read_dataset
+from .protect.config import METHODS, ProtectConfig, method_config
+from .sources import LAYOUTS, LayoutConfig, read_dataset
+
+PRIVATE_NOTE = """This folder holds the raw protection: the noise added to every image (noise.npy, int8, 1/255 units,
+at the model's resolution) and the trigger tokens (triggers.npy), with protection.json (settings, losses, timings).
+Do not publish it: with it, anyone can subtract the noise and strip the triggers.
+Publish only the sibling folder `published/`.
+"""
+
+SETTING_HELP = {
+    "granularity": "image: one noise and trigger per image, in all its captions (what an owner publishes; "
+                   "default here); pair: one per caption row (the paper), published at model resolution",
+    "eps": "L-inf noise budget, in units of 1/255 (reference: 8)",
+    "step": "PGD step size, in units of 1/255 (reference: 1)",
+    "pgd_steps": "PGD steps per pass over the data (reference: 8)",
+    "token_num": "trigger length k, in CLIP tokens (reference: 3)",
+    "rounds": "outer rounds of surrogate training + trigger/noise updates (reference: mem 20, em 5)",
+    "surrogate_steps": "surrogate CLIP training steps per round (reference: mem 200, em 50)",
+    "hotflip_rounds": "rounds (from the first) that also update the triggers by HotFlip (reference: 5)",
+    "candidates": "HotFlip candidate tokens per trigger position (reference: 16)",
+    "shuffle": "shuffle captions inside PGD so the noise binds to the trigger, not the caption (reference: true)",
+    "batch_size": "batch size of the surrogate and of the protection passes (reference: 128)",
+    "lr": "surrogate AdamW learning rate (reference: 1e-4)",
+    "weight_decay": "surrogate AdamW weight decay (reference: 0.2)",
+}
+
+
+def _bool(v: str) -> bool:
+    if v.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {v!r}")
+    return v.lower() in ("true", "1", "yes")
+
+
+def _positive(v: str) -> int:
+    if not v.isdigit() or int(v) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v!r}")
+    return int(v)
+
+
+def _quality(v: str) -> int:
+    if not v.isdigit() or not 1 <= int(v) <= 100:
+        raise argparse.ArgumentTypeError(f"expected a JPEG quality in 1..100, got {v!r}")
+    return int(v)
+
+
+def _layout(args) -> LayoutConfig:
+    return LayoutConfig(args.layout, args.images_dir, args.captions_file, args.image_column, args.caption_column)
+
+
+def _selected(rows, max_images: int | None, seed: int):
+    """All rows, or those of a seeded random subset of `max_images` images."""
+    if not max_images:
+        return rows
+    from .splits import SplitConfig, assign_split
+
+    keep = assign_split(sorted(set(rows["image_id"])), SplitConfig(val=0, test=0, seed=seed,
+                                                                  max_train_images=max_images))
+    return rows[rows["image_id"].map(keep).notna()].reset_index(drop=True)
 
 
 def _protect(args) -> None:
-    """Checks first (output apart from the input, method valid), then resumable work in a staging folder."""
+    """Checks first (output apart from the input, settings valid), then resumable work in a staging folder."""
     from .image_store import build_image_store
     from .outdir import OutputFolder
     from .paths import real
     from .protect.export import export_published
+    from .protect.fullsize import export_full_size
     from .protect.run import protect
 
     overrides = {f.name: getattr(args, f.name) for f in fields(ProtectConfig)
                  if f.name != "method" and getattr(args, f.name, None) is not None}
     cfg = method_config({"kind": args.method, **overrides})
+    if args.size == "original" and cfg.granularity != "image":
+        raise DataError("--size original needs --granularity image (one noise per image file); "
+                        "use --size model for per-pair noise")
     spec = ModelSpec(args.model, args.pretrained)
-    layout = LayoutConfig(args.layout, args.images_dir, args.captions_file, args.image_column, args.caption_column)
+    image_resolution(args.model)  # an unknown model fails here, before any work
     if not Path(args.dataset).is_dir():
         raise DataError(f"{args.dataset}: dataset folder not found")
-    request = {"dataset": str(real(args.dataset)), "layout": layout.__dict__, "on_bad_sample": args.on_bad_sample,
-               "model": spec.__dict__, "protect": cfg.__dict__, "seed": args.seed}
+    request = {"dataset": str(real(args.dataset)), "layout": _layout(args).__dict__, "model": spec.__dict__,
+               "on_bad_sample": args.on_bad_sample, "protect": cfg.__dict__, "seed": args.seed,
+               "max_images": args.max_images, "size": args.size, "jpeg_quality": args.jpeg_quality}
     folder = OutputFolder(args.out, {"dataset": args.dataset}, request, args.overwrite)  # refuses before any work
-    rows, quality = read_dataset(args.dataset, layout, args.on_bad_sample)
-    table = build_manifest(rows, {i: "train" for i in rows["image_id"]})
-    train = table.to_pandas()
+    rows, quality = read_dataset(args.dataset, _layout(args), args.on_bad_sample)
+    rows = _selected(rows, args.max_images, args.seed)
+    train = build_manifest(rows, {i: "train" for i in rows["image_id"]}).to_pandas()
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
     with folder as stage:
         work, private, published = stage / "work", stage / "private", stage / "published"
         store = work / "images.npy"
         if not store.is_file():
             build_image_store(train, args.dataset, store, image_resolution(args.model))
         if not (private / "protection.json").is_file():  # a killed run resumes from its last committed round
-            protect(train, store, spec, cfg, args.seed, args.device, private, workdir=work / "protection")
+            protect(train, store, spec, cfg, args.seed, args.device, private, workdir=work / "protection",
+                    progress=progress)
             (private / "KEEP-PRIVATE.txt").write_text(PRIVATE_NOTE)
         if not (published / "export.json").is_file():
-            export_published(train, store, private, "both", tokenizer(args.model), published)
+            if args.size == "original":
+                export_full_size(train, args.dataset, store, private, tokenizer(args.model), published,
+                                 args.jpeg_quality)
+            else:
+                export_published(train, store, private, "both", tokenizer(args.model), published)
         meta = json.loads((published / "export.json").read_text())
         folder.finish(scratch=["work"])
-    logging.info("wrote %s: publish %s/published (%d images, %d captions); keep %s/private to yourself "
-                 "(dropped rows: %s)", args.out, args.out, meta["files"], meta["captions"], args.out,
-                 quality.dropped or "none")
+    gap = meta.get("clip_view_gap")
+    logging.info("wrote %s: publish %s (%d images, %d captions); keep %s to yourself%s (dropped rows: %s)",
+                 args.out, Path(args.out) / "published", meta["files"], meta["captions"], Path(args.out) / "private",
+                 f"; CLIP's view of the published files is within {gap['max']}/255 (mean {gap['mean']:.2f}/255) "
+                 "of the optimised input" if gap else "", quality.dropped or "none")
 
 
-PRIVATE_NOTE = """This folder holds the raw protection: the noise added to every image (noise.npy, int8, 1/255 units)
-and the trigger tokens (triggers.npy), with protection.json (settings, losses, timings).
-Do not publish it: with it, anyone can subtract the noise and strip the triggers.
-Publish only the sibling folder `published/`.
-"""
+def _verify(args) -> None:
+    from .train import TrainConfig
+    from .verify import format_drop, verify
+
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    result = verify(args.clean, args.published, ModelSpec(args.model), cfg, args.test, args.seed, args.device,
+                    _layout(args), args.max_images)
+    print(format_drop(result))
+    if args.json:
+        from .atomic import write_json
+
+        write_json(args.json, result)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _layout_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--layout", default="auto", choices=list(LAYOUTS),
+                   help="folder layout; auto detects images/ + CSV or the Kaggle copies of Flickr8k/Flickr30k/COCO")
+    p.add_argument("--images-dir", default="images", help="generic layout: folder of the images")
+    p.add_argument("--captions-file", default="captions.csv", help="generic layout: CSV of the captions")
+    p.add_argument("--image-column", default="image", help="generic layout: CSV column of the file name")
+    p.add_argument("--caption-column", default="caption", help="generic layout: CSV column of the caption")
+
+
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="unlearnable", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True)
-    sh = sub.add_parser("shapes", help="write the built-in procedural dataset")
-    sh.add_argument("out")
-    sh.add_argument("--n-images", type=int, default=2400)
+    sh = sub.add_parser("shapes", help="write the built-in procedural dataset (images/ + captions.csv)")
+    sh.add_argument("out", help="a new folder")
+    sh.add_argument("--n-images", type=_positive, default=2400)
     sh.add_argument("--seed", type=int, default=0)
-    pr = sub.add_parser("protect", help="protect a folder (images/ + captions.csv) and write what to publish")
-    pr.add_argument("dataset")
-    pr.add_argument("out")
-    pr.add_argument("--method", default="mem", choices=["mem", "em", "random_noise", "random_trigger"])
-    pr.add_argument("--model", default="tiny-vit", help="surrogate open_clip architecture")
-    pr.add_argument("--pretrained", default="none")
-    pr.add_argument("--device", default="auto")
+
+    pr = sub.add_parser("protect", help="protect a folder of captioned images; write what to publish",
+                        description="Protect DATASET (images/ + captions.csv, or a Kaggle layout) and write "
+                        "OUT/published/ (to publish) and OUT/private/ (the raw protection: keep it). OUT must be "
+                        "a new folder apart from DATASET. Re-running the same command after a kill resumes.")
+    pr.add_argument("dataset", help="the folder to protect (never modified)")
+    pr.add_argument("out", help="output folder: new, or a previous output with --overwrite")
+    pr.add_argument("--method", default="mem", choices=list(METHODS),
+                    help="mem: noise + trigger (default); em: noise only; random_noise / random_trigger: controls")
+    pr.add_argument("--model", default="tiny-vit", help="surrogate open_clip architecture (default tiny-vit)")
+    pr.add_argument("--pretrained", default="none", help="surrogate weights: none, an open_clip tag or a file")
+    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--layout", default="auto", choices=["auto", "flickr8k", "flickr30k", "coco2017", "generic"],
-                    help="folder layout; auto detects the Kaggle copies of Flickr8k/Flickr30k/COCO or images/ + CSV")
-    pr.add_argument("--images-dir", default="images")
-    pr.add_argument("--captions-file", default="captions.csv")
-    pr.add_argument("--image-column", default="image")
-    pr.add_argument("--caption-column", default="caption")
-    pr.add_argument("--on-bad-sample", default="fail", choices=["fail", "skip"])
+    pr.add_argument("--max-images", type=_positive, default=None,
+                    help="protect a seeded random subset of this many images (default: all)")
+    pr.add_argument("--size", default="original", choices=["original", "model"],
+                    help="original: publish each image at its own name, size and format (default); model: "
+                         "lossless PNGs at the model's resolution")
+    pr.add_argument("--jpeg-quality", type=_quality, default=95, help="quality of published JPEGs (default 95)")
+    _layout_args(pr)
+    pr.add_argument("--on-bad-sample", default="fail", choices=["fail", "skip"],
+                    help="fail: stop at the first bad row or image; skip: drop it and go on")
     pr.add_argument("--overwrite", action="store_true",
                     help="replace OUT when it holds a previous output of unlearnable (only its files are deleted)")
-    pr.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    pr.add_argument("--threads", type=_positive, default=None, help="CPU threads for torch (default: torch's)")
+    pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                    help="progress bar over rounds and batches (default: when stderr is a terminal)")
     for f in fields(ProtectConfig):
         if f.name == "method":
             continue
-        kind = {"bool": lambda v: v.lower() in ("1", "true", "yes"), "int": int, "float": float}.get(str(f.type), str)
-        pr.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None,
-                        help=f"default: {f.default} (the reference's value)")
-    args = ap.parse_args(argv)
+        kind = {"bool": _bool, "int": int, "float": float}.get(str(f.type), str)
+        choices = ["pair", "image"] if f.name == "granularity" else None
+        default = "image" if f.name == "granularity" else None
+        pr.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default, choices=choices,
+                        help=SETTING_HELP.get(f.name, f"default: {f.default}"))
+
+    ve = sub.add_parser("verify", help="train a small CLIP on the clean and on the published folder; print the drop",
+                        description="Split CLEAN's images (seeded) into train and test, train one victim on the "
+                        "train images of CLEAN and one on their published copies, and test both on CLEAN's test "
+                        "images: the drop in recall@1 is what the protection buys on this data.")
+    ve.add_argument("clean", help="the original folder")
+    ve.add_argument("published", help="OUT/published from `unlearnable protect`")
+    ve.add_argument("--model", default="tiny-vit", help="victim architecture (default tiny-vit)")
+    ve.add_argument("--epochs", type=_positive, default=8)
+    ve.add_argument("--batch-size", type=_positive, default=64)
+    ve.add_argument("--lr", type=float, default=1e-3)
+    ve.add_argument("--test", type=float, default=0.2, help="held-out clean images: a fraction (<1) or a count")
+    ve.add_argument("--max-images", type=_positive, default=None, help="cap on the training images")
+    ve.add_argument("--seed", type=int, default=0)
+    ve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ve.add_argument("--threads", type=_positive, default=None)
+    ve.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    _layout_args(ve)
+
+    ta = sub.add_parser("table", help="print a run's results as the README's markdown table (mean ± sd)")
+    ta.add_argument("summary", help="results/summary.parquet of a finished run")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if getattr(args, "threads", None):
         import torch
@@ -108,13 +233,19 @@ def main(argv: list[str] | None = None) -> int:
             from .shapes import ShapesConfig, write_shapes
 
             write_shapes(args.out, ShapesConfig(n_images=args.n_images, seed=args.seed))
-        else:
+        elif args.command == "protect":
             _protect(args)
+        elif args.command == "table":
+            from .mdtable import table_command
+
+            print(table_command(args.summary))
+        else:
+            _verify(args)
     except UnlearnableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Exception as e:
-        fault = describe_fault(e, args.out)
+        fault = describe_fault(e, getattr(args, "out", None) or getattr(args, "published", None))
         if fault is None:
             raise
         print(f"error: {fault}", file=sys.stderr)

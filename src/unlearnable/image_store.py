@@ -25,17 +25,21 @@ log = logging.getLogger(__name__)
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # decompression-bomb guard, generous for real photos
 
 
+def square_geometry(w: int, h: int, resolution: int) -> tuple[int, int, int, int]:
+    """(resized width, resized height, crop left, crop top) of CLIP's resize-then-centre-crop."""
+    s = resolution / min(w, h)
+    nw, nh = max(resolution, round(w * s)), max(resolution, round(h * s))
+    return nw, nh, (nw - resolution) // 2, (nh - resolution) // 2
+
+
 def load_square(path: Path, resolution: int) -> np.ndarray:
     """CLIP's preprocessing: bicubic resize of the short side, centre crop, RGB uint8 HWC (see `decode`)."""
     try:
         with Image.open(path) as im:
             im = to_rgb(im)
-            w, h = im.size
-            s = resolution / min(w, h)
-            nw, nh = max(resolution, round(w * s)), max(resolution, round(h * s))
-            if (nw, nh) != (w, h):
+            nw, nh, left, top = square_geometry(*im.size, resolution)
+            if (nw, nh) != im.size:
                 im = im.resize((nw, nh), Image.Resampling.BICUBIC)
-            left, top = (nw - resolution) // 2, (nh - resolution) // 2
             im = im.crop((left, top, left + resolution, top + resolution))
             return np.asarray(im, dtype=np.uint8)
     except Exception as e:

@@ -152,6 +152,8 @@ def summary_row(result: dict) -> dict:
     row["seed"] = int(result["seed"])
     row.update({k: float(v) for k, v in result["metrics"].items()})
     row["mlflow_run_id"] = result.get("mlflow_run_id", "")
+    row["cpu"] = str(result.get("versions", {}).get("cpu", ""))
+    row["torch_threads"] = str(result.get("versions", {}).get("torch_threads", ""))
     return row
 
 

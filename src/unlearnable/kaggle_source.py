@@ -65,6 +65,12 @@ def scrub(text: str) -> str:
 
 
 def _client(name: str, dataset: str):
+    # the client creates its config folder with a bare makedirs when its class is defined: parallel download
+    # jobs race there (FileExistsError); create the folder it will pick first
+    home = Path.home()
+    xdg = Path(os.environ.get("XDG_CONFIG_HOME") or home / ".config") / "kaggle"
+    config_dir = os.environ.get("KAGGLE_CONFIG_DIR") or (home / ".kaggle" if (home / ".kaggle").exists() else xdg)
+    Path(config_dir).mkdir(parents=True, exist_ok=True)
     out = io.StringIO()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):

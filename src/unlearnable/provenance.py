@@ -32,10 +32,23 @@ def versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             pass
     out["cuda"] = torch.version.cuda or "none"
+    out["cpu"] = cpu_model()
+    out["torch_threads"] = str(torch.get_num_threads())
     commit = _git_commit()
     if commit:
         out["git_commit"] = commit
     return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name: float results are reproducible per machine kind, so every result names it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _git_commit() -> str | None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
 from ..image_store import to_model_input
@@ -55,8 +56,10 @@ class BatchStream:
 
 class Protector:
     def __init__(self, cfg: ProtectConfig, model, images: RowFile, units: Units, captions: torch.Tensor,
-                 vocab: torch.Tensor, mean, std, device: torch.device, workdir: Path, seed: int):
+                 vocab: torch.Tensor, mean, std, device: torch.device, workdir: Path, seed: int,
+                 progress: bool = False):
         cfg.validate()
+        self.progress, self.bar = progress, tqdm(disable=True)
         self.cfg, self.model, self.images, self.units = cfg, model.to(device), images, units
         self.captions, self.vocab, self.mean, self.std = captions, vocab.to(device), mean, std
         self.device, self.workdir = device, Path(workdir)
@@ -117,7 +120,11 @@ class Protector:
         if not self.resume():
             RowFile.create(self.noise_path, (len(self.units),) + self.res, np.int8).close()
         t0, start_round = time.time(), self.round
+        steps = self.cfg.surrogate_steps + -(-len(self.units) // min(self.cfg.batch_size, len(self.units)))
+        self.bar = tqdm(total=(self.cfg.rounds - self.round) * steps, unit="batch", disable=not self.progress,
+                        desc=f"{self.cfg.method} round {self.round + 1}/{self.cfg.rounds}", dynamic_ncols=True)
         while self.round < self.cfg.rounds:
+            self.bar.set_description(f"{self.cfg.method} round {self.round + 1}/{self.cfg.rounds}")
             r = self.round
             noise = RowFile(self.noise_path)
             surrogate_loss = self._train_surrogate(noise)
@@ -135,6 +142,7 @@ class Protector:
             log.info("round %d/%d: surrogate loss %.4f, pgd loss %.4f, flip %.4f -> %.4f | %.1fs/round, ETA %.0fs",
                      self.round, self.cfg.rounds, surrogate_loss, pass_stats["pgd_loss"],
                      pass_stats["flip_before"], pass_stats["flip_after"], rate, rate * (self.cfg.rounds - self.round))
+        self.bar.close()
 
     def _train_surrogate(self, noise: RowFile) -> float:
         losses = []
@@ -144,6 +152,7 @@ class Protector:
             x, d = self.noisy_pixels(units, noise)
             img = to_model_input((x + d).clamp(0, 255), self.mean, self.std)
             losses.append(self.trainer.step(img, self.tokens(pairs, units)))
+            self.bar.update(1)
         return float(np.mean(losses)) if losses else float("nan")
 
     def _protect_pass(self, noise: RowFile, new_noise: RowFile, flip: bool) -> dict:
@@ -187,6 +196,7 @@ class Protector:
                         img = F.normalize(model.encode_image(to_model_input(x + d, self.mean, self.std)), dim=-1)
                         stats["pgd_loss"].append(float(clip_loss(img, text_features(0), scale)))
                 new_noise.write(units, d.round().to(torch.int8).permute(0, 2, 3, 1).cpu().numpy())
+                self.bar.update(1)
         finally:
             for p in model.parameters():
                 p.requires_grad_(True)

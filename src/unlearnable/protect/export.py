@@ -32,7 +32,7 @@ def protected_pixels(clean: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return np.clip(clean.astype(np.int16) + noise.astype(np.int16), 0, 255).astype(np.uint8)
 
 
-def _aligned_units(train_rows: pd.DataFrame, protection: Path) -> tuple[np.ndarray, str]:
+def aligned_units(train_rows: pd.DataFrame, protection: Path) -> tuple[np.ndarray, str]:
     units = pd.read_parquet(protection / "units.parquet")
     if len(units) != len(train_rows) or not np.array_equal(units["caption_id"].to_numpy(),
                                                            train_rows["caption_id"].to_numpy()):
@@ -41,13 +41,24 @@ def _aligned_units(train_rows: pd.DataFrame, protection: Path) -> tuple[np.ndarr
     return units["unit"].to_numpy(np.int64), granularity
 
 
+def write_captions(path: Path, train_rows: pd.DataFrame, names: list[str], unit_of_pair: np.ndarray,
+                   triggers: np.ndarray, tok) -> list[str]:
+    """`captions.csv` (image, caption) with each pair's trigger in front of its caption."""
+    captions = [published_caption(tok, triggers[u], c) for u, c in zip(unit_of_pair, train_rows["caption"])]
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "caption"])
+        w.writerows(zip(names, captions))
+    return captions
+
+
 def export_published(train_rows: pd.DataFrame, store_path: str | Path, protection: str | Path, apply: str, tok,
                      out_dir: str | Path, provenance: dict | None = None) -> dict:
     if apply not in APPLY:
         raise DataError(f"apply {apply!r} is not one of {APPLY}")
     protection = Path(protection)
     train_rows = train_rows.reset_index(drop=True)
-    unit_of_pair, granularity = _aligned_units(train_rows, protection)
+    unit_of_pair, granularity = aligned_units(train_rows, protection)
     noise = RowFile(protection / "noise.npy")
     triggers = np.load(protection / "triggers.npy", allow_pickle=False)
     images = open_image_store(store_path)
@@ -68,12 +79,8 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
                 px = protected_pixels(px, noise[unit_of_pair[p]])
             for k, arr in zip(p, px):
                 Image.fromarray(arr).save(tmp / "images" / names[k], compress_level=1)
-        captions = [published_caption(tok, triggers[u] if use_trigger else [], c)
-                    for u, c in zip(unit_of_pair, train_rows["caption"])]
-        with open(tmp / "captions.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["image", "caption"])
-            w.writerows(zip(names, captions))
+        captions = write_captions(tmp / "captions.csv", train_rows, names, unit_of_pair,
+                                  triggers if use_trigger else triggers[:, :0], tok)
         rows = pd.DataFrame({"image_path": ["images/" + n for n in names], "caption": captions,
                              "where": [f"{tmp / 'captions.csv'}: row {n}" for n in range(2, len(names) + 2)]})
         rows, _ = check_rows(rows, tmp)

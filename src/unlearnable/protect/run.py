@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSpec, cfg: ProtectConfig, seed: int,
             device: str, out_dir: str | Path, workdir: str | Path | None = None,
-            extra_meta: dict | None = None) -> dict:
+            extra_meta: dict | None = None, progress: bool = False) -> dict:
     """`extra_meta` (e.g. the MLflow run id) goes into protection.json, which is written once, complete."""
     cfg.validate()
     out_dir = Path(out_dir)
@@ -54,7 +54,7 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
         model = create_model(surrogate)
         mean, std = normalisation(model)
         protector = Protector(cfg, model, images, units, tokenize(tok, train_rows["caption"].tolist()), vocab,
-                              mean, std, dev, workdir, seed)
+                              mean, std, dev, workdir, seed, progress=progress)
         protector.run()
         noise_file, triggers, history = protector.noise_path, protector.triggers, protector.history
     else:

@@ -1,0 +1,48 @@
+"""README tables from a run's `summary.parquet`: numbers are generated, never typed.
+
+    unlearnable table results/summary.parquet
+
+Mean ± standard deviation over seeds (sample sd), one row per method/apply cell of each dataset, the
+chance row, and a line saying how many seeds and on which CPU and threads the numbers were measured.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .report import aggregate
+
+COLUMNS = [("t2i_r1", "t2i R@1"), ("i2t_r1", "i2t R@1"), ("t2i_r10", "t2i R@10"), ("rsum", "rsum")]
+
+
+def _cell(mean: float, std: float, seeds: int) -> str:
+    return f"{mean:.1f} ± {std:.1f}" if seeds > 1 else f"{mean:.1f}"
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    agg = aggregate(summary)
+    out = []
+    for dataset, sub in agg.groupby("dataset", sort=False):
+        clean_first = sub.assign(_c=sub["method"] != "clean").sort_values(["_c"], kind="stable")
+        header = ["method", "published", "surrogate → victim", "seeds"] + [h for _, h in COLUMNS]
+        out += [f"**{dataset}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for r in clean_first.itertuples():
+            published = "–" if r.method == "clean" else r.apply
+            models = r.victim if r.method == "clean" else f"{r.surrogate} → {r.victim}"
+            cells = [_cell(getattr(r, c), getattr(r, f"{c}_std"), r.seeds) for c, _ in COLUMNS]
+            out.append("| " + " | ".join([r.method, published, models, str(r.seeds)] + cells) + " |")
+        first = sub.iloc[0]
+        chance = [f"{first[f'chance_{c}']:.2f}" for c, _ in COLUMNS]
+        out.append("| chance | | | | " + " | ".join(chance) + " |")
+        out.append("")
+    cpus = sorted(set(summary.get("cpu", pd.Series(dtype=str)).dropna()) - {""})
+    threads = sorted(set(summary.get("torch_threads", pd.Series(dtype=str)).dropna()) - {""})
+    seeds = sorted(summary["seed"].unique().tolist())
+    out.append(f"Recall in %, mean ± sd over seeds {', '.join(map(str, seeds))}; measured on "
+               f"{' / '.join(cpus) or 'an unrecorded CPU'}, {'/'.join(threads) or '?'} torch thread(s) per job.")
+    return "\n".join(out)
+
+
+def table_command(summary_path: str | Path) -> str:
+    return markdown_table(pd.read_parquet(summary_path))

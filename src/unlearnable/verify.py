@@ -1,0 +1,95 @@
+"""What a protection buys on the owner's own data: a victim trained on the clean folder vs on the published one.
+
+Both victims train on the same images (a seeded per-image train split of the clean folder; the published
+folder's copies of those images, triggers and all) and are tested on the same clean held-out images,
+which neither saw. The drop in retrieval between them is what the protection removed.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from . import DataError
+from .image_store import build_image_store, open_image_store
+from .manifest import build_manifest
+from .models import ModelSpec, create_model, image_resolution, normalisation, tokenizer
+from .provenance import configure_determinism, resolve_device, seed_everything
+from .sources import LayoutConfig, read_dataset
+from .splits import SplitConfig, assign_split
+from .text import tokenize
+from .train import PairBatches, TrainConfig, train_clip
+
+log = logging.getLogger(__name__)
+
+
+def published_base_id(image_path: str) -> str:
+    """A published file's clean image: the same stem, or `<stem>__<caption id>` for per-pair files."""
+    return Path(image_path).stem.split("__")[0]
+
+
+def _train_and_test(rows: pd.DataFrame, root: Path, test: pd.DataFrame, test_root: Path, spec: ModelSpec,
+                    cfg: TrainConfig, seed: int, device, work: Path, name: str) -> dict:
+    from .evaluate import evaluate_retrieval
+
+    res = image_resolution(spec.name)
+    table = build_manifest(rows.drop(columns=["split"], errors="ignore"),
+                           {i: "train" for i in rows["image_id"]}).to_pandas()
+    store = open_image_store(build_image_store(table, root, work / f"{name}.npy", res))
+    generator = seed_everything(seed)
+    model = create_model(spec)
+    tok = tokenizer(spec.name)
+    data = PairBatches(store, table["image_index"].to_numpy(), tokenize(tok, table["caption"].tolist()),
+                       *normalisation(model))
+    log.info("victim trained on the %s folder: %d images, %d captions", name, table["image_id"].nunique(), len(table))
+    train_clip(model, data, cfg, device, generator)
+    test_table = build_manifest(test.drop(columns=["split"], errors="ignore"),
+                                {i: "test" for i in test["image_id"]}).to_pandas()
+    test_store = open_image_store(build_image_store(test_table, test_root, work / f"test_{name}.npy", res))
+    return evaluate_retrieval(model, test_store, test_table, tokenize(tok, test_table["caption"].tolist()), device)
+
+
+def verify(clean_root: str | Path, published_root: str | Path, spec: ModelSpec, cfg: TrainConfig, test: float,
+           seed: int = 0, device: str = "auto", layout: LayoutConfig = LayoutConfig(),
+           max_images: int | None = None) -> dict:
+    clean_root, published_root = Path(clean_root), Path(published_root)
+    dev = resolve_device(device)
+    configure_determinism(dev)
+    clean, _ = read_dataset(clean_root, layout)
+    published, _ = read_dataset(published_root, LayoutConfig(kind="generic"))
+    split = assign_split(sorted(set(clean["image_id"])), SplitConfig(val=0, test=test, seed=seed,
+                                                                     max_train_images=max_images))
+    clean["split"] = clean["image_id"].map(split)
+    train_ids = set(clean.loc[clean["split"] == "train", "image_id"])
+    published["base"] = published["image_path"].map(published_base_id)
+    unknown = sorted(set(published["base"]) - set(clean["image_id"]))
+    if unknown:
+        raise DataError(f"{published_root}: {len(unknown)} published images match no image of {clean_root} "
+                        f"(e.g. {unknown[0]}); was it published from this folder?")
+    pub_train = published[published["base"].isin(train_ids)].drop(columns=["base"])
+    missing = train_ids - set(published["base"])
+    if missing:
+        raise DataError(f"{published_root}: {len(missing)} training images of {clean_root} were not published "
+                        f"(e.g. {sorted(missing)[0]})")
+    clean_train, clean_test = clean[clean["split"] == "train"], clean[clean["split"] == "test"]
+    with tempfile.TemporaryDirectory(prefix="unlearnable-verify-") as tmp:
+        work = Path(tmp)
+        results = {name: _train_and_test(rows, root, clean_test, clean_root, spec, cfg, seed, dev, work, name)
+                   for name, rows, root in (("clean", clean_train, clean_root),
+                                            ("published", pub_train, published_root))}
+    return {"train_images": len(train_ids), "test_images": int(clean_test["image_id"].nunique()),
+            "test_captions": len(clean_test), **results}
+
+
+def format_drop(result: dict) -> str:
+    c, p = result["clean"], result["published"]
+    lines = [f"clean test split: {result['test_images']} images, {result['test_captions']} captions; "
+             f"victims trained on {result['train_images']} images",
+             f"{'recall@1 (%)':<18}{'trained on clean':>18}{'on published':>14}{'drop':>8}{'chance':>8}"]
+    for key, label in (("i2t_r1", "image -> text"), ("t2i_r1", "text -> image")):
+        lines.append(f"{label:<18}{c[key]:>18.1f}{p[key]:>14.1f}{c[key] - p[key]:>8.1f}"
+                     f"{c['chance_' + key]:>8.2f}")
+    return "\n".join(lines)
+
