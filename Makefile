@@ -15,6 +15,8 @@ $(VENV)/.installed: pyproject.toml
 
 run: $(VENV)/.installed
 	$(VENV)/bin/snakemake --cores $(CORES)
+	@echo "report: $(CURDIR)/results/report/index.html"
+	@$(VENV)/bin/unlearnable table results/summary.parquet
 
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest

@@ -76,3 +76,24 @@ def test_report_renders_in_headless_chromium(tmp_path):
     assert px.shape == (2400, 1400, 3)
     assert len(np.unique(px.reshape(-1, 3), axis=0)) > 50  # text, tables and plots drawn, not a blank page
     assert (tmp_path / "report" / "transfer_matrix.png").is_file()
+
+
+def test_readme_table_is_mean_and_sample_sd_over_seeds_with_chance_and_machine():
+    from unlearnable.mdtable import markdown_table
+
+    rows = []
+    for seed, (clean, mem) in enumerate([(40.0, 2.0), (50.0, 4.0), (60.0, 9.0)]):
+        for method, value, params in (("clean", clean, {}), ("mem3", mem, {"kind": "mem", "token_num": 3})):
+            rows.append({"dataset": "shapes", "method": method, "apply": "none" if method == "clean" else "noise",
+                         "surrogate": "none" if method == "clean" else "vit", "victim": "vit", "seed": seed,
+                         "method_params": json.dumps(params), "cpu": "Test CPU", "torch_threads": "1",
+                         **{f"{d}_r{k}": value for d in ("i2t", "t2i") for k in (1, 5, 10)},
+                         "rsum": 6 * value, "i2t_medr": 1.0, "t2i_medr": 1.0,
+                         **{f"chance_{d}_r{k}": 0.5 * k for d in ("i2t", "t2i") for k in (1, 5, 10)},
+                         "chance_rsum": 16.0})
+    text = markdown_table(pd.DataFrame(rows))
+    lines = text.splitlines()
+    assert "| clean | – | vit | 3 | 50.0 ± 10.0 | 50.0 ± 10.0 | 50.0 ± 10.0 | 300.0 ± 60.0 |" in lines
+    assert "| mem3 | noise | vit → vit | 3 | 5.0 ± 3.6 |" in text  # sample sd of 2, 4, 9
+    assert "| chance | | | | 0.50 | 0.50 | 5.00 | 16.00 |" in lines
+    assert lines[-1] == "Recall in %, mean ± sd over seeds 0, 1, 2; measured on Test CPU, 1 torch thread(s) per job."

@@ -20,6 +20,18 @@ def _cell(mean: float, std: float, seeds: int) -> str:
     return f"{mean:.1f} ± {std:.1f}" if seeds > 1 else f"{mean:.1f}"
 
 
+def _published(apply: str, method_params: str) -> str:
+    """What the victim saw: `noise`, `trigger` or `both`, given what the method makes and what was applied."""
+    import json
+
+    from .protect.config import method_config
+
+    cfg = method_config(json.loads(method_params))
+    has = {"noise": cfg.method != "random_trigger", "trigger": cfg.trigger_len > 0}
+    parts = [p for p in ("noise", "trigger") if has[p] and apply in (p, "both")]
+    return " + ".join(parts) or "nothing"
+
+
 def markdown_table(summary: pd.DataFrame) -> str:
     agg = aggregate(summary)
     out = []
@@ -28,7 +40,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
         header = ["method", "published", "surrogate → victim", "seeds"] + [h for _, h in COLUMNS]
         out += [f"**{dataset}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for r in clean_first.itertuples():
-            published = "–" if r.method == "clean" else r.apply
+            published = "–" if r.method == "clean" else _published(r.apply, r.method_params)
             models = r.victim if r.method == "clean" else f"{r.surrogate} → {r.victim}"
             cells = [_cell(getattr(r, c), getattr(r, f"{c}_std"), r.seeds) for c, _ in COLUMNS]
             out.append("| " + " | ".join([r.method, published, models, str(r.seeds)] + cells) + " |")
