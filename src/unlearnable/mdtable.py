@@ -51,7 +51,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
     cpus = sorted(set(summary.get("cpu", pd.Series(dtype=str)).dropna()) - {""})
     threads = sorted(set(summary.get("torch_threads", pd.Series(dtype=str)).dropna()) - {""})
     seeds = sorted(summary["seed"].unique().tolist())
-    out.append(f"Recall in %, mean ± sd over seeds {', '.join(map(str, seeds))}; measured on "
+    over = f"mean ± sd over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]} only"
+    out.append(f"Recall in %, {over}; measured on "
                f"{' / '.join(cpus) or 'an unrecorded CPU'}, {'/'.join(threads) or '?'} torch thread(s) per job.")
     return "\n".join(out)
 
