@@ -17,6 +17,8 @@ rule evaluate:
     log:
         f"{RESULTS}/logs/{{dataset}}/{{run}}/evaluate.log",
     threads: torch_threads()
+    resources:
+        gpu=gpu_count,  # it builds a model: it runs where the configured device is, like training
     conda:
         "../envs/unlearnable.yaml"
     script:

@@ -8,7 +8,19 @@ from wf import REPO, SNAKEMAKE, TINY, snakemake
 
 from unlearnable.grid import cells, expand_trigger_lengths
 
-GPU_RULES = {"protect", "train_clean", "retrain"}
+GPU_RULES = {"protect", "train_clean", "retrain", "evaluate"}
+MODEL_JOBS = ("protect_job", "train_job", "evaluate_job")  # the library functions that build a model
+
+
+def model_rules() -> set[str]:
+    """Rules whose script builds a model, read from the rule files and their scripts (not from a list)."""
+    found = set()
+    for smk in (REPO / "rules").glob("*.smk"):
+        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", smk.read_text(), re.M):
+            script = re.search(r'script:\s*\n\s*"\.\./(scripts/[\w.]+)"', body)
+            if script and any(f in (REPO / script.group(1)).read_text() for f in MODEL_JOBS):
+                found.add(name)
+    return found
 
 
 def job_counts(stdout: str) -> dict[str, int]:
@@ -95,6 +107,25 @@ def test_paper_grid_plan_on_slurm_before_any_data_exists(tmp_path):
     for j in planned:
         if j["rule"] in GPU_RULES:
             assert j["resources"]["slurm_partition"] == "gpu" and j["resources"]["gpu"] == "1", j
-        elif j["rule"] in {"manifest", "image_store", "publish", "evaluate"}:
+        elif j["rule"] in {"manifest", "image_store", "publish"}:
             assert j["resources"]["slurm_partition"] == "cpu" and "gpu" not in j["resources"], j
     assert not (tmp_path / "results").exists() and not (tmp_path / "resources").exists()
+
+
+@pytest.mark.parametrize("profile", ["default", "slurm"])
+def test_paper_plan_puts_every_model_job_on_a_gpu_and_nothing_else(profile, tmp_path):
+    """paper.yaml runs on CUDA: every job that builds a model must request a GPU (SLURM: the GPU partition),
+    on both shipped profiles, and no other job may request one."""
+    assert model_rules() == GPU_RULES
+    res = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow/Snakefile"), "-d", str(tmp_path), "-n",
+                          "--configfile", str(REPO / "config/grids/paper.yaml"),
+                          "--workflow-profile", str(REPO / "profiles" / profile)],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    planned = [j for j in jobs(res.stdout) if j["rule"] != "all"]
+    assert {j["rule"] for j in planned} >= GPU_RULES | {"manifest", "publish", "summary"}
+    for j in planned:
+        gpu = j["resources"].get("gpu", "0") != "0"
+        assert gpu == (j["rule"] in model_rules()), j
+        if profile == "slurm" and j["rule"] not in {"download", "tracking_store", "summary", "report"}:
+            assert j["resources"]["slurm_partition"] == ("gpu" if gpu else "cpu"), j
