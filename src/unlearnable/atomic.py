@@ -31,7 +31,7 @@ def atomic_path(path: str | os.PathLike, replace_dir: bool = False) -> Iterator[
             shutil.rmtree(final) if replace_dir else final.rmdir()
         os.replace(tmp, final)
     finally:
-        _remove(tmp)
+        remove_path(tmp)
 
 
 def remove_stale_temporaries(final: Path) -> None:
@@ -40,10 +40,11 @@ def remove_stale_temporaries(final: Path) -> None:
     pattern = re.compile(rf"\.{re.escape(final.name)}\.tmp-\d+")
     for p in final.parent.iterdir():
         if pattern.fullmatch(p.name):
-            _remove(p)
+            remove_path(p)
 
 
-def _remove(p: Path) -> None:
+def remove_path(p: Path) -> None:
+    """Remove a file, a link or a folder tree, if it is there."""
     if p.is_dir() and not p.is_symlink():
         shutil.rmtree(p, ignore_errors=True)
     elif p.exists() or p.is_symlink():

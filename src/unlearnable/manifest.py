@@ -78,8 +78,9 @@ def check_rows(rows: pd.DataFrame, root: Path, on_bad_sample: str = "fail", max_
         reject(i, "duplicate_row", f"{rows['where'].iat[i]}: duplicate of "
                f"{first_row[(rows['image_path'].iat[i], rows['caption'].iat[i])]}")
 
+    outside = {p: escapes(root, p) for p in set(rows["image_path"])}  # one realpath per image, not per caption
     for i, p in enumerate(rows["image_path"]):  # never open a file the captions point outside the dataset to
-        if keep[i] and (where := escapes(root, p)) is not None:
+        if keep[i] and (where := outside[p]) is not None:
             reject(i, "path_outside_dataset", f"{rows['where'].iat[i]}: image path {p!r} resolves to {where}, "
                    f"outside the dataset folder {real(root)} (path_outside_dataset)")
     paths = sorted(set(rows["image_path"][keep]))

@@ -13,10 +13,10 @@ import fcntl
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 from . import DataError
+from .atomic import remove_path
 from .paths import real, refuse_overlap
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class OutputFolder:
                 log.info("resuming the unfinished output in %s", self.staging)
                 return self.staging
             log.info("%s holds an unfinished output of another request; starting again", self.staging)
-            self._remove_staging()
+            remove_path(self.staging)
         self.staging.mkdir(parents=True)
         self._lock()
         self._write_marker(self.staging, [])
@@ -96,17 +96,10 @@ class OutputFolder:
                                   indent=2, sort_keys=True) + "\n")
         os.replace(tmp, folder / MARKER)
 
-    def _remove_staging(self) -> None:
-        shutil.rmtree(self.staging)
-
     def finish(self, scratch: list[str]) -> None:
         """Drop the scratch entries, record the files, and move the staging folder to the output."""
         for name in scratch:
-            p = self.staging / name
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
+            remove_path(self.staging / name)
         self._write_marker(self.staging, [f for f in _files(self.staging) if f != MARKER])
         if self.out.is_dir():
             old = self.out.with_name(f".{self.out.name}.unlearnable-old")

@@ -17,11 +17,6 @@ def real(p: str | os.PathLike) -> Path:
     return Path(os.path.realpath(os.path.abspath(p)))
 
 
-def inside(path: str | os.PathLike, root: str | os.PathLike) -> bool:
-    """Whether `path` resolves (symlinks included) to `root` or below it."""
-    return real(path).is_relative_to(real(root))
-
-
 def escapes(root: str | os.PathLike, rel: str) -> Path | None:
     """Where `root / rel` really points when that is not strictly inside `root`; None when it is confined."""
     p, r = real(Path(root) / rel), real(root)

@@ -30,25 +30,27 @@ def published_base_id(image_path: str) -> str:
     return Path(image_path).stem.split("__")[0]
 
 
-def _train_and_test(rows: pd.DataFrame, root: Path, test: pd.DataFrame, test_root: Path, spec: ModelSpec,
-                    cfg: TrainConfig, seed: int, device, work: Path, name: str) -> dict:
+def _stored(rows: pd.DataFrame, root: Path, split: str, path: Path, res: int) -> tuple[pd.DataFrame, object]:
+    """Rows as a one-split manifest, and their images decoded into a store at `path`."""
+    table = build_manifest(rows.drop(columns=["split"], errors="ignore"), {i: split for i in rows["image_id"]})
+    table = table.to_pandas()
+    return table, open_image_store(build_image_store(table, root, path, res))
+
+
+def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec, cfg: TrainConfig, seed: int,
+                    device, work: Path, name: str) -> dict:
+    """`test`: (table, store, tokens) of the clean held-out images, shared by both victims."""
     from .evaluate import evaluate_retrieval
 
-    res = image_resolution(spec.name)
-    table = build_manifest(rows.drop(columns=["split"], errors="ignore"),
-                           {i: "train" for i in rows["image_id"]}).to_pandas()
-    store = open_image_store(build_image_store(table, root, work / f"{name}.npy", res))
+    table, store = _stored(rows, root, "train", work / f"{name}.npy", image_resolution(spec.name))
     generator = seed_everything(seed)
     model = create_model(spec)
-    tok = tokenizer(spec.name)
-    data = PairBatches(store, table["image_index"].to_numpy(), tokenize(tok, table["caption"].tolist()),
-                       *normalisation(model))
+    data = PairBatches(store, table["image_index"].to_numpy(),
+                       tokenize(tokenizer(spec.name), table["caption"].tolist()), *normalisation(model))
     log.info("victim trained on the %s folder: %d images, %d captions", name, table["image_id"].nunique(), len(table))
     train_clip(model, data, cfg, device, generator)
-    test_table = build_manifest(test.drop(columns=["split"], errors="ignore"),
-                                {i: "test" for i in test["image_id"]}).to_pandas()
-    test_store = open_image_store(build_image_store(test_table, test_root, work / f"test_{name}.npy", res))
-    return evaluate_retrieval(model, test_store, test_table, tokenize(tok, test_table["caption"].tolist()), device)
+    test_table, test_store, test_tokens = test
+    return evaluate_retrieval(model, test_store, test_table, test_tokens, device)
 
 
 def verify(clean_root: str | Path, published_root: str | Path, spec: ModelSpec, cfg: TrainConfig, test: float,
@@ -76,7 +78,10 @@ def verify(clean_root: str | Path, published_root: str | Path, spec: ModelSpec, 
     clean_train, clean_test = clean[clean["split"] == "train"], clean[clean["split"] == "test"]
     with tempfile.TemporaryDirectory(prefix="unlearnable-verify-") as tmp:
         work = Path(tmp)
-        results = {name: _train_and_test(rows, root, clean_test, clean_root, spec, cfg, seed, dev, work, name)
+        test_table, test_store = _stored(clean_test, clean_root, "test", work / "test.npy",
+                                         image_resolution(spec.name))
+        test = (test_table, test_store, tokenize(tokenizer(spec.name), test_table["caption"].tolist()))
+        results = {name: _train_and_test(rows, root, test, spec, cfg, seed, dev, work, name)
                    for name, rows, root in (("clean", clean_train, clean_root),
                                             ("published", pub_train, published_root))}
     return {"train_images": len(train_ids), "test_images": int(clean_test["image_id"].nunique()),

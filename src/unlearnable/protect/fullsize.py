@@ -81,14 +81,14 @@ def export_full_size(train_rows: pd.DataFrame, dataset_root: str | Path, store_p
             with Image.open(src) as im:
                 fmt = FORMATS.get(src.suffix.lower(), "PNG")
                 pixels = np.asarray(to_rgb(im), dtype=np.float64)
-            delta = noise[unit_of_pair[row.index]][0].astype(np.float64)
-            big = full_size_noise(pixels.shape[1], pixels.shape[0], delta)
+            delta = noise[unit_of_pair[row.index]][0]
+            big = full_size_noise(pixels.shape[1], pixels.shape[0], delta.astype(np.float64))
             out = np.clip(np.rint(pixels + big), 0, 255).astype(np.uint8)
             dest = tmp / "images" / name
             dest.parent.mkdir(parents=True, exist_ok=True)
             options = {"quality": jpeg_quality, "subsampling": 0} if fmt == "JPEG" else {}
             Image.fromarray(out).save(dest, format=fmt, **options)
-            target = protected_pixels(store[[row.image_index]][0], noise[unit_of_pair[row.index]][0])
+            target = protected_pixels(store[[row.image_index]][0], delta)
             gaps.append(np.abs(load_square(dest, res).astype(np.int16) - target.astype(np.int16)))
             if (k + 1) % 100 == 0 or k + 1 == len(first):
                 log.info("published %d/%d full-size images", k + 1, len(first))
