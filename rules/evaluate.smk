@@ -14,6 +14,7 @@ rule evaluate:
     params:
         device=config["device"],
         batch_size=config["eval"]["batch_size"],
+        workers=config["eval"]["workers"],
     log:
         f"{RESULTS}/logs/{{dataset}}/{{run}}/evaluate.log",
     threads: torch_threads()

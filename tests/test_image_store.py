@@ -1,9 +1,8 @@
 import numpy as np
-import torch
 from PIL import Image
 
 from unlearnable import manifest as mf
-from unlearnable.image_store import build_image_store, load_square, open_image_store, to_model_input
+from unlearnable.image_store import build_image_store, load_square, open_image_store
 from unlearnable.sources import read_dataset
 from unlearnable.splits import SplitConfig, assign_split
 
@@ -28,9 +27,3 @@ def test_resize_and_center_crop_of_non_square(tmp_path):
     out = load_square(tmp_path / "wide.png", 20)
     assert out.shape == (20, 20, 3)
     assert np.abs(out[:, 2:-2].astype(int) - [10, 200, 30]).max() <= 2
-
-
-def test_model_input_normalisation():
-    x = torch.full((1, 2, 2, 3), 255, dtype=torch.uint8)
-    y = to_model_input(x, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
-    assert y.shape == (1, 3, 2, 2) and torch.allclose(y, torch.full_like(y, 2.0))

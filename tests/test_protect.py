@@ -5,10 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from unlearnable import manifest as mf
-from unlearnable.image_store import open_image_store, to_model_input
-from unlearnable.models import ModelSpec, create_model, normalisation, tokenizer
+from unlearnable.encoders import Encoder
+from unlearnable.image_store import open_image_store
+from unlearnable.models import ModelSpec, create_model, tokenizer
 from unlearnable.protect.config import ProtectConfig, method_config
-from unlearnable.protect.engine import Protector
+from unlearnable.protect.engine import ProtectData, Protector
 from unlearnable.protect.export import export_published, protected_pixels
 from unlearnable.protect.hotflip import hotflip
 from unlearnable.protect.loss import clip_loss
@@ -40,21 +41,21 @@ def test_pgd_stays_in_budget_and_range_on_the_integer_grid():
     x[:, :, -4:] = 255  # saturated pixels: the range clamp must bind
     d0 = torch.randint(-8, 9, x.shape, generator=g).float()
     txt = F.normalize(torch.randn(6, 64, generator=g), dim=-1)
-    mean, std = normalisation(model)
+    enc = Encoder(model, torch.device("cpu"))
     scale = torch.tensor(20.0)
     for p in model.parameters():
         p.requires_grad_(False)
-    d = error_minimizing_pgd(model, x, d0, lambda t: txt, eps=4, step=1, steps=5, mean=mean, std=std,
-                             logit_scale=scale)
+    d, last = error_minimizing_pgd(enc, x, (x + d0).clamp(0, 255), lambda t: txt, eps=4, step=1, steps=5,
+                                   logit_scale=scale)
     assert d.abs().max() <= 4
     assert (x + d).min() >= 0 and (x + d).max() <= 255
     assert torch.equal(d, d.round())
 
     def loss(delta):
-        img = F.normalize(model.encode_image(to_model_input(x + delta, mean, std)), dim=-1)
-        return float(clip_loss(img, txt, scale))
+        return float(clip_loss(enc.image(x + delta), txt, scale))
 
     assert loss(d) < loss((d0.clamp(-4, 4) + x).clamp(0, 255) - x)  # error-minimising: the loss went down
+    assert loss(d) <= last + 1e-6  # the reported loss is the last step's, before its update
 
 
 def test_trigger_vocabulary_has_no_special_tokens_and_round_trips():
@@ -83,11 +84,14 @@ def test_hotflip_lowers_the_loss_and_stays_in_vocabulary():
     trig = vocab[torch.randint(len(vocab), (16, 3), generator=g)]
     img = F.normalize(torch.randn(16, 64, generator=g), dim=-1)
     scale = torch.tensor(30.0)
-    new, before, after = hotflip(model, img, caps, trig, vocab, 8, scale)
+    enc = Encoder(model, torch.device("cpu"))
+    new, before, after = hotflip(enc, img, caps, trig, vocab, 8, scale)
     assert after < before
     assert torch.isin(new, vocab).all()
-    txt = F.normalize(model.encode_text(insert_trigger(caps, new)), dim=-1)
-    assert float(clip_loss(img, txt, scale)) == pytest.approx(after, rel=1e-4)
+    full_length = F.normalize(model.encode_text(insert_trigger(caps, new)), dim=-1)  # open_clip's own forward
+    assert float(clip_loss(img, full_length, scale)) == pytest.approx(after, rel=1e-4)
+    old = F.normalize(model.encode_text(insert_trigger(caps, trig)), dim=-1)
+    assert float(clip_loss(img, old, scale)) == pytest.approx(before, rel=1e-4)
 
 
 def test_noise_rowfile_round_trip(tmp_path):
@@ -114,10 +118,9 @@ def test_image_units_share_noise_and_trigger(dataset):
 def _protector(dataset, workdir, cfg, seed=0):
     train, store = dataset
     torch.manual_seed(seed)  # the surrogate's initial weights
-    model = create_model(ModelSpec("tiny-vit"))
-    return Protector(cfg, model, open_image_store(store), Units(train, cfg.granularity),
-                     tokenize(TOK, train["caption"].tolist()), trigger_vocabulary(TOK), *normalisation(model),
-                     torch.device("cpu"), workdir, seed)
+    data = ProtectData(open_image_store(store), Units(train, cfg.granularity),
+                       tokenize(TOK, train["caption"].tolist()), trigger_vocabulary(TOK))
+    return Protector(cfg, Encoder(create_model(ModelSpec("tiny-vit")), torch.device("cpu")), data, workdir, seed)
 
 
 SMALL = ProtectConfig(rounds=3, surrogate_steps=2, hotflip_rounds=2, candidates=4, pgd_steps=2, batch_size=32,
@@ -138,16 +141,16 @@ def test_shuffle_pairs_each_image_with_another_images_caption_and_its_own_trigge
     batches, texts = [], []
     pick = pr.units.pick_pairs
     pr.units.pick_pairs = lambda units, gen: batches.append((units.copy(), pick(units, gen))) or batches[-1][1]
-    encode_text = pr.model.encode_text
+    encode_text = pr.encoder.text
 
-    def spy(tokens, *a, **kw):
+    def spy(tokens):
         if not torch.is_grad_enabled():  # PGD's text side runs without autograd
             texts.append((len(batches), tokens.clone()))
-        return encode_text(tokens, *a, **kw)
+        return encode_text(tokens)
 
-    pr.model.encode_text = spy
+    pr.encoder.text = spy
     pr.run()
-    assert len(texts) == len(batches) * (cfg.pgd_steps + 1)  # every PGD step, plus the statistics pass
+    assert len(texts) == len(batches) * cfg.pgd_steps  # every PGD step, and nothing else
     foreign = 0
     for b, toks in texts:
         units, pairs = batches[b - 1]
@@ -156,7 +159,7 @@ def test_shuffle_pairs_each_image_with_another_images_caption_and_its_own_trigge
         caption_pair = np.array([body_of[body] for body in bodies])
         assert sorted(caption_pair) == sorted(pairs)  # a permutation of the batch's own captions
         foreign += int((train["image_id"].to_numpy()[caption_pair] != train["image_id"].to_numpy()[pairs]).sum())
-    pgd_texts = len(texts) - len(batches)  # the statistics pass scores the aligned pairs
+    pgd_texts = len(texts)
     assert foreign > 0.5 * pgd_texts * cfg.batch_size * (1 - 1 / cfg.batch_size)
 
 

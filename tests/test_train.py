@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from unlearnable.image_store import open_image_store
-from unlearnable.models import ModelSpec, create_model, normalisation, tokenizer
+from unlearnable.models import ModelSpec, create_model, tokenizer
 from unlearnable.provenance import seed_everything
 from unlearnable.text import tokenize
 from unlearnable.train import PairBatches, TrainConfig, param_groups, train_clip, warmup_cosine
@@ -20,7 +20,7 @@ def pairs(shapes_store):
 def _run(pairs, epochs=4, seed=0):
     g = seed_everything(seed)
     model = create_model(ModelSpec("tiny-vit"))
-    data = PairBatches(*pairs, *normalisation(model))
+    data = PairBatches(*pairs)
     hist = train_clip(model, data, TrainConfig(epochs=epochs, batch_size=32, lr=2e-3), torch.device("cpu"), g)
     return model, hist
 
@@ -63,14 +63,14 @@ def test_logit_scale_is_clamped(pairs):
     model = create_model(ModelSpec("tiny-vit"))
     with torch.no_grad():
         model.logit_scale.fill_(10.0)
-    data = PairBatches(*pairs, *normalisation(model))
+    data = PairBatches(*pairs)
     train_clip(model, data, TrainConfig(epochs=1, batch_size=32, max_logit_scale=50), torch.device("cpu"), g)
     assert float(model.logit_scale.detach().exp()) <= 50 + 1e-4
 
 
 def test_batches_gather_the_right_images(pairs):
     images, rows, tokens = pairs
-    data = PairBatches(images, rows, tokens, (0, 0, 0), (1, 1, 1))
+    data = PairBatches(images, rows, tokens)
     idx = np.array([7, 3, 3, 0])
     assert torch.equal(data.pixels(idx), torch.from_numpy(np.asarray(images[rows[idx]])))
     assert torch.equal(data.batch(idx)[1], tokens[idx])

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 from . import DataError
@@ -77,13 +76,3 @@ def open_image_store(path: str | Path) -> RowFile:
     if arr.dtype != np.uint8 or len(arr.shape) != 4 or arr.shape[-1] != 3:
         raise DataError(f"{path}: not an image store (dtype {arr.dtype}, shape {arr.shape})")
     return arr
-
-
-def to_model_input(images_u8: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    """uint8 NHWC (or float NCHW in [0,255]) -> normalised float NCHW."""
-    x = images_u8
-    if x.dtype == torch.uint8:
-        x = x.permute(0, 3, 1, 2).float()
-    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1) * 255
-    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1) * 255
-    return (x - m) / s

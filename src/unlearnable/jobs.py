@@ -19,7 +19,7 @@ from . import manifest as mf
 from .atomic import atomic_path, write_json
 from .evaluate import evaluate_retrieval
 from .image_store import build_image_store, open_image_store
-from .models import ModelSpec, create_model, load_weights, normalisation, save_weights, tokenizer
+from .models import ModelSpec, create_model, load_weights, save_weights, tokenizer
 from .provenance import configure_determinism, resolve_device, seed_everything, versions
 from .sources import LayoutConfig, read_dataset
 from .splits import SplitConfig, assign_split
@@ -75,7 +75,7 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
     rows = _train_rows(manifest_path)
     model = create_model(spec)
     data = PairBatches(open_image_store(store_path), rows["image_index"].to_numpy(),
-                       _tokens(spec, rows["caption"].tolist()), *normalisation(model))
+                       _tokens(spec, rows["caption"].tolist()))
     params = {"cell": cell, "model": asdict(spec), "train": asdict(cfg), "seed": seed, "device": str(dev),
               "train_pairs": len(data), "train_images": int(rows["image_id"].nunique())}
     export = Path(manifest_path).parent / "export.json"  # a published folder says which runs made it
@@ -101,7 +101,7 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
 
 def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path: str | Path,
                  store_path: str | Path, device: str, out_json: str | Path, out_parquet: str | Path,
-                 tracking: dict, batch_size: int = 256) -> dict:
+                 tracking: dict, batch_size: int = 256, workers: int = 0) -> dict:
     """Retrieval on the clean test split; one JSON and one Parquet row per evaluated model."""
     import mlflow
 
@@ -119,7 +119,7 @@ def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path
         raise mf.DataError(f"{manifest_path}: no test split to evaluate on")
     t0 = time.time()
     metrics = evaluate_retrieval(model, open_image_store(store_path), test, _tokens(spec, test["caption"].tolist()),
-                                 dev, batch_size)
+                                 dev, batch_size, workers)
     log.info("clean test: i2t R@1 %.2f  t2i R@1 %.2f  rsum %.1f (chance t2i R@1 %.2f)", metrics["i2t_r1"],
              metrics["t2i_r1"], metrics["rsum"], metrics["chance_t2i_r1"])
     parent = record.get("mlflow_parent_run_id")

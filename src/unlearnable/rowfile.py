@@ -41,7 +41,14 @@ class RowFile:
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.row_shape = self.shape[1:]
         self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.writable = writable
         self.fd = os.open(self.path, os.O_RDWR if writable else os.O_RDONLY)
+
+    def __getstate__(self) -> dict:  # a DataLoader worker may receive it pickled: reopen, never share the fd
+        return {"path": self.path, "writable": self.writable}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["writable"])
 
     @classmethod
     def create(cls, path: str | Path, shape: tuple[int, ...], dtype, fill: int = 0) -> "RowFile":

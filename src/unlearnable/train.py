@@ -8,14 +8,14 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import open_clip
 import torch
 
 from . import ConfigError
-from .image_store import to_model_input
+from .encoders import Encoder
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ class TrainConfig:
     eps: float = 1e-6
     warmup_fraction: float = 0.1
     max_logit_scale: float = 100.0
-    amp: bool = True  # only takes effect on CUDA
+    amp: bool = True  # bf16 autocast; only takes effect on CUDA
+    workers: int = 0  # DataLoader workers gathering batches ahead (0: in the training process)
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
@@ -69,28 +70,23 @@ def warmup_cosine(optimizer, total_steps: int, warmup_steps: int) -> torch.optim
 
 
 class ContrastiveTrainer:
-    def __init__(self, model: torch.nn.Module, optimizer, scheduler=None, device=torch.device("cpu"),
-                 amp: bool = True, max_logit_scale: float = 100.0):
-        self.model, self.optimizer, self.scheduler, self.device = model, optimizer, scheduler, device
+    """One optimiser step of the CLIP loss. On CUDA it runs under bf16 autocast, whose range needs no loss
+    scaling, so the step's whole state is the model, the optimiser and the scheduler (no GradScaler to
+    checkpoint for an exact resume)."""
+
+    def __init__(self, encoder: Encoder, optimizer, scheduler=None, max_logit_scale: float = 100.0):
+        self.encoder, self.model = encoder, encoder.model
+        self.optimizer, self.scheduler = optimizer, scheduler
         self.loss_fn = open_clip.ClipLoss()
-        self.amp = amp and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         self.max_log_scale = math.log(max_logit_scale)
 
     def step(self, images: torch.Tensor, tokens: torch.Tensor) -> float:
+        """images: uint8 NHWC or float NCHW in 0..255, on any device."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)  # every step (the reference zeroes once per round)
-        with torch.autocast(self.device.type, enabled=self.amp):
-            img_f, txt_f, scale = self.model(images.to(self.device, non_blocking=True),
-                                             tokens.to(self.device, non_blocking=True))
-            loss = self.loss_fn(img_f, txt_f, scale)
-        if self.scaler:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
+        loss = self.loss_fn(self.encoder.image(images), self.encoder.text(tokens), self.model.logit_scale.exp())
+        loss.backward()
+        self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
         with torch.no_grad():
@@ -99,30 +95,49 @@ class ContrastiveTrainer:
 
 
 class PairBatches:
-    """Image-caption pairs drawn from a memory-mapped image store; batches are gathered, never decoded."""
+    """Image-caption pairs drawn from a row-addressed image store; batches are gathered, never decoded."""
 
-    def __init__(self, images: np.ndarray, image_rows: np.ndarray, tokens: torch.Tensor,
-                 mean: tuple[float, ...], std: tuple[float, ...]):
+    def __init__(self, images, image_rows: np.ndarray, tokens: torch.Tensor):
         if len(image_rows) != len(tokens):
             raise ValueError("image_rows and tokens differ in length")
         self.images, self.image_rows, self.tokens = images, np.asarray(image_rows), tokens
-        self.mean, self.std = mean, std
 
     def __len__(self) -> int:
         return len(self.image_rows)
 
     def pixels(self, idx: np.ndarray) -> torch.Tensor:
         """uint8 NHWC images of pairs `idx`."""
-        return torch.from_numpy(self.images[self.image_rows[idx]])
+        return torch.from_numpy(np.ascontiguousarray(self.images[self.image_rows[idx]]))
 
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return to_model_input(self.pixels(idx), self.mean, self.std), self.tokens[torch.as_tensor(idx)]
+        return self.pixels(idx), self.tokens[torch.as_tensor(idx)]
 
-    def epoch(self, batch_size: int, generator: torch.Generator) -> Iterator[np.ndarray]:
+    def epoch(self, batch_size: int, generator: torch.Generator) -> list[np.ndarray]:
         """Shuffled, drop-last batches of pair indices (drop-last: no tiny final batch for a contrastive loss)."""
         perm = torch.randperm(len(self), generator=generator).numpy()
-        for s in range(0, len(perm) - batch_size + 1, batch_size):
-            yield perm[s:s + batch_size]
+        return [perm[s:s + batch_size] for s in range(0, len(perm) - batch_size + 1, batch_size)]
+
+
+class _Batches(torch.utils.data.Dataset):
+    """Item i is batch i of an order the main process drew, so workers never change the order."""
+
+    def __init__(self, data: PairBatches, order: list[np.ndarray]):
+        self.data, self.order = data, order
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, i: int):
+        return self.data.batch(self.order[i])
+
+
+def batch_loader(data: PairBatches, order: list[np.ndarray], device: torch.device, workers: int = 0):
+    """Batches in `order`; with workers they are gathered ahead, pinned when the device is a GPU."""
+    if workers <= 0:
+        return (data.batch(idx) for idx in order)
+    return torch.utils.data.DataLoader(_Batches(data, order), batch_size=None, shuffle=False,
+                                       num_workers=workers, pin_memory=device.type == "cuda",
+                                       persistent_workers=False, prefetch_factor=2)
 
 
 def train_clip(model: torch.nn.Module, data: PairBatches, cfg: TrainConfig, device: torch.device,
@@ -132,18 +147,15 @@ def train_clip(model: torch.nn.Module, data: PairBatches, cfg: TrainConfig, devi
     bs = min(cfg.batch_size, len(data))
     steps_per_epoch = len(data) // bs
     total = steps_per_epoch * cfg.epochs
-    model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    encoder = Encoder(model, device, cfg.amp)
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps)
     sched = warmup_cosine(opt, total, int(cfg.warmup_fraction * total))
-    trainer = ContrastiveTrainer(model, opt, sched, device, cfg.amp, cfg.max_logit_scale)
+    trainer = ContrastiveTrainer(encoder, opt, sched, cfg.max_logit_scale)
     history, t0, done = [], time.time(), 0
     log.info("training: %d pairs, batch %d, %d epochs x %d steps", len(data), bs, cfg.epochs, steps_per_epoch)
     for epoch in range(cfg.epochs):
         losses = []
-        for idx in data.epoch(bs, generator):
-            images, tokens = data.batch(idx)
+        for images, tokens in batch_loader(data, data.epoch(bs, generator), device, cfg.workers):
             losses.append(trainer.step(images, tokens))
             done += 1
         elapsed = time.time() - t0

@@ -15,7 +15,7 @@ import pandas as pd
 from . import DataError
 from .image_store import build_image_store, open_image_store
 from .manifest import build_manifest
-from .models import ModelSpec, create_model, image_resolution, normalisation, tokenizer
+from .models import ModelSpec, create_model, image_resolution, tokenizer
 from .provenance import configure_determinism, resolve_device, seed_everything
 from .sources import LayoutConfig, read_dataset
 from .splits import SplitConfig, assign_split
@@ -46,7 +46,7 @@ def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec
     generator = seed_everything(seed)
     model = create_model(spec)
     data = PairBatches(store, table["image_index"].to_numpy(),
-                       tokenize(tokenizer(spec.name), table["caption"].tolist()), *normalisation(model))
+                       tokenize(tokenizer(spec.name), table["caption"].tolist()))
     log.info("victim trained on the %s folder: %d images, %d captions", name, table["image_id"].nunique(), len(table))
     train_clip(model, data, cfg, device, generator)
     test_table, test_store, test_tokens = test

@@ -2,31 +2,31 @@
 
 Each round: (1) train the surrogate CLIP for `surrogate_steps` on the currently protected data;
 (2) one pass over every unit: HotFlip on its trigger (first `hotflip_rounds` rounds), then error-minimising
-PGD on its noise with caption shuffling. Noise is read from the last committed round's file and written to
+PGD on its noise with caption shuffling. The pass's PGD loss is the loss at each batch's last PGD step. Noise is read from the last committed round's file and written to
 this round's file, so a job killed mid-round resumes from the last commit and ends bit-identical to an
 uninterrupted run (on the CPU). The surrogate, its optimiser, the RNG and the data stream are checkpointed
 with every commit.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
-from ..image_store import to_model_input
+from ..encoders import Encoder
 from ..rowfile import RowFile
 from ..text import insert_trigger
 from ..train import ContrastiveTrainer, make_optimizer
 from .config import ProtectConfig
 from .hotflip import hotflip
-from .loss import clip_loss
 from .pgd import error_minimizing_pgd
 from .units import Units
 
@@ -54,22 +54,57 @@ class BatchStream:
         self.perm, self.pos = s["perm"], int(s["pos"])
 
 
+@dataclass
+class ProtectData:
+    """What is protected: the clean image store, the unit of every pair, the caption tokens and the trigger
+    vocabulary (token ids allowed in published text)."""
+    images: RowFile
+    units: Units
+    captions: torch.Tensor
+    vocab: torch.Tensor
+
+
+@dataclass
+class Batch:
+    """One batch of units in the protect pass; `features` are the noisy images' (with autograd when PGD
+    follows, so its first step reuses them)."""
+    units: np.ndarray
+    pairs: np.ndarray
+    x: torch.Tensor
+    x_adv: torch.Tensor
+    captions: torch.Tensor
+    trigger: torch.Tensor
+    features: torch.Tensor | None = None
+
+
+@contextlib.contextmanager
+def frozen(model):
+    """Eval mode without parameter gradients: the protect pass differentiates inputs only."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in model.parameters():
+            p.requires_grad_(True)
+
+
 class Protector:
-    def __init__(self, cfg: ProtectConfig, model, images: RowFile, units: Units, captions: torch.Tensor,
-                 vocab: torch.Tensor, mean, std, device: torch.device, workdir: Path, seed: int,
+    def __init__(self, cfg: ProtectConfig, encoder: Encoder, data: ProtectData, workdir: Path, seed: int,
                  progress: bool = False):
         cfg.validate()
         self.progress, self.bar = progress, tqdm(disable=True)
-        self.cfg, self.model, self.images, self.units = cfg, model.to(device), images, units
-        self.captions, self.vocab, self.mean, self.std = captions, vocab.to(device), mean, std
-        self.device, self.workdir = device, Path(workdir)
+        self.cfg, self.encoder, self.model, self.data = cfg, encoder, encoder.model, data
+        self.images, self.units, self.captions = data.images, data.units, data.captions
+        self.vocab, self.device, self.workdir = data.vocab.to(encoder.device), encoder.device, Path(workdir)
         self.gen = torch.Generator().manual_seed(seed)
-        self.res = images.shape[1:]
+        self.res = self.images.shape[1:]
         self.opt = make_optimizer(self.model, cfg.lr, cfg.weight_decay, (0.9, 0.999), 1e-8)  # reference betas
-        self.trainer = ContrastiveTrainer(self.model, self.opt, None, device)
-        self.stream = BatchStream(len(captions), cfg.batch_size, self.gen)
+        self.trainer = ContrastiveTrainer(encoder, self.opt)
+        self.stream = BatchStream(len(self.captions), cfg.batch_size, self.gen)
         k = cfg.trigger_len
-        self.triggers = vocab[torch.randint(len(vocab), (len(units), k), generator=self.gen)]
+        self.triggers = data.vocab[torch.randint(len(data.vocab), (len(self.units), k), generator=self.gen)]
         self.round, self.history = 0, []
         self.noise_path = self.workdir / "noise_init.npy"
 
@@ -105,10 +140,11 @@ class Protector:
 
     # -- data ------------------------------------------------------------------------------------------
     def noisy_pixels(self, units: np.ndarray, noise: RowFile) -> tuple[torch.Tensor, torch.Tensor]:
-        """(clean pixels, committed noise) as float NCHW on the device, both exact integers."""
-        x = torch.from_numpy(self.images[self.units.unit_image_row[units]]).permute(0, 3, 1, 2).float()
-        d = torch.from_numpy(noise[units]).permute(0, 3, 1, 2).float()
-        return x.to(self.device), d.to(self.device)
+        """(clean pixels, committed noise) as float NCHW on the device, both exact integers; they travel as
+        uint8/int8 and become floats there."""
+        x = torch.from_numpy(self.images[self.units.unit_image_row[units]]).to(self.device, non_blocking=True)
+        d = torch.from_numpy(noise[units]).to(self.device, non_blocking=True)
+        return x.permute(0, 3, 1, 2).float(), d.permute(0, 3, 1, 2).float()
 
     def tokens(self, pairs: np.ndarray, units: np.ndarray) -> torch.Tensor:
         return insert_trigger(self.captions[torch.as_tensor(pairs)], self.triggers[torch.as_tensor(units)]
@@ -150,54 +186,66 @@ class Protector:
             pairs = self.stream.next()
             units = self.units.unit_of_pair[pairs]
             x, d = self.noisy_pixels(units, noise)
-            img = to_model_input((x + d).clamp(0, 255), self.mean, self.std)
-            losses.append(self.trainer.step(img, self.tokens(pairs, units)))
+            losses.append(self.trainer.step((x + d).clamp(0, 255), self.tokens(pairs, units)))
             self.bar.update(1)
         return float(np.mean(losses)) if losses else float("nan")
 
     def _protect_pass(self, noise: RowFile, new_noise: RowFile, flip: bool) -> dict:
-        cfg, model = self.cfg, self.model
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        scale = model.logit_scale.exp().detach()
-        order = torch.randperm(len(self.units), generator=self.gen).numpy()
-        bs = min(cfg.batch_size, len(order))
+        """Per batch: flip its triggers, minimise its noise, record its losses."""
         stats = {"pgd_loss": [], "flip_before": [], "flip_after": []}
-        try:
-            for s in range(0, len(order), bs):
-                units = order[s:s + bs]
-                if len(units) < 2:  # a contrastive loss needs a partner; fold a lone tail into the last batch
-                    units = order[-bs:]
-                pairs = self.units.pick_pairs(units, self.gen)
-                x, d = self.noisy_pixels(units, noise)
-                caps = self.captions[torch.as_tensor(pairs)].to(self.device)
-                trig = self.triggers[torch.as_tensor(units)].to(self.device)
-                if flip and trig.shape[1] > 0 and cfg.method == "mem":
-                    with torch.no_grad():
-                        img = F.normalize(model.encode_image(to_model_input((x + d).clamp(0, 255), self.mean,
-                                                                             self.std)), dim=-1)
-                    trig, before, after = hotflip(model, img, caps, trig, self.vocab, cfg.candidates, scale)
-                    self.triggers[torch.as_tensor(units)] = trig.cpu()
+        flip = flip and self.cfg.method == "mem" and self.cfg.trigger_len > 0
+        with frozen(self.model):
+            for units in self._pass_order():
+                b = self._batch(units, noise, with_features=flip)
+                if flip:
+                    before, after = self._flip(b)
                     stats["flip_before"].append(before)
                     stats["flip_after"].append(after)
-                if cfg.pgd_steps > 0:
-                    perms = [torch.randperm(len(units), generator=self.gen) if cfg.shuffle else None
-                             for _ in range(cfg.pgd_steps)]
-
-                    @torch.no_grad()
-                    def text_features(t: int, caps=caps, trig=trig, perms=perms):
-                        c = caps if perms[t] is None else caps[perms[t].to(caps.device)]
-                        return F.normalize(model.encode_text(insert_trigger(c, trig)), dim=-1)
-
-                    d = error_minimizing_pgd(model, x, d, text_features, cfg.eps, cfg.step, cfg.pgd_steps,
-                                             self.mean, self.std, scale)
-                    with torch.no_grad():
-                        img = F.normalize(model.encode_image(to_model_input(x + d, self.mean, self.std)), dim=-1)
-                        stats["pgd_loss"].append(float(clip_loss(img, text_features(0), scale)))
-                new_noise.write(units, d.round().to(torch.int8).permute(0, 2, 3, 1).cpu().numpy())
+                if self.cfg.pgd_steps > 0:
+                    stats["pgd_loss"].append(self._pgd(b))
+                new_noise.write(units, (b.x_adv - b.x).round().to(torch.int8).permute(0, 2, 3, 1).cpu().numpy())
                 self.bar.update(1)
-        finally:
-            for p in model.parameters():
-                p.requires_grad_(True)
         return {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
+
+    def _pass_order(self):
+        """Every unit once, in shuffled batches; a lone tail unit is folded into the last full batch (a
+        contrastive loss needs a partner)."""
+        order = torch.randperm(len(self.units), generator=self.gen).numpy()
+        bs = min(self.cfg.batch_size, len(order))
+        for s in range(0, len(order), bs):
+            units = order[s:s + bs]
+            yield order[-bs:] if len(units) < 2 else units
+
+    def _batch(self, units: np.ndarray, noise: RowFile, with_features: bool) -> Batch:
+        pairs = self.units.pick_pairs(units, self.gen)
+        x, d = self.noisy_pixels(units, noise)
+        b = Batch(units, pairs, x, (x + d).clamp(0, 255), self.captions[torch.as_tensor(pairs)].to(self.device),
+                  self.triggers[torch.as_tensor(units)].to(self.device))
+        if with_features:
+            grad = self.cfg.pgd_steps > 0
+            b.x_adv.requires_grad_(grad)
+            with torch.set_grad_enabled(grad):
+                b.features = self.encoder.image(b.x_adv)
+        return b
+
+    def _flip(self, b: Batch) -> tuple[float, float]:
+        b.trigger, before, after = hotflip(self.encoder, b.features.detach(), b.captions, b.trigger, self.vocab,
+                                           self.cfg.candidates, self.model.logit_scale.exp().detach())
+        self.triggers[torch.as_tensor(b.units)] = b.trigger.cpu()
+        return before, after
+
+    def _pgd(self, b: Batch) -> float:
+        """Error-minimising PGD against the batch's texts: each step pairs every image with a shuffled
+        caption that still carries the image's own trigger, so the noise cannot learn the caption."""
+        perms = [torch.randperm(len(b.units), generator=self.gen).to(self.device) if self.cfg.shuffle else None
+                 for _ in range(self.cfg.pgd_steps)]
+
+        @torch.no_grad()
+        def text_features(t: int) -> torch.Tensor:
+            caps = b.captions if perms[t] is None else b.captions[perms[t]]
+            return self.encoder.text(insert_trigger(caps, b.trigger))
+
+        delta, loss = error_minimizing_pgd(self.encoder, b.x, b.x_adv, text_features, self.cfg.eps, self.cfg.step,
+                                           self.cfg.pgd_steps, self.model.logit_scale.exp().detach(), b.features)
+        b.x_adv, b.features = b.x + delta, None
+        return loss

@@ -7,28 +7,35 @@ after the valid-range clamp (the reference stores it before, letting published p
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-from ..image_store import to_model_input
+from ..encoders import Encoder
 from .loss import clip_loss
 
 
-def error_minimizing_pgd(model, x: torch.Tensor, delta: torch.Tensor, text_features: Callable[[int], torch.Tensor],
-                         eps: int, step: int, steps: int, mean, std, logit_scale: torch.Tensor) -> torch.Tensor:
-    """x: [B,3,H,W] in 0..255; delta: same shape, units of 1/255; returns the new effective delta.
+def error_minimizing_pgd(encoder: Encoder, x: torch.Tensor, x_adv: torch.Tensor,
+                         text_features: Callable[[int], torch.Tensor], eps: int, step: int, steps: int,
+                         logit_scale: torch.Tensor, first_features: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, float]:
+    """x, x_adv: [B,3,H,W] in 0..255 (x_adv = clean + committed noise). Returns (new effective noise in 1/255
+    units, the loss at the last step).
 
     `text_features(t)` gives normalised text features for step t (computed without autograd).
+    `first_features`: x_adv's image features already computed with autograd (HotFlip needs them too, so
+    they are computed once), or None.
     """
-    x_adv = (x + delta).clamp(0, 255)
+    loss, img = math.nan, first_features
     for t in range(steps):
-        txt = text_features(t)
-        x_adv.requires_grad_(True)
-        img = F.normalize(model.encode_image(to_model_input(x_adv, mean, std)), dim=-1)
-        grad, = torch.autograd.grad(clip_loss(img, txt, logit_scale), x_adv)
+        if img is None:
+            x_adv = x_adv.detach().requires_grad_(True)
+            img = encoder.image(x_adv)
+        step_loss = clip_loss(img, text_features(t), logit_scale)
+        grad, = torch.autograd.grad(step_loss, x_adv)
+        loss, img = float(step_loss.detach()), None
         with torch.no_grad():
             x_adv = x_adv - step * grad.sign()
             x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 255)
-    return (x_adv - x).detach()
+    return (x_adv - x).detach(), loss

@@ -6,7 +6,9 @@ Artifact folder: `noise.npy` (int8 [units, H, W, 3], units of 1/255, added to th
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict
@@ -18,15 +20,28 @@ import torch
 
 from ..atomic import atomic_path, write_json
 from ..image_store import open_image_store
-from ..models import ModelSpec, create_model, normalisation, tokenizer
+from ..encoders import Encoder
+from ..models import ModelSpec, create_model, tokenizer
 from ..provenance import configure_determinism, resolve_device, seed_everything, versions
 from ..rowfile import RowFile
 from ..text import tokenize, trigger_vocabulary
 from .config import ProtectConfig
-from .engine import Protector
+from .engine import ProtectData, Protector
 from .units import Units
 
 log = logging.getLogger(__name__)
+
+
+def place(src: Path, dst: Path) -> None:
+    """Put the finished noise file into the output without a second copy on disk: a hard link, so the work
+    folder stays consistent (and resumable) until the output is committed, then the work folder goes.
+    Across filesystems, where no link is possible, it is copied."""
+    try:
+        os.link(src, dst)
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+            raise
+        shutil.copyfile(src, dst)
 
 
 def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSpec, cfg: ProtectConfig, seed: int,
@@ -51,10 +66,8 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
     log.info("%s: %d units (%s granularity) from %d pairs, eps %d/255, k=%d", cfg.method, len(units),
              cfg.granularity, len(train_rows), cfg.eps, cfg.trigger_len)
     if cfg.optimises:
-        model = create_model(surrogate)
-        mean, std = normalisation(model)
-        protector = Protector(cfg, model, images, units, tokenize(tok, train_rows["caption"].tolist()), vocab,
-                              mean, std, dev, workdir, seed, progress=progress)
+        data = ProtectData(images, units, tokenize(tok, train_rows["caption"].tolist()), vocab)
+        protector = Protector(cfg, Encoder(create_model(surrogate), dev), data, workdir, seed, progress=progress)
         protector.run()
         noise_file, triggers, history = protector.noise_path, protector.triggers, protector.history
     else:
@@ -69,7 +82,7 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
         triggers = vocab[torch.randint(len(vocab), (len(units), cfg.trigger_len), generator=gen)]
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        shutil.copyfile(noise_file, tmp / "noise.npy")
+        place(noise_file, tmp / "noise.npy")
         np.save(tmp / "triggers.npy", triggers.numpy().astype(np.int64))
         units.table.to_parquet(tmp / "units.parquet", index=False)
         meta = {"config": asdict(cfg), "surrogate": asdict(surrogate), "seed": seed, "device": str(dev),
