@@ -27,7 +27,7 @@ except ConfigError as _e:
 RESULTS = config["results"]
 RESOURCES = config["resources"]
 GRID = config["grid"]
-SHAPES_DATASETS = [d for d, c in config["datasets"].items() if c["source"]["kind"] == "shapes"]
+GENERATED_DATASETS = [d for d, c in config["datasets"].items() if c["source"]["kind"] in ("shapes", "standin")]
 KAGGLE_DATASETS = [d for d, c in config["datasets"].items() if c["source"]["kind"] == "kaggle"]
 SPLIT_LISTS = Path(workflow.basedir).parent / "config" / "splits"
 
@@ -56,7 +56,8 @@ def layout_params(wildcards):
     ds = config["datasets"][wildcards.dataset]
     src = ds["source"]
     keys = ("images_dir", "captions_file", "image_column", "caption_column")
-    return {"kind": src.get("layout", "generic" if src["kind"] == "shapes" else "auto"),
+    default = {"shapes": "generic", "standin": "flickr8k"}.get(src["kind"], "auto")  # generated: known layouts
+    return {"kind": src.get("layout", default),
             "max_image_pixels": ds["max_image_pixels"], **{k: src[k] for k in keys if k in src}}
 
 

@@ -9,19 +9,20 @@ localrules:
     report,
 
 
-rule generate_shapes:
+rule generate:
     output:
         directory(f"{RESOURCES}/{{dataset}}"),
     wildcard_constraints:
-        dataset=_alternatives(SHAPES_DATASETS),
+        dataset=_alternatives(GENERATED_DATASETS),
     params:
         source=lambda w: config["datasets"][w.dataset]["source"],
     log:
         f"{RESULTS}/logs/{{dataset}}/generate.log",
+    threads: 2
     conda:
         "../envs/unlearnable.yaml"
     script:
-        "../scripts/generate_shapes.py"
+        "../scripts/generate.py"
 
 
 rule download:

@@ -3,20 +3,22 @@
 
 rule evaluate:
     input:
-        model=f"{RESULTS}/{{dataset}}/{{run}}/model.safetensors",
-        record=f"{RESULTS}/{{dataset}}/{{run}}/train.json",
+        model=f"{RESULTS}/{{dataset}}/{{trained}}/{{victim}}/seed{{seed}}/model.safetensors",
+        record=f"{RESULTS}/{{dataset}}/{{trained}}/{{victim}}/seed{{seed}}/train.json",
         manifest=f"{RESULTS}/{{dataset}}/data/manifest.parquet",
-        store=lambda w: store_path(w.dataset, w.run.split("/")[-2]),
+        store=lambda w: store_path(w.dataset, w.victim),  # the clean test images at the victim's resolution
         tracking=f"{RESULTS}/tracking.json",
     output:
-        json=f"{RESULTS}/{{dataset}}/{{run}}/metrics.json",
-        parquet=f"{RESULTS}/{{dataset}}/{{run}}/metrics.parquet",
+        json=f"{RESULTS}/{{dataset}}/{{trained}}/{{victim}}/seed{{seed}}/metrics.json",
+        parquet=f"{RESULTS}/{{dataset}}/{{trained}}/{{victim}}/seed{{seed}}/metrics.parquet",
+    wildcard_constraints:
+        trained=r"clean|retrain/[^/]+/[^/]+/[^/]+",  # clean, or retrain/method/apply/surrogate
     params:
         device=config["device"],
         batch_size=config["eval"]["batch_size"],
         workers=config["eval"]["workers"],
     log:
-        f"{RESULTS}/logs/{{dataset}}/{{run}}/evaluate.log",
+        f"{RESULTS}/logs/{{dataset}}/{{trained}}/{{victim}}/seed{{seed}}/evaluate.log",
     threads: torch_threads()
     resources:
         gpu=gpu_count,  # it builds a model: it runs where the configured device is, like training

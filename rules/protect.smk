@@ -39,6 +39,7 @@ rule publish:
                         "seed": int(w.seed), "method_params": config["methods"][w.method]},
     log:
         f"{RESULTS}/logs/{{dataset}}/publish/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}.log",
+    threads: torch_threads()  # PNG encoding threads; the files do not depend on it
     conda:
         "../envs/unlearnable.yaml"
     script:
@@ -53,6 +54,8 @@ rule retrain:
         model=f"{RESULTS}/{{dataset}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/model.safetensors",
         record=f"{RESULTS}/{{dataset}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/train.json",
     params:
+        data=lambda w, input: {"manifest": f"{input.published}/manifest.parquet",
+                               "store": f"{input.published}/images.npy"},  # what a scraper would train on
         model=lambda w: config["models"][w.victim],
         train=config["train"],
         device=config["device"],

@@ -1,4 +1,5 @@
-# CLIP training from scratch: the clean baseline (and, in later stages, the retrain on protected data).
+# The clean baseline: a CLIP trained from scratch on the dataset's train split. The retrain on a published
+# folder is in protect.smk; both run scripts/train.py, told by params what to train on.
 
 
 rule train_clean:
@@ -10,6 +11,7 @@ rule train_clean:
         model=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/model.safetensors",
         record=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/train.json",
     params:
+        data=lambda w, input: {"manifest": input.manifest, "store": input.store},
         model=lambda w: config["models"][w.victim],
         train=config["train"],
         device=config["device"],

@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -226,3 +229,29 @@ def test_em_and_controls(dataset, tmp_path):
     protect(train, store, ModelSpec("tiny-vit"), rt, 0, "cpu", tmp_path / "rt")
     assert np.load(tmp_path / "rt" / "noise.npy").max() == 0
     assert np.isin(np.load(tmp_path / "rt" / "triggers.npy"), trigger_vocabulary(TOK).numpy()).all()
+
+
+def test_a_protection_keeps_one_uncommitted_round_file_and_never_copies_its_noise(dataset, tmp_path, monkeypatch):
+    """Disk: while round r is written, only round r-1's committed file exists beside it; the finished noise
+    reaches the output as a link to the same blocks, not as a copy."""
+    train, store = dataset
+    work = tmp_path / "work"
+    seen = []
+    create = RowFile.create
+
+    def spy(path, *a, **kw):
+        if work in Path(path).parents:
+            seen.append(sorted(p.name for p in work.glob("noise*.npy")))
+        return create(path, *a, **kw)
+
+    monkeypatch.setattr(RowFile, "create", staticmethod(spy))
+    links = []
+    link = os.link
+    monkeypatch.setattr(os, "link", lambda src, dst: links.append(Path(src).name) or link(src, dst))
+    monkeypatch.setattr("shutil.copyfile", lambda *a, **kw: pytest.fail("the noise file was copied"))
+    cfg = ProtectConfig(**{**SMALL.__dict__, "rounds": 3})
+    protect(train, store, ModelSpec("tiny-vit"), cfg, 0, "cpu", tmp_path / "prot", workdir=work)
+    assert len(seen) == 1 + cfg.rounds  # the initial (zero) noise, then one file per round
+    assert all(len(existing) <= 1 for existing in seen)  # at most the committed file when the next is created
+    assert links == [f"noise_r{cfg.rounds - 1:03d}.npy"]
+    assert not work.exists() and os.stat(tmp_path / "prot" / "noise.npy").st_nlink == 1

@@ -44,7 +44,7 @@ def test_grid_runs_on_slurm_with_gpu_requests_and_matches_a_local_run(cluster, f
     assert res.returncode == 0, res.stderr[-4000:]
     jobs = [j for j in _jobs() if j["JobId"] not in before]
     rules = {j["Comment"][len("rule_"):].split("_wildcards_")[0]: j for j in jobs}
-    assert set(rules) >= GPU_RULES | {"generate_shapes", "manifest", "image_store", "publish"}
+    assert set(rules) >= GPU_RULES | {"generate", "manifest", "image_store", "publish"}
     assert all(j["JobState"] == "COMPLETED" for j in jobs)
     for j in jobs:
         rule = j["Comment"][len("rule_"):].split("_wildcards_")[0]

@@ -108,7 +108,7 @@ def test_killed_protect_job_resumes_to_identical_bytes_and_metrics(finished, tmp
 def test_dry_run_lists_the_dag(tmp_path):
     res = snakemake(tmp_path, TINY, "-n")
     assert res.returncode == 0, res.stderr
-    for rule in ["generate_shapes", "manifest", "image_store", "tracking_store", "train_clean", "protect",
+    for rule in ["generate", "manifest", "image_store", "tracking_store", "train_clean", "protect",
                  "publish", "retrain", "evaluate", "summary", "report"]:
         assert rule in res.stdout
 

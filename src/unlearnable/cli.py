@@ -218,6 +218,15 @@ def parser() -> argparse.ArgumentParser:
 
     ta = sub.add_parser("table", help="print a run's results as the README's markdown table (mean ± sd)")
     ta.add_argument("summary", help="results/summary.parquet of a finished run")
+
+    co = sub.add_parser("cost", help="predict a grid's device-hours per stage from the bench's per-sample costs",
+                        description="Read GRID (merged over config/config.yaml, as snakemake --configfile does) "
+                        "and bench/mem_round.py JSON files (one per model), and print each stage's device-hours.")
+    co.add_argument("grid", help="a grid config, e.g. config/grids/paper.yaml")
+    co.add_argument("--bench", action="append", required=True, help="bench/mem_round.py --out JSON (repeatable)")
+    co.add_argument("--pairs", action="append", default=[], help="NAME=N: training pairs of a dataset not on disk")
+    co.add_argument("--assume-mfu", type=float, default=0.3,
+                    help="GPU utilisation assumed when only CPU benches exist (default 0.3)")
     return ap
 
 
@@ -239,6 +248,10 @@ def main(argv: list[str] | None = None) -> int:
             from .mdtable import table_command
 
             print(table_command(args.summary))
+        elif args.command == "cost":
+            from .cost import cost
+
+            print(cost(args.grid, args.bench, args.pairs, args.assume_mfu))
         else:
             _verify(args)
     except UnlearnableError as e:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import resource
 import sys
+import time
 from typing import Callable
 
 from . import UnlearnableError
@@ -30,8 +32,10 @@ def run_job(log_path: str | None, threads: int, fn: Callable[[], object], where:
     for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     torch.set_num_threads(max(1, threads))
+    t0 = time.time()
     try:
         fn()
+        logging.getLogger(__name__).info("usage: wall %.1f s, peak RSS %.0f MiB", time.time() - t0, peak_rss_mib())
     except UnlearnableError as e:
         _fail(f"error: {e}", log_file)
     except BaseException as e:
@@ -48,6 +52,11 @@ def run_job(log_path: str | None, threads: int, fn: Callable[[], object], where:
         if log_file:
             with contextlib.suppress(OSError):
                 log_file.flush()
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process and of any child it waited for (Linux reports KiB)."""
+    return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
 
 
 def _fail(line: str, log_file) -> None:

@@ -207,7 +207,7 @@ def protect_job(manifest_path: str | Path, store_path: str | Path, surrogate: Mo
 
 
 def export_job(manifest_path: str | Path, store_path: str | Path, protection: str | Path, apply: str,
-               surrogate: ModelSpec, out_dir: str | Path, cell: dict, tracking: dict) -> dict:
+               surrogate: ModelSpec, out_dir: str | Path, cell: dict, tracking: dict, workers: int = 2) -> dict:
     """Write the folder a data owner would publish; MLflow gets its size and trigger round-trip rate."""
     import mlflow
 
@@ -219,7 +219,7 @@ def export_job(manifest_path: str | Path, store_path: str | Path, protection: st
               _tags(cell, "publish")) as run:
         protect_run = json.loads((Path(protection) / "protection.json").read_text()).get("mlflow_run_id")
         meta = export_published(train, store_path, protection, apply, tokenizer(surrogate.name), out_dir,
-                                {"mlflow_run_id": run.info.run_id, "protect_mlflow_run_id": protect_run})
+                                {"mlflow_run_id": run.info.run_id, "protect_mlflow_run_id": protect_run}, workers)
         mlflow.log_metrics({"files": meta["files"], "captions": meta["captions"],
                             "trigger_roundtrip_rate": meta["trigger_roundtrip_rate"],
                             "publish_seconds": time.time() - t0})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ def write_captions(path: Path, train_rows: pd.DataFrame, names: list[str], unit_
 
 
 def export_published(train_rows: pd.DataFrame, store_path: str | Path, protection: str | Path, apply: str, tok,
-                     out_dir: str | Path, provenance: dict | None = None) -> dict:
+                     out_dir: str | Path, provenance: dict | None = None, workers: int = 2) -> dict:
     if apply not in APPLY:
         raise DataError(f"apply {apply!r} is not one of {APPLY}")
     protection = Path(protection)
@@ -72,13 +73,16 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
     with atomic_path(out_dir) as tmp:
         (tmp / "images").mkdir(parents=True)
         pairs = first_pair_of_file.to_numpy()
-        for s in range(0, len(pairs), 1024):
-            p = pairs[s:s + 1024]
-            px = images[train_rows["image_index"].to_numpy()[p]]
-            if use_noise:
-                px = protected_pixels(px, noise[unit_of_pair[p]])
-            for k, arr in zip(p, px):
-                Image.fromarray(arr).save(tmp / "images" / names[k], compress_level=1)
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for s in range(0, len(pairs), 1024):
+                p = pairs[s:s + 1024]
+                px = images[train_rows["image_index"].to_numpy()[p]]
+                if use_noise:
+                    px = protected_pixels(px, noise[unit_of_pair[p]])
+                # PNG encoding releases the GIL: threads write a chunk's files in parallel
+                list(pool.map(lambda item: Image.fromarray(item[1]).save(tmp / "images" / names[item[0]],
+                                                                         compress_level=1), zip(p, px)))
+                log.info("published %d/%d files", s + len(p), len(pairs))
         captions = write_captions(tmp / "captions.csv", train_rows, names, unit_of_pair,
                                   triggers if use_trigger else triggers[:, :0], tok)
         rows = pd.DataFrame({"image_path": ["images/" + n for n in names], "caption": captions,
@@ -87,7 +91,7 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
         rows["image_id"] = [Path(p).stem for p in rows["image_path"]]
         table = build_manifest(rows, {i: "train" for i in rows["image_id"]})
         write_manifest(table, tmp / "manifest.parquet")
-        build_image_store(table.to_pandas(), tmp, tmp / "images.npy", images.shape[1])
+        build_image_store(table.to_pandas(), tmp, tmp / "images.npy", images.shape[1], workers=max(1, workers))
         # the published text must re-tokenize to the optimised trigger
         expected = insert_trigger(tokenize(tok, train_rows["caption"].tolist()),
                                   torch.from_numpy(triggers[unit_of_pair] if use_trigger else triggers[:, :0]))

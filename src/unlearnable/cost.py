@@ -1,0 +1,192 @@
+"""What a grid will cost before it runs: device-hours per stage, from the bench's per-sample pass costs.
+
+Counts come from the grid (datasets x runs x surrogates x victims x seeds, shared work counted once, as the
+DAG shares it) and each stage's schedule; per-sample seconds and FLOPs come from `bench/mem_round.py`'s JSON
+for the model. A CPU bench gives measured CPU hours; GPU hours are then estimated from FLOP counts at an
+assumed utilisation of a named GPU's peak, and printed as estimates. Image decoding and publishing are I/O
+and are not modelled.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from . import ConfigError
+from .configschema import check_references, validate_config
+from .grid import cells, expand_trigger_lengths
+from .protect.config import method_config
+from .train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+# training pairs and test pairs (images x captions) under the paper's splits, for datasets not yet on disk
+KNOWN_SIZES = {"flickr8k": (6091 * 5, 1000 * 5), "flickr30k": (29783 * 5, 1000 * 5), "mscoco": (566747, 5000 * 5)}
+GPU_PEAK = {"H100": 989e12}
+
+
+def merged_config(grid_file: str | Path, base: str | Path = ROOT / "config" / "config.yaml") -> dict:
+    """The config Snakemake would run: `base` deep-updated by `grid_file`, validated, axes expanded."""
+    def update(a: dict, b: dict) -> dict:
+        for k, v in b.items():
+            a[k] = update(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+        return a
+
+    config = update(yaml.safe_load(Path(base).read_text()), yaml.safe_load(Path(grid_file).read_text()))
+    validate_config(config, ROOT / "config" / "schema.yaml", source=str(grid_file))
+    check_references(config, source=str(grid_file))
+    return expand_trigger_lengths(config)
+
+
+def dataset_size(config: dict, name: str, overrides: dict[str, int]) -> tuple[int, int, str]:
+    """(train pairs, test pairs, where the figure comes from)."""
+    quality = Path(config["results"]) / name / "data" / "quality.json"
+    if name in overrides:
+        return overrides[name], KNOWN_SIZES.get(name, (0, 5000))[1], "--pairs"
+    if quality.is_file():
+        s = json.loads(quality.read_text())["splits"]
+        return s["train"]["captions"], s["test"]["captions"], str(quality)
+    generated = _generated_size(config["datasets"].get(name, {}))
+    if generated:
+        return (*generated, "the generator's settings")
+    if name in KNOWN_SIZES:
+        return (*KNOWN_SIZES[name], "the paper's split sizes")
+    raise ConfigError(f"dataset {name!r}: size unknown (no {quality}); give it with --pairs {name}=N")
+
+
+def _generated_size(ds: dict) -> tuple[int, int] | None:
+    """(train pairs, test pairs) of a generated dataset, from its source and split settings."""
+    src, split = ds.get("source", {}), ds.get("split", {})
+    if src.get("kind") == "shapes":
+        from .shapes import ShapesConfig
+
+        n, per = src.get("n_images", ShapesConfig.n_images), src.get("captions_per_image", 5)
+
+        def count(v):
+            return round(v * n) if v < 1 else int(v)
+
+        test = count(split.get("test", 0.1))
+        return (n - test - count(split.get("val", 0.1))) * per, test * per
+    if src.get("kind") == "standin":
+        from .standin import FLICKR8K_IMAGES
+
+        n, per = src.get("n_images", FLICKR8K_IMAGES), src.get("captions_per_image", 5)
+        listed = round(1000 * n / FLICKR8K_IMAGES)
+        return (n - 2 * listed) * per, listed * per
+    return None
+
+
+@dataclass
+class Bench:
+    model: str
+    device_kind: str
+    device_name: str
+    seconds: dict[str, float]  # per sample, per pass
+    flops: dict[str, float]  # per sample, per pass
+    flip_work: int  # k x candidates of the HotFlip pass it timed
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Bench":
+        r = json.loads(Path(path).read_text())
+        passes = r["passes"]
+        return cls(r["model"], r["device_kind"], r["device_name"],
+                   {k: p["per_sample_seconds"] for k, p in passes.items()},
+                   {k: p["flops_per_sample"] for k, p in passes.items()},
+                   r["config"]["token_num"] * r["config"]["candidates"])
+
+
+def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list[dict]:
+    """Every job's sample-passes by kind: {stage, job, model, passes: {train|pgd_step|hotflip|encode: n}}."""
+    overrides = overrides or {}
+    train = TrainConfig(**config["train"])
+    arch = {name: m["arch"] for name, m in config["models"].items()}
+    jobs: dict[tuple, dict] = {}
+    for cell in cells(config):
+        pairs, test_pairs, _ = dataset_size(config, cell["dataset"], overrides)
+        steps = pairs // min(train.batch_size, pairs) * min(train.batch_size, pairs)
+        victim = arch[cell["victim"]]
+        seed = cell["seed"]
+        if cell["method"] == "clean":
+            jobs[("train", cell["dataset"], victim, seed)] = {
+                "stage": "train clean", "model": victim, "passes": {"train": train.epochs * steps}}
+        else:
+            m = method_config(config["methods"][cell["method"]])
+            sur = arch[cell["surrogate"]]
+            units = pairs if m.granularity == "pair" else round(pairs / 5)
+            if m.optimises:
+                flips = min(m.hotflip_rounds, m.rounds) * units if m.method == "mem" else 0
+                jobs[("protect", cell["dataset"], cell["method"], sur, seed)] = {
+                    "stage": "protect", "model": sur, "flip_work": m.trigger_len * m.candidates, "passes": {
+                        "train": m.rounds * m.surrogate_steps * m.batch_size,
+                        "pgd_step": m.rounds * m.pgd_steps * units, "hotflip": flips}}
+            jobs[("retrain", cell["dataset"], cell["method"], cell["apply"], sur, victim, seed)] = {
+                "stage": "retrain", "model": victim, "passes": {"train": train.epochs * steps}}
+        jobs[("evaluate",) + tuple(cell.values())] = {"stage": "evaluate", "model": victim,
+                                                     "passes": {"encode": test_pairs}}
+    return list(jobs.values())
+
+
+def estimate(config: dict, benches: list[Bench], overrides: dict[str, int] | None = None,
+             assumed_mfu: float = 0.3, gpu: str = "H100") -> dict:
+    by_model = {b.model: b for b in benches}
+    stages: dict[str, dict] = {}
+    for job in sample_passes(config, overrides):
+        bench = by_model.get(job["model"])
+        if bench is None:
+            raise ConfigError(f"no bench for model {job['model']!r}: run bench/mem_round.py --model {job['model']} "
+                              f"--out FILE and pass --bench FILE")
+        s = stages.setdefault(job["stage"], {"jobs": 0, "device_seconds": 0.0, "flops": 0.0})
+        s["jobs"] += 1
+        for kind, n in job["passes"].items():
+            scale = job.get("flip_work", bench.flip_work) / bench.flip_work if kind == "hotflip" else 1.0
+            s["device_seconds"] += n * bench.seconds[kind] * scale
+            s["flops"] += n * bench.flops[kind] * scale
+    order = ["train clean", "protect", "retrain", "evaluate"]
+    stages = {k: stages[k] for k in order if k in stages}
+    kinds = {b.device_kind for b in benches}
+    out = {"measured_on": sorted({f"{b.device_kind}: {b.device_name}" for b in benches}), "stages": stages,
+           "total_device_hours": sum(s["device_seconds"] for s in stages.values()) / 3600,
+           "total_flops": sum(s["flops"] for s in stages.values())}
+    if kinds == {"cpu"}:
+        rate = GPU_PEAK[gpu] * assumed_mfu
+        out["gpu_estimate"] = {"gpu": gpu, "assumed_mfu": assumed_mfu,
+                               "hours": {k: s["flops"] / rate / 3600 for k, s in stages.items()},
+                               "total_hours": out["total_flops"] / rate / 3600}
+    return out
+
+
+def format_estimate(est: dict, grid_file: str) -> str:
+    lines = [f"{grid_file}: predicted cost, from benches measured on {', '.join(est['measured_on'])}",
+             f"{'stage':<12} {'jobs':>5} {'device-hours':>13} {'PFLOP':>9}"]
+    gpu = est.get("gpu_estimate")
+    if gpu:
+        lines[1] += f" {gpu['gpu'] + '-hours (estimate)':>22}"
+    for name, s in est["stages"].items():
+        row = f"{name:<12} {s['jobs']:>5} {s['device_seconds'] / 3600:>13.1f} {s['flops'] / 1e15:>9.1f}"
+        if gpu:
+            row += f" {gpu['hours'][name]:>22.2f}"
+        lines.append(row)
+    total = f"{'total':<12} {'':>5} {est['total_device_hours']:>13.1f} {est['total_flops'] / 1e15:>9.1f}"
+    if gpu:
+        total += f" {gpu['total_hours']:>22.2f}"
+    lines.append(total)
+    if gpu:
+        lines.append(f"Only CPU figures exist: device-hours above are measured CPU hours (the bench's threads). "
+                     f"{gpu['gpu']} hours are an ESTIMATE from FLOP counts at an assumed {gpu['assumed_mfu']:.0%} "
+                     f"of its bf16 peak; run the bench on a GPU for measured figures.")
+    lines.append("Not modelled: image decoding and publishing (I/O).")
+    return "\n".join(lines)
+
+
+def cost(grid_file: str, bench_files: list[str], pairs: list[str] = (), assumed_mfu: float = 0.3) -> str:
+    overrides = {}
+    for item in pairs:
+        name, _, n = item.partition("=")
+        if not n.isdigit():
+            raise ConfigError(f"--pairs {item!r}: expected NAME=N")
+        overrides[name] = int(n)
+    config = merged_config(grid_file)
+    est = estimate(copy.deepcopy(config), [Bench.load(b) for b in bench_files], overrides, assumed_mfu)
+    return format_estimate(est, grid_file)
