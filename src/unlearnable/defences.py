@@ -1,0 +1,189 @@
+"""What a scraper can do to a published folder before training on it: small, named, parameterised transforms.
+
+Image defences map a uint8 HWC image to one of the same size. Caption defences map a folder's captions
+(with the image each belongs to) to new captions; they are blind to the trigger, except `strip_trigger`, the
+adaptive attacker who knows MEM puts k tokens right after start-of-text. `augment` changes no bytes: it turns
+on random-resized-crop + flip while the victim trains.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFilter
+
+from . import ConfigError, DataError
+
+WORDLIST = Path(__file__).parent / "data" / "web2_words.txt.gz"  # Webster's 2nd (1934, public domain)
+IMAGE_KINDS = ("jpeg", "resize", "grayscale", "blur", "bits")
+TEXT_KINDS = ("rare_words", "wordlist", "drop_first", "strip_trigger")
+TRAIN_KINDS = ("augment",)
+PARAMS = {"none": {}, "jpeg": {"quality": 75}, "resize": {"scale": 0.5}, "grayscale": {}, "blur": {"sigma": 1.0},
+          "bits": {"bits": 4}, "rare_words": {}, "wordlist": {}, "drop_first": {"k": 3}, "strip_trigger": {"k": 3},
+          "augment": {"scale_min": 0.5}}
+
+
+@dataclass(frozen=True)
+class Defence:
+    kind: str = "none"
+    params: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, name: str, spec: dict) -> "Defence":
+        kind = spec.get("kind")
+        if kind not in PARAMS:
+            raise ConfigError(f"config key 'defences.{name}.kind': {kind!r} is not one of {sorted(PARAMS)}")
+        params = {**PARAMS[kind], **{k: v for k, v in spec.items() if k != "kind"}}
+        unknown = set(params) - set(PARAMS[kind])
+        if unknown:
+            raise ConfigError(f"config key 'defences.{name}': {sorted(unknown)} not allowed for kind {kind} "
+                              f"(allowed: {sorted(PARAMS[kind]) or 'none'})")
+        return cls(kind, params)
+
+    @property
+    def changes_images(self) -> bool:
+        return self.kind in IMAGE_KINDS
+
+    @property
+    def changes_captions(self) -> bool:
+        return self.kind in TEXT_KINDS
+
+    def image(self, img: np.ndarray) -> np.ndarray:
+        return IMAGE_DEFENCES[self.kind](img, **self.params) if self.changes_images else img
+
+    def captions(self, image_ids: list[str], captions: list[str], tok=None) -> list[str]:
+        if not self.changes_captions:
+            return list(captions)
+        if self.kind == "rare_words":
+            return rare_words(image_ids, captions)
+        if self.kind == "wordlist":
+            return keep_listed_words(captions, english_words())
+        if self.kind == "drop_first":
+            return [" ".join(c.split()[self.params["k"]:]) for c in captions]
+        if tok is None:
+            raise ValueError("strip_trigger needs the CLIP tokenizer")
+        return strip_first_tokens(captions, self.params["k"], tok)
+
+
+# -- images -----------------------------------------------------------------------------------------------
+def jpeg(img: np.ndarray, quality: int = 75) -> np.ndarray:
+    """Re-encode as a JPEG (PIL's defaults: 4:2:0 chroma subsampling, as most re-encoders do) and decode."""
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+def resize(img: np.ndarray, scale: float = 0.5) -> np.ndarray:
+    """Down by `scale` and back up (bicubic both ways): what a thumbnailer then an upscaler leave."""
+    h, w = img.shape[:2]
+    small = Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
+    return np.asarray(small.resize((w, h), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+def grayscale(img: np.ndarray) -> np.ndarray:
+    return np.asarray(Image.fromarray(img).convert("L").convert("RGB"), dtype=np.uint8)
+
+
+def blur(img: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius=float(sigma))), dtype=np.uint8)
+
+
+def bits(img: np.ndarray, bits: int = 4) -> np.ndarray:
+    """Bit-depth reduction (feature squeezing): 2**bits evenly spaced levels over 0..255."""
+    levels = 2 ** int(bits) - 1
+    return (np.round(img.astype(np.float32) / 255 * levels) / levels * 255).round().astype(np.uint8)
+
+
+IMAGE_DEFENCES = {"jpeg": jpeg, "resize": resize, "grayscale": grayscale, "blur": blur, "bits": bits}
+
+
+# -- captions ---------------------------------------------------------------------------------------------
+def _key(word: str) -> str:
+    return re.sub(r"[^a-z]", "", word.lower())
+
+
+def rare_words(image_ids: list[str], captions: list[str]) -> list[str]:
+    """Drop every word that occurs in the captions of only one image (a cleaner's rare-token filter)."""
+    images_of = defaultdict(set)
+    for image, caption in zip(image_ids, captions):
+        for word in caption.split():
+            images_of[word.lower()].add(image)
+    return [" ".join(w for w in c.split() if len(images_of[w.lower()]) > 1) for c in captions]
+
+
+@lru_cache(maxsize=1)
+def english_words() -> frozenset[str]:
+    with gzip.open(WORDLIST, "rt", encoding="utf-8") as f:
+        return frozenset(line.strip() for line in f if line.strip())
+
+
+def keep_listed_words(captions: list[str], words: frozenset[str]) -> list[str]:
+    """Keep the words of a fixed English word list (case and punctuation ignored) and bare punctuation."""
+    return [" ".join(w for w in c.split() if not _key(w) or _key(w) in words) for c in captions]
+
+
+def strip_first_tokens(captions: list[str], k: int, tok) -> list[str]:
+    """The adaptive attacker: drop the k CLIP tokens right after start-of-text, where MEM puts its trigger."""
+    return [tok.decode(tok.encode(c)[k:]).strip() for c in captions]
+
+
+# -- a defended folder ------------------------------------------------------------------------------------
+def defend_folder(rows, store_path: str | Path, defence: Defence, tok, out_dir: str | Path,
+                  workers: int = 2) -> dict:
+    """Write what a scraper trains on after its defence, in the layout of a published folder.
+
+    `rows`: the train rows of a manifest (a published folder's, or a clean dataset's) and `store_path` their
+    image store at model resolution. Output: `images/*.png` (one per image, defended), `captions.csv`
+    (defended), `manifest.parquet`, `images.npy` and `defence.json`. Captions a defence empties, and rows it
+    makes duplicates, are dropped and counted, as a scraper would drop them.
+    """
+    import csv
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pandas as pd
+
+    from .atomic import atomic_path, write_json
+    from .image_store import build_image_store, open_image_store
+    from .manifest import build_manifest, check_rows, write_manifest
+
+    rows = rows.reset_index(drop=True)
+    images = open_image_store(store_path)
+    first = rows.drop_duplicates("image_index")
+    names = {i: f"{image_id}.png" for i, image_id in zip(first["image_index"], first["image_id"])}
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        (tmp / "images").mkdir(parents=True)
+        index = first["image_index"].to_numpy()
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for s in range(0, len(index), 1024):
+                chunk = index[s:s + 1024]
+                list(pool.map(lambda item: Image.fromarray(defence.image(item[1])).save(
+                    tmp / "images" / names[item[0]], compress_level=1), zip(chunk, images[chunk])))
+        captions = defence.captions(rows["image_id"].tolist(), rows["caption"].tolist(), tok)
+        files = [names[i] for i in rows["image_index"]]
+        with open(tmp / "captions.csv", "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["image", "caption"])
+            w.writerows(zip(files, captions))
+        table = pd.DataFrame({"image_path": ["images/" + n for n in files], "caption": captions,
+                              "where": [f"{tmp / 'captions.csv'}: row {n}" for n in range(2, len(files) + 2)]})
+        kept, quality = check_rows(table, tmp, on_bad_sample="skip")
+        if kept.empty:
+            raise DataError(f"{out_dir}: defence {defence.kind} {defence.params} left no caption to train on")
+        kept["image_id"] = [Path(p).stem for p in kept["image_path"]]
+        manifest = build_manifest(kept, {i: "train" for i in kept["image_id"]})
+        write_manifest(manifest, tmp / "manifest.parquet")
+        build_image_store(manifest.to_pandas(), tmp, tmp / "images.npy", images.shape[1], workers=max(1, workers))
+        changed = sum(a != b for a, b in zip(rows["caption"], captions))
+        meta = {"defence": {"kind": defence.kind, **defence.params}, "source_store": str(store_path),
+                "images": len(index), "captions_in": len(rows), "captions_kept": len(kept),
+                "captions_changed": changed, "dropped": dict(quality.dropped)}
+        write_json(tmp / "defence.json", meta)
+    return meta
