@@ -21,22 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).parent))
+
 
 def worker(args) -> dict:
     import pandas as pd
     import torch
-    import torch.nn.functional as F
 
-    from unlearnable.image_store import open_image_store, to_model_input
-    from unlearnable.models import ModelSpec, create_model, image_resolution, normalisation, tokenizer
+    from mem_round import captions, photos
+    from passes import measure_passes
+    from unlearnable.encoders import Encoder
+    from unlearnable.image_store import open_image_store
+    from unlearnable.models import ModelSpec, create_model, image_resolution, tokenizer
     from unlearnable.protect.config import ProtectConfig
-    from unlearnable.protect.engine import Protector
-    from unlearnable.protect.hotflip import hotflip
-    from unlearnable.protect.loss import clip_loss
+    from unlearnable.protect.engine import ProtectData, Protector
     from unlearnable.protect.units import Units
     from unlearnable.rowfile import RowFile
-    from unlearnable.text import insert_trigger, tokenize, trigger_vocabulary
-    from unlearnable.train import ContrastiveTrainer, make_optimizer
+    from unlearnable.text import tokenize, trigger_vocabulary
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -46,70 +47,36 @@ def worker(args) -> dict:
     rng = np.random.default_rng(0)
     for s in range(0, args.images, 1024):
         n = min(1024, args.images - s)
-        store.write(np.arange(s, s + n), rng.integers(0, 256, (n, res, res, 3), dtype=np.uint8))
+        store.write(np.arange(s, s + n), photos(n, res, rng))
     store.close()
     rows = pd.DataFrame({"image_index": np.arange(args.images), "image_id": [f"i{i}" for i in range(args.images)],
                          "caption_id": np.arange(args.images)})
     tok = tokenizer(args.model)
-    words = ["red", "blue", "circle", "square", "small", "large", "left", "right", "top", "bottom"]
-    captions = tokenize(tok, [" ".join(rng.choice(words, 8)) for _ in range(args.images)])
+    caps = tokenize(tok, captions(args.images, rng))
     cfg = ProtectConfig(rounds=args.rounds, surrogate_steps=args.surrogate_steps, hotflip_rounds=args.rounds,
                         token_num=args.token_num, candidates=args.candidates, batch_size=args.batch_size)
-    model = create_model(ModelSpec(args.model))
-    mean, std = normalisation(model)
     vocab = trigger_vocabulary(tok)
     dev = torch.device(args.device)
-    pr = Protector(cfg, model, open_image_store(tmp / "images.npy"), Units(rows, "pair"), captions, vocab, mean,
-                   std, dev, tmp / "work", 0)
+    encoder = Encoder(create_model(ModelSpec(args.model)), dev)
+    pr = Protector(cfg, encoder, ProtectData(open_image_store(tmp / "images.npy"), Units(rows, "pair"), caps, vocab),
+                   tmp / "work", 0)
     t0 = time.perf_counter()
     pr.run()
     if dev.type == "cuda":
         torch.cuda.synchronize()
     measured = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    # the passes the algorithm needs, each timed alone on one batch
-    B = args.batch_size
-    x = torch.randint(0, 256, (B, 3, res, res)).float().to(dev)
-    caps = captions[:B].to(dev)
-    trig = vocab[torch.randint(len(vocab), (B, cfg.token_num))].to(dev)
-    scale = model.logit_scale.exp().detach()
-
-    def timed(fn, reps=3):
-        fn()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        return (time.perf_counter() - t) / reps
-
-    trainer = ContrastiveTrainer(model, make_optimizer(model, 1e-5, 0.0), None, dev)
-    t_train = timed(lambda: trainer.step(to_model_input(x, mean, std), insert_trigger(caps, trig)))
-    for p in model.parameters():
-        p.requires_grad_(False)
-    model.eval()
-
-    def pgd_step():
-        with torch.no_grad():
-            txt = F.normalize(model.encode_text(insert_trigger(caps, trig)), dim=-1)
-        xa = x.clone().requires_grad_(True)
-        img = F.normalize(model.encode_image(to_model_input(xa, mean, std)), dim=-1)
-        torch.autograd.grad(clip_loss(img, txt, scale), xa)
-
-    t_pgd = timed(pgd_step)
-    with torch.no_grad():
-        img = F.normalize(model.encode_image(to_model_input(x, mean, std)), dim=-1)
-    t_flip = timed(lambda: hotflip(model, img, caps, trig, vocab.to(dev), cfg.candidates, scale), reps=1)
+    B = min(args.batch_size, args.images)
+    t = {k: p["seconds"] for k, p in measure_passes(
+        encoder, pr.trainer, torch.from_numpy(open_image_store(tmp / "images.npy")[np.arange(B)]), caps[:B],
+        vocab[torch.randint(len(vocab), (B, cfg.token_num))], vocab, cfg.candidates).items()}
     batches = -(-args.images // B)
-    ideal = args.rounds * (cfg.surrogate_steps * t_train + batches * (cfg.pgd_steps * t_pgd + t_flip))
+    ideal = args.rounds * (cfg.surrogate_steps * t["train"] + batches * (cfg.pgd_steps * t["pgd_step"] + t["hotflip"]))
     sample_steps = args.rounds * (args.images * cfg.pgd_steps + cfg.surrogate_steps * B)
     return {"images": args.images, "model": args.model, "device": args.device, "rounds": args.rounds,
-            "seconds": measured, "sample_steps_per_s": sample_steps / measured,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "ideal_seconds": ideal, "efficiency": measured / ideal,
-            "pass_seconds": {"surrogate_step": t_train, "pgd_step": t_pgd, "hotflip_batch": t_flip}}
+            "seconds": measured, "sample_steps_per_s": sample_steps / measured, "peak_rss_mb": rss,
+            "ideal_seconds": ideal, "efficiency": measured / ideal, "pass_seconds": t}
 
 
 def main() -> None:

@@ -106,14 +106,14 @@ def rehearse(fraction: int, tag: str, cores: int, interval: float) -> dict:
 def report(runs: list[dict]) -> str:
     head = "stage".ljust(15) + "".join(f"{'1/' + str(r['fraction']) if r['fraction'] > 1 else 'full':>24}"
                                        for r in runs)
-    lines = [head, " " * 15 + "".join(f"{'seconds':>12}{'peak RSS MiB':>12}" for _ in runs)
+    lines = [head, " " * 15 + "".join(f"{'seconds':>11} {'RSS MiB':>11}" for _ in runs)
              + ("   RSS growth" if len(runs) == 2 else "")]
     names = [n for n, _ in STAGES if any(n in r["stages"] for r in runs)]
     for n in names:
         row = n.ljust(15)
         for r in runs:
             s = r["stages"].get(n)
-            row += f"{s['seconds']:>12.1f}{s['peak_rss_mib']:>12}" if s else f"{'-':>12}{'-':>12}"
+            row += f"{s['seconds']:>11.1f} {s['peak_rss_mib']:>11}" if s else f"{'-':>11} {'-':>11}"
         if len(runs) == 2 and all(n in r["stages"] for r in runs):
             small, full = sorted(runs, key=lambda r: -r["fraction"])
             row += f"   {full['stages'][n]['peak_rss_mib'] / small['stages'][n]['peak_rss_mib'] - 1:+.0%}"

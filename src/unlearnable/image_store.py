@@ -18,7 +18,7 @@ from . import DataError
 from .atomic import atomic_path, write_json
 from .decode import to_rgb
 from .paths import confined
-from .rowfile import RowFile, create_npy
+from .rowfile import RowFile
 
 log = logging.getLogger(__name__)
 Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # decompression-bomb guard, generous for real photos
@@ -55,16 +55,19 @@ def build_image_store(manifest: pd.DataFrame, root: str | Path, out: str | Path,
     paths = [confined(root, p) for p in images["image_path"]]  # a manifest edited by hand is still untrusted
     t0 = time.time()
     with atomic_path(out) as tmp:
-        arr = create_npy(tmp, (n, resolution, resolution, 3), np.uint8)
+        # written with pwrite, not through a memory map: mapped pages written count in the job's resident
+        # memory, which would then grow with the dataset (4.6 GB for Flickr8k's 30,455 pairs at 224 px)
+        store = RowFile.create(tmp, (n, resolution, resolution, 3), np.uint8)
         chunk = 256
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for start in range(0, n, chunk):
                 stop = min(n, start + chunk)
-                arr[start:stop] = np.stack(list(pool.map(lambda p: load_square(p, resolution), paths[start:stop])))
+                store.write(np.arange(start, stop),
+                            np.stack(list(pool.map(lambda p: load_square(p, resolution), paths[start:stop]))))
                 rate = stop / max(time.time() - t0, 1e-9)
                 log.info("image store: %d/%d images (%.0f img/s, ETA %.0fs)", stop, n, rate, (n - stop) / rate)
-        arr.flush()
-        del arr
+        store.flush()
+        store.close()
     write_json(out.with_suffix(".json"), {"images": n, "resolution": resolution, "dtype": "uint8",
                                           "layout": "NHWC", "source_root": str(root)})
     return out

@@ -83,9 +83,19 @@ class RowFile:
         return out
 
     def write(self, idx, rows: np.ndarray) -> None:
+        idx = np.asarray(idx, dtype=np.int64)
         rows = np.ascontiguousarray(rows, dtype=self.dtype).reshape(len(idx), -1).view(np.uint8)
-        for r, i in enumerate(np.asarray(idx, dtype=np.int64)):
-            os.pwrite(self.fd, rows[r].tobytes(), self.offset + int(i) * self.row_bytes)
+        if len(idx) and np.array_equal(idx, np.arange(idx[0], idx[0] + len(idx))):  # one run: one call
+            self._pwrite_all(rows, self.offset + int(idx[0]) * self.row_bytes)
+            return
+        for r, i in enumerate(idx):
+            self._pwrite_all(rows[r], self.offset + int(i) * self.row_bytes)
+
+    def _pwrite_all(self, data: np.ndarray, offset: int) -> None:
+        view = memoryview(data).cast("B")
+        while len(view):  # pwrite may write less than asked (large writes, signals)
+            n = os.pwrite(self.fd, view, offset)
+            view, offset = view[n:], offset + n
 
     def read_all(self) -> np.ndarray:
         return self[np.arange(len(self))]
