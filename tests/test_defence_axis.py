@@ -70,3 +70,36 @@ def test_defended_victims_reuse_the_protection_and_fill_the_defence_table(finish
                            capture_output=True, text=True)
     assert table.returncode == 0 and "Protection under defences" in table.stdout and "| strip |" not in table.stdout
     assert (finished / PROTECTION).is_dir()
+
+
+FINETUNED = copy.deepcopy(TINY)
+FINETUNED["datasets"]["pretrain"] = {"source": {"kind": "shapes", "n_images": 120, "image_size": 32, "seed": 9},
+                                     "split": {"val": 0, "test": 10}}
+FINETUNED["models"]["tiny-vit-ft"] = {"arch": "tiny-vit", "train": {"lr": 0.0002, "epochs": 1},
+                                      "pretrained": {"dataset": "pretrain", "model": "tiny-vit", "seed": 0}}
+FINETUNED["grid"]["victims"] = ["tiny-vit", "tiny-vit-ft"]
+
+
+def test_finetuned_victims_start_from_a_clean_clip_trained_on_other_data(tmp_path):
+    res = snakemake(tmp_path / "wd", FINETUNED, "-n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    planned = jobs(res.stdout)
+    trains = {(j["wildcards"]["dataset"], j["wildcards"]["victim"]) for j in planned if j["rule"] == "train_clean"}
+    assert trains == {("shapes", "tiny-vit"), ("shapes", "tiny-vit-ft"), ("pretrain", "tiny-vit")}
+    evaluated = {j["wildcards"]["victim"] for j in planned if j["rule"] == "evaluate"}
+    assert evaluated == {"tiny-vit", "tiny-vit-ft"}  # the pretraining run is an input, not a cell
+    ft = [b for b in res.stdout.split("\n\n") if "rule train_clean:" in b and "shapes/clean/tiny-vit-ft" in b]
+    assert ft and "results/pretrain/clean/tiny-vit/seed0/model.safetensors" in ft[0]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["models"]["tiny-vit-ft"]["pretrained"].update(dataset="nope"), "pretrained.dataset'"),
+    (lambda c: c["models"].update({"tiny-rn": {"arch": "tiny-rn"}}) or c["models"]["tiny-vit-ft"]["pretrained"]
+     .update(model="tiny-rn"), "is a tiny-rn, not a tiny-vit"),
+    (lambda c: c["grid"].update(surrogates=["tiny-vit-ft"]), "grid.surrogates.0"),
+])
+def test_bad_finetuning_configs_are_named(tmp_path, change, message):
+    cfg = copy.deepcopy(FINETUNED)
+    change(cfg)
+    res = snakemake(tmp_path / "wd", cfg, "-n")
+    assert res.returncode != 0 and message in res.stderr, res.stderr[-1500:]
