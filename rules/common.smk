@@ -12,7 +12,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYT
 
 from unlearnable import ConfigError, UnlearnableError
 from unlearnable.configschema import check_folders, check_references, validate_config
-from unlearnable.grid import (cells as grid_cells, expand_trigger_lengths, protection_dirs, published_dir,
+from unlearnable.grid import (cells as grid_cells, defended, expand_trigger_lengths, protection_dirs, published_dir,
                              published_dirs, run_dir)
 from unlearnable.models import image_resolution
 
@@ -43,6 +43,7 @@ wildcard_constraints:
     surrogate=_alternatives(config["models"]),
     victim=_alternatives(config["models"]),
     seed=r"\d+",
+    defence=_alternatives(config.get("defences", {})),
     res=r"\d+",
 
 
@@ -73,6 +74,25 @@ def split_lists(wildcards):
     return [str(p) for p in sorted(SPLIT_LISTS.glob(f"{split['lists']}_*.txt"))]
 
 
+def workflow_checkpoint(model):
+    """The clean CLIP a fine-tuned victim starts from, when the workflow trains it; else None."""
+    pre = config["models"][model].get("pretrained", "none")
+    if isinstance(pre, dict):
+        return f"{RESULTS}/{pre['dataset']}/clean/{pre['model']}/seed{pre.get('seed', 0)}/model.safetensors"
+    return None
+
+
+def model_spec(model):
+    """What a job needs to build a model: its architecture and the weights it starts from."""
+    m = config["models"][model]
+    return {"arch": m["arch"], "pretrained": workflow_checkpoint(model) or m.get("pretrained", "none")}
+
+
+def victim_train(model, **extra):
+    """The training settings of a victim: `train`, then the model's own overrides (fine-tuning)."""
+    return {**config["train"], **config["models"][model].get("train", {}), **extra}
+
+
 def model_res(model):
     return image_resolution(config["models"][model]["arch"])
 
@@ -100,18 +120,23 @@ def run_dirs():
 
 
 def gallery_entries(wildcards=None):
-    """One gallery entry per dataset/method/surrogate at the first seed, published with noise and trigger."""
+    """One gallery entry per dataset/method/surrogate/defence at the first seed, published with noise and
+    trigger (under a defence that changes files: its defended copy)."""
     chosen = {}
     for c in grid_cells(config):
         if c["method"] != "clean" and c["seed"] == GRID["seeds"][0]:
-            key = (c["dataset"], c["method"], c["surrogate"])
+            if c["defence"] != "none" and config["defences"][c["defence"]]["kind"] == "augment":
+                continue  # augmentation changes no file
+            key = (c["dataset"], c["method"], c["surrogate"], c["defence"])
             if key not in chosen or c["apply"] == "both":
                 chosen[key] = c
-    return [{"path": published_dir(RESULTS, c),
+    return [{"path": published_dir(RESULTS, c) if c["defence"] == "none"
+             else f"{defended(RESULTS, c)}/published/{c['method']}/{c['apply']}/{c['surrogate']}/seed{c['seed']}",
              "manifest": f"{RESULTS}/{c['dataset']}/data/manifest.parquet",
              "store": store_path(c["dataset"], c["surrogate"]),
              "title": f"{c['dataset']}: {c['method']}" + (f" [{c['apply']}]" if c["apply"] != "both" else "")
-             + f", surrogate {c['surrogate']}, seed {c['seed']}"} for c in chosen.values()]
+             + f", surrogate {c['surrogate']}, seed {c['seed']}"
+             + (f", defended by {c['defence']}" if c["defence"] != "none" else "")} for c in chosen.values()]
 
 
 def all_outputs():

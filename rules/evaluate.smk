@@ -12,7 +12,8 @@ rule evaluate:
         json=f"{RESULTS}/{{dataset}}/{{trained}}/{{victim}}/seed{{seed}}/metrics.json",
         parquet=f"{RESULTS}/{{dataset}}/{{trained}}/{{victim}}/seed{{seed}}/metrics.parquet",
     wildcard_constraints:
-        trained=r"clean|retrain/[^/]+/[^/]+/[^/]+",  # clean, or retrain/method/apply/surrogate
+        # clean or retrain/method/apply/surrogate, under defended/<defence>/ when a defence applies
+        trained=r"(defended/[^/]+/)?(clean|retrain/[^/]+/[^/]+/[^/]+)",
     params:
         device=config["device"],
         batch_size=config["eval"]["batch_size"],

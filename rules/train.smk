@@ -7,13 +7,14 @@ rule train_clean:
         manifest=f"{RESULTS}/{{dataset}}/data/manifest.parquet",
         store=lambda w: store_path(w.dataset, w.victim),
         tracking=f"{RESULTS}/tracking.json",
+        pretrained=lambda w: workflow_checkpoint(w.victim) or [],
     output:
         model=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/model.safetensors",
         record=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/train.json",
     params:
         data=lambda w, input: {"manifest": input.manifest, "store": input.store},
-        model=lambda w: config["models"][w.victim],
-        train=config["train"],
+        model=lambda w: model_spec(w.victim),
+        train=lambda w: victim_train(w.victim),
         device=config["device"],
         cell=lambda w: {"dataset": w.dataset, "method": "clean", "apply": "none", "surrogate": "none",
                         "victim": w.victim, "seed": int(w.seed)},

@@ -255,3 +255,32 @@ def test_a_protection_keeps_one_uncommitted_round_file_and_never_copies_its_nois
     assert all(len(existing) <= 1 for existing in seen)  # at most the committed file when the next is created
     assert links == [f"noise_r{cfg.rounds - 1:03d}.npy"]
     assert not work.exists() and os.stat(tmp_path / "prot" / "noise.npy").st_nlink == 1
+
+
+def test_cluster_units_share_noise_by_caption_similarity(dataset, tmp_path):
+    """Cluster granularity: images whose captions share words share one noise; every published image of a
+    cluster carries exactly that noise (clamped to the valid range), and the loss goes down."""
+    from unlearnable.protect.units import caption_clusters
+
+    train, store = dataset
+    labels = caption_clusters(np.array([0, 0, 1, 2, 3]), ["red circle", "a red circle", "red circle top",
+                                                          "blue square", "a blue square"], k=2)
+    assert labels[0] == labels[1] != labels[2]  # images 0, 1 (red circles) vs 2 (blue square)
+    cfg = ProtectConfig(method="em", granularity="cluster", clusters=4, rounds=2, surrogate_steps=2, pgd_steps=3,
+                        batch_size=16, token_num=0, shuffle=False)
+    meta = protect(train, store, ModelSpec("tiny-vit"), cfg, 0, "cpu", tmp_path / "prot")
+    noise = np.load(tmp_path / "prot" / "noise.npy")
+    units = pd.read_parquet(tmp_path / "prot" / "units.parquet")
+    assert noise.shape[0] == 4 == units["unit"].nunique() and np.abs(noise).max() <= cfg.eps
+    assert (units.groupby("image_id")["unit"].nunique() == 1).all()  # one cluster per image
+    assert np.abs(noise).reshape(4, -1).max(1).min() > 0  # every cluster's noise was optimised
+    assert meta["history"][-1]["pgd_loss"] == meta["history"][-1]["pgd_loss"]  # recorded, not NaN
+    export_published(train, store, tmp_path / "prot", "noise", TOK, tmp_path / "pub")
+    pub = RowFile(tmp_path / "pub" / "images.npy")
+    pub_rows = mf.read_manifest(tmp_path / "pub" / "manifest.parquet")
+    clean = RowFile(store)
+    unit_of_image = units.drop_duplicates("image_id").set_index("image_id")["unit"]
+    image_index = train.drop_duplicates("image_id").set_index("image_id")["image_index"]
+    for image_id, row in pub_rows.drop_duplicates("image_id").set_index("image_id")["image_index"].items():
+        want = protected_pixels(clean[[image_index[image_id]]][0], noise[unit_of_image[image_id]])
+        assert np.array_equal(pub[[row]][0], want)

@@ -74,3 +74,18 @@ def test_batches_gather_the_right_images(pairs):
     idx = np.array([7, 3, 3, 0])
     assert torch.equal(data.pixels(idx), torch.from_numpy(np.asarray(images[rows[idx]])))
     assert torch.equal(data.batch(idx)[1], tokens[idx])
+
+
+def test_augmentation_crops_flips_and_is_seeded():
+    from unlearnable.train import random_resized_crop_flip
+
+    x = torch.arange(8 * 32 * 3, dtype=torch.int64).remainder(256).to(torch.uint8).view(1, 8, 32, 3)
+    x = x.repeat(64, 1, 1, 1)
+    a = random_resized_crop_flip(x, torch.Generator().manual_seed(0), 0.5)
+    b = random_resized_crop_flip(x, torch.Generator().manual_seed(0), 0.5)
+    assert a.shape == x.shape and a.dtype == torch.uint8 and torch.equal(a, b)
+    assert not torch.equal(a, x)
+    full = random_resized_crop_flip(x, torch.Generator().manual_seed(1), 1.0)  # whole image: only flips remain
+    flipped = sum(torch.equal(f, x[0].flip(1)) for f in full)
+    kept = sum(torch.equal(f, x[0]) for f in full)
+    assert kept + flipped >= 60 and 16 < flipped < 48  # a fair coin per image

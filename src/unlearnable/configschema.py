@@ -78,6 +78,15 @@ def check_references(config: dict, source: str = "config") -> None:
             raise ConfigError(f"{source}: key 'grid.runs.{i}.method': {method!r} is not defined under 'methods'")
         if method != "clean" and not grid.get("surrogates"):
             raise ConfigError(f"{source}: key 'grid.surrogates': protected runs need at least one surrogate model")
+    for i, name in enumerate(grid.get("surrogates", [])):
+        if isinstance(config["models"][name].get("pretrained"), dict):
+            raise ConfigError(f"{source}: key 'grid.surrogates.{i}': {name!r} starts from a workflow checkpoint; "
+                              "only victims can (use a file path for a pretrained surrogate)")
+    for i, name in enumerate(grid.get("defences") or []):
+        if name != "none" and name not in config.get("defences", {}):
+            raise ConfigError(f"{source}: key 'grid.defences.{i}': defence {name!r} is not defined under 'defences'")
+    if "none" in config.get("defences", {}):
+        raise ConfigError(f"{source}: key 'defences.none': 'none' is reserved for the undefended data")
     for name, ds in config["datasets"].items():
         if ds.get("split", {}).get("kind") == "paper" and not ds["split"].get("lists"):
             raise ConfigError(f"{source}: key 'datasets.{name}.split.lists': `kind: paper` needs the lists to use "
@@ -106,6 +115,18 @@ def check_models(config: dict, source: str = "config") -> None:
             raise ConfigError(f"{source}: key 'models.{name}.arch': unknown architecture {arch!r}; close names: "
                               f"{', '.join(suggest_models(arch)) or 'none'} (all: open_clip.list_models())")
         if pre in (None, "", "none"):
+            continue
+        if isinstance(pre, dict):  # a CLIP the workflow trains from scratch on clean data (fine-tuned victims)
+            key = f"{source}: key 'models.{name}.pretrained"
+            if pre["dataset"] not in config["datasets"]:
+                raise ConfigError(f"{key}.dataset': dataset {pre['dataset']!r} is not defined under 'datasets'")
+            base = config["models"].get(pre["model"])
+            if base is None:
+                raise ConfigError(f"{key}.model': model {pre['model']!r} is not defined under 'models'")
+            if base["arch"] != arch:
+                raise ConfigError(f"{key}.model': {pre['model']!r} is a {base['arch']}, not a {arch}")
+            if base.get("pretrained", "none") not in (None, "", "none"):
+                raise ConfigError(f"{key}.model': {pre['model']!r} must be trained from scratch (pretrained: none)")
             continue
         if looks_like_file(pre):
             if not Path(pre).is_file():

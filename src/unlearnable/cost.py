@@ -3,8 +3,8 @@
 Counts come from the grid (datasets x runs x surrogates x victims x seeds, shared work counted once, as the
 DAG shares it) and each stage's schedule; per-sample seconds and FLOPs come from `bench/mem_round.py`'s JSON
 for the model. A CPU bench gives measured CPU hours; GPU hours are then estimated from FLOP counts at an
-assumed utilisation of a named GPU's peak, and printed as estimates. Image decoding and publishing are I/O
-and are not modelled.
+assumed utilisation of a named GPU's peak, and printed as estimates. Image decoding, publishing and defences
+are I/O and are not modelled.
 """
 from __future__ import annotations
 
@@ -109,7 +109,7 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
         victim = arch[cell["victim"]]
         seed = cell["seed"]
         if cell["method"] == "clean":
-            jobs[("train", cell["dataset"], victim, seed)] = {
+            jobs[("train", cell["dataset"], victim, seed, cell.get("defence", "none"))] = {
                 "stage": "train clean", "model": victim, "passes": {"train": train.epochs * steps}}
         else:
             m = method_config(config["methods"][cell["method"]])
@@ -121,7 +121,8 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
                     "stage": "protect", "model": sur, "flip_work": m.trigger_len * m.candidates, "passes": {
                         "train": m.rounds * m.surrogate_steps * m.batch_size,
                         "pgd_step": m.rounds * m.pgd_steps * units, "hotflip": flips}}
-            jobs[("retrain", cell["dataset"], cell["method"], cell["apply"], sur, victim, seed)] = {
+            jobs[("retrain", cell["dataset"], cell["method"], cell["apply"], sur, victim, seed,
+                  cell.get("defence", "none"))] = {
                 "stage": "retrain", "model": victim, "passes": {"train": train.epochs * steps}}
         jobs[("evaluate",) + tuple(cell.values())] = {"stage": "evaluate", "model": victim,
                                                      "passes": {"encode": test_pairs}}

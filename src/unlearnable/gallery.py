@@ -33,7 +33,10 @@ def _png(px: np.ndarray) -> bytes:
 def samples(published: str | Path, manifest: str | Path, store: str | Path, n: int = 3) -> list[Sample]:
     """`n` published training images (sorted by id, so every report shows the same ones) with their clean twin."""
     published = Path(published)
-    meta = json.loads((published / "export.json").read_text())
+    source = published
+    if not (published / "export.json").is_file() and (published / "defence.json").is_file():  # a defended copy
+        source = Path(json.loads((published / "defence.json").read_text())["source_store"]).parent
+    meta = json.loads((source / "export.json").read_text())
     eps = int(json.loads((Path(meta["protection"]) / "protection.json").read_text())["config"]["eps"]) \
         if (Path(meta["protection"]) / "protection.json").is_file() else 8
     pub = read_manifest(published / "manifest.parquet")

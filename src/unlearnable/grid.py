@@ -44,28 +44,36 @@ def expand_trigger_lengths(config: dict) -> dict:
 
 
 def cells(config: dict) -> list[dict]:
-    """Every cell of the grid, in a stable order."""
+    """Every cell of the grid, in a stable order. Each protection is crossed with every defence, and so is
+    the clean baseline, so that each drop is measured against clean data under the same defence."""
     grid, out = config["grid"], []
     for d in grid["datasets"]:
         for run in grid["runs"]:
-            for v in grid["victims"]:
-                for s in grid["seeds"]:
-                    if run["method"] == "clean":
-                        out.append({"dataset": d, "method": "clean", "apply": "none", "surrogate": "none",
-                                    "victim": v, "seed": s})
-                        continue
-                    for sur in grid["surrogates"]:
-                        out.append({"dataset": d, "method": run["method"], "apply": run.get("apply", "both"),
-                                    "surrogate": sur, "victim": v, "seed": s})
+            for defence in grid.get("defences") or ["none"]:
+                for v in grid["victims"]:
+                    for s in grid["seeds"]:
+                        if run["method"] == "clean":
+                            out.append({"dataset": d, "method": "clean", "apply": "none", "surrogate": "none",
+                                        "victim": v, "seed": s, "defence": defence})
+                            continue
+                        for sur in grid["surrogates"]:
+                            out.append({"dataset": d, "method": run["method"], "apply": run.get("apply", "both"),
+                                        "surrogate": sur, "victim": v, "seed": s, "defence": defence})
     unique = {tuple(c.values()): c for c in out}
     return list(unique.values())
 
 
+def defended(results: str, cell: dict) -> str:
+    """`results/<dataset>`, or `results/<dataset>/defended/<defence>` under a defence."""
+    base = f"{results}/{cell['dataset']}"
+    return base if cell.get("defence", "none") == "none" else f"{base}/defended/{cell['defence']}"
+
+
 def run_dir(results: str, cell: dict) -> str:
-    """The folder of a cell's trained model and metrics."""
+    """The folder of a cell's trained model and metrics (undefended cells keep their original place)."""
     if cell["method"] == "clean":
-        return f"{results}/{cell['dataset']}/clean/{cell['victim']}/seed{cell['seed']}"
-    return (f"{results}/{cell['dataset']}/retrain/{cell['method']}/{cell['apply']}/{cell['surrogate']}/"
+        return f"{defended(results, cell)}/clean/{cell['victim']}/seed{cell['seed']}"
+    return (f"{defended(results, cell)}/retrain/{cell['method']}/{cell['apply']}/{cell['surrogate']}/"
             f"{cell['victim']}/seed{cell['seed']}")
 
 
@@ -86,4 +94,13 @@ def protection_dirs(results: str, config: dict) -> list[str]:
 
 
 def published_dirs(results: str, config: dict) -> list[str]:
-    return list(dict.fromkeys(published_dir(results, c) for c in cells(config) if c["method"] != "clean"))
+    """Every published folder, and every defended copy of one (defences that change files)."""
+    out = []
+    for c in cells(config):
+        if c["method"] == "clean":
+            continue
+        out.append(published_dir(results, c))
+        if c["defence"] != "none" and config["defences"][c["defence"]]["kind"] != "augment":
+            out.append(f"{defended(results, c)}/published/{c['method']}/{c['apply']}/{c['surrogate']}/"
+                       f"seed{c['seed']}")
+    return list(dict.fromkeys(out))

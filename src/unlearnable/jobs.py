@@ -148,6 +148,7 @@ CELL_KEYS = ("dataset", "method", "apply", "surrogate", "victim")
 def summary_row(result: dict) -> dict:
     cell = result["cell"]
     row = {k: str(cell.get(k, "")) for k in CELL_KEYS}
+    row["defence"] = str(cell.get("defence", "none"))
     row["method_params"] = json.dumps(cell.get("method_params", {}), sort_keys=True)
     row["seed"] = int(result["seed"])
     row.update({k: float(v) for k, v in result["metrics"].items()})
@@ -158,7 +159,9 @@ def summary_row(result: dict) -> dict:
 
 
 def _cell_name(cell: dict) -> str:
-    return "/".join(str(cell.get(k, "-")) for k in CELL_KEYS) + f"/seed{cell.get('seed', '')}"
+    defence = cell.get("defence", "none")
+    return ("/".join(str(cell.get(k, "-")) for k in CELL_KEYS) + f"/seed{cell.get('seed', '')}"
+            + (f"/defence-{defence}" if defence != "none" else ""))
 
 
 def _run(tracking: dict, name: str, params: dict, tags: dict, parent_run_id: str | None = None):
@@ -180,7 +183,9 @@ def _tags(cell: dict, stage: str) -> dict[str, str]:
 
 def collect_summary(metric_parquets: list[str | Path], out: str | Path) -> pd.DataFrame:
     table = pa.concat_tables([pq.read_table(p) for p in metric_parquets], promote_options="default")
-    df = table.to_pandas().sort_values(["dataset", "method", "apply", "surrogate", "victim", "seed"])
+    df = table.to_pandas()
+    df = df.sort_values(["dataset", "method", "apply", "surrogate", "victim"]
+                        + (["defence"] if "defence" in df else []) + ["seed"])
     with atomic_path(out) as tmp:
         pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
     return df
@@ -223,4 +228,17 @@ def export_job(manifest_path: str | Path, store_path: str | Path, protection: st
         mlflow.log_metrics({"files": meta["files"], "captions": meta["captions"],
                             "trigger_roundtrip_rate": meta["trigger_roundtrip_rate"],
                             "publish_seconds": time.time() - t0})
+    return meta
+
+
+def defend_job(manifest_path: str | Path, store_path: str | Path, name: str, spec: dict, out_dir: str | Path,
+               workers: int = 2) -> dict:
+    """A scraper's defence applied to the train rows of a folder (published, or the clean dataset)."""
+    from .defences import Defence, defend_folder
+
+    defence = Defence.from_config(name, spec)
+    t0 = time.time()
+    meta = defend_folder(_train_rows(manifest_path), store_path, defence, tokenizer("RN50"), out_dir, workers)
+    log.info("defence %s (%s): %d images, %d of %d captions kept, %d changed (%.1fs)", name, defence.kind,
+             meta["images"], meta["captions_kept"], meta["captions_in"], meta["captions_changed"], time.time() - t0)
     return meta

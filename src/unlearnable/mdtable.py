@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import aggregate
+from .report import aggregate, defence_matrix
 
 COLUMNS = [("t2i_r1", "t2i R@1"), ("i2t_r1", "i2t R@1"), ("t2i_r10", "t2i R@10"), ("rsum", "rsum")]
 
@@ -32,8 +32,31 @@ def _published(apply: str, method_params: str) -> str:
     return " + ".join(parts) or "nothing"
 
 
+def defence_table(agg: pd.DataFrame) -> list[str]:
+    """Protection x defence: t2i R@1 mean ± sd, and the protection retained under each defence."""
+    m = defence_matrix(agg)
+    defences = list(dict.fromkeys(m["defence"]))
+    out = ["Protection under defences (t2i R@1; retained = (clean_d - protected_d) / (clean_d - chance)):", "",
+           "| protection | victim | " + " | ".join(defences) + " |", "|---|---|" + "---|" * len(defences)]
+    for (d, method, apply, sur, victim), sub in m.groupby(["dataset", "method", "apply", "surrogate", "victim"],
+                                                          sort=False):
+        by = sub.set_index("defence")
+        label = method if method == "clean" else f"{method} ({_published(apply, sub['method_params'].iloc[0])})"
+        cells = []
+        for dfc in defences:
+            if dfc not in by.index:
+                cells.append("")
+                continue
+            r = by.loc[dfc]
+            text = _cell(r["mean"], r["std"], int(r["seeds"]))
+            cells.append(text if method == "clean" else f"{text} ({100 * r['retained']:.0f}%)")
+        out.append(f"| {label} | {victim if method == 'clean' else sur + ' → ' + victim} | " + " | ".join(cells) + " |")
+    return out + [""]
+
+
 def markdown_table(summary: pd.DataFrame) -> str:
-    agg = aggregate(summary)
+    every = aggregate(summary)
+    agg = every[every["defence"] == "none"]
     out = []
     for dataset, sub in agg.groupby("dataset", sort=False):
         clean_first = sub.assign(_c=sub["method"] != "clean").sort_values(["_c"], kind="stable")
@@ -48,6 +71,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
         chance = [f"{first[f'chance_{c}']:.2f}" for c, _ in COLUMNS]
         out.append("| chance | | | | " + " | ".join(chance) + " |")
         out.append("")
+    if set(every["defence"]) != {"none"}:
+        out += defence_table(every)
     cpus = sorted(set(summary.get("cpu", pd.Series(dtype=str)).dropna()) - {""})
     threads = sorted(set(summary.get("torch_threads", pd.Series(dtype=str)).dropna()) - {""})
     seeds = sorted(summary["seed"].unique().tolist())

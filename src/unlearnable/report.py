@@ -15,11 +15,17 @@ from . import gallery, plots
 from .atomic import atomic_path
 
 RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
-GROUP = ["dataset", "method", "apply", "surrogate", "victim"]
+GROUP = ["dataset", "method", "apply", "surrogate", "victim", "defence"]
+
+
+def with_defence(summary: pd.DataFrame) -> pd.DataFrame:
+    """Summaries written before the defence axis existed hold undefended cells."""
+    return summary if "defence" in summary else summary.assign(defence="none")
 
 
 def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
     """Mean and standard deviation over seeds for every grid cell."""
+    summary = with_defence(summary)
     cols = RECALLS + ["rsum", "i2t_medr", "t2i_medr"]
     g = summary.groupby(GROUP, sort=False)
     mean = g[cols].mean()
@@ -27,6 +33,53 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
     chance = g[[f"chance_{c}" for c in RECALLS] + ["chance_rsum", "method_params"]].first()
     out = pd.concat([mean, std, chance, g.size().rename("seeds")], axis=1).reset_index()
     return out
+
+
+def retained(clean: float, protected: float, chance: float) -> float:
+    """The share of what a victim learns from clean data (above chance) that the protection takes away."""
+    return (clean - protected) / (clean - chance) if clean > chance else float("nan")
+
+
+def defence_matrix(agg: pd.DataFrame, metric: str = "t2i_r1") -> pd.DataFrame:
+    """One row per protected cell (and clean), one column group per defence: mean, sd, seeds and protection
+    retained against the clean baseline of the same dataset, victim and defence."""
+    clean = agg[agg["method"] == "clean"].set_index(["dataset", "victim", "defence"])
+    rows = []
+    for r in agg.to_dict("records"):
+        c = clean[metric].get((r["dataset"], r["victim"], r["defence"]), float("nan"))
+        rows.append({**{k: r[k] for k in GROUP}, "mean": r[metric], "std": r[f"{metric}_std"], "seeds": r["seeds"],
+                     "method_params": r["method_params"],
+                     "retained": float("nan") if r["method"] == "clean" else retained(c, r[metric],
+                                                                                      r[f"chance_{metric}"])})
+    return pd.DataFrame(rows)
+
+
+def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
+    """Protection x defence: text->image R@1 (mean ± sd) and, for protections, the protection retained."""
+    m = defence_matrix(agg, metric)
+    defences = list(dict.fromkeys(m["defence"]))
+    if defences == ["none"]:
+        return ""
+    head = "<thead><tr><th>dataset</th><th>protection</th><th>victim</th>" + "".join(
+        f"<th>{html.escape(d)}</th>" for d in defences) + "</tr></thead>"
+    body = []
+    for (d, method, apply, sur, victim), sub in m.groupby(["dataset", "method", "apply", "surrogate", "victim"],
+                                                          sort=False):
+        by = sub.set_index("defence")
+        label = method if method == "clean" else f"{method} [{apply}] ({sur})"
+        cells = [f"<td>{html.escape(x)}</td>" for x in (d, label, victim)]
+        for dfc in defences:
+            if dfc not in by.index:
+                cells.append("<td></td>")
+                continue
+            r = by.loc[dfc]
+            ret = "" if method == "clean" else f"<br><small>retained {100 * r['retained']:.0f}%</small>"
+            cells.append(f"<td>{_fmt(r['mean'], r['std'], int(r['seeds']))}{ret}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<table class="defences">{head}<tbody>{"".join(body)}</tbody></table>'
+            "<p>Text→image R@1 on clean test data after the victim trained on defended data; retained = "
+            "(clean<sub>d</sub> − protected<sub>d</sub>) / (clean<sub>d</sub> − chance) under the same defence d."
+            "</p>")
 
 
 def _fmt(mean: float, std: float, seeds: int) -> str:
@@ -127,7 +180,8 @@ MISSING = {
 def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list[Path], protections: list[Path],
                  published: list[dict], meta: dict) -> None:
     """`published`: dicts with the folder (`path`), its dataset's `manifest` and `store`, and a `title`."""
-    agg = aggregate(summary)
+    every = aggregate(summary)
+    agg = every[every["defence"] == "none"]  # the main table and figures: undefended victims
     records = [json.loads(Path(p).read_text()) for p in train_records]
     prots = [json.loads((Path(d) / "protection.json").read_text()) for d in protections]  # each names its cell
     figures = {
@@ -141,7 +195,7 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
     out_dir = Path(out_dir)
     with atomic_path(out_dir, replace_dir=True) as tmp:  # results/report: written by this job only
         tmp.mkdir(parents=True)
-        agg.to_csv(tmp / "results.csv", index=False)
+        every.to_csv(tmp / "results.csv", index=False)
         for name, png in figures.items():  # every file exists, so Snakemake's --report can always list it
             (tmp / name).write_bytes(png or plots.note(MISSING[name]))
 
@@ -155,6 +209,8 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
             "protected rows: ▼ lowest recall (strongest protection), ▲ highest. rsum is the sum of the six "
             "recalls.</p>",
             paper_table_html(agg),
+            *(["<h2>Protection under defences</h2>", defence_table_html(every)]
+              if set(every["defence"]) != {"none"} else []),
             "<h2>Recall@1 by method and dataset</h2>", fig("recall.png"),
             "<h2>Transfer: surrogate × victim</h2>", fig("transfer_matrix.png"),
             "<h2>Trigger-length ablation</h2>", fig("trigger_lengths.png"),

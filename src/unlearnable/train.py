@@ -33,6 +33,7 @@ class TrainConfig:
     max_logit_scale: float = 100.0
     amp: bool = True  # bf16 autocast; only takes effect on CUDA
     workers: int = 0  # DataLoader workers gathering batches ahead (0: in the training process)
+    augment_scale_min: float | None = None  # random-resized-crop (area >= this) + flip while training; None: off
 
     def validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 2:
@@ -92,6 +93,32 @@ class ContrastiveTrainer:
         with torch.no_grad():
             self.model.logit_scale.clamp_(0, self.max_log_scale)
         return float(loss.detach())
+
+
+def random_resized_crop_flip(images: torch.Tensor, generator: torch.Generator, scale_min: float) -> torch.Tensor:
+    """uint8 NHWC -> uint8 NHWC, torchvision's RandomResizedCrop rule per image: up to 10 draws of an area in
+    [scale_min, 1] and an aspect in [3/4, 4/3] until the box fits, else the whole image; resized back
+    bilinearly; then a horizontal flip with probability 1/2."""
+    n, h, w, _ = images.shape
+    out = torch.empty_like(images)
+    draws = torch.rand(n, 10, 4, generator=generator, dtype=torch.float64)
+    flips = torch.rand(n, generator=generator, dtype=torch.float64)
+    lo, hi = math.log(3 / 4), math.log(4 / 3)
+    for i in range(n):
+        top, left, ch, cw = 0, 0, h, w
+        for a, b, c, d in draws[i].tolist():
+            area, ratio = h * w * (scale_min + (1 - scale_min) * a), math.exp(lo + (hi - lo) * b)
+            bw, bh = round(math.sqrt(area * ratio)), round(math.sqrt(area / ratio))
+            if 0 < bw <= w and 0 < bh <= h:
+                top, left, ch, cw = int(c * (h - bh + 1)), int(d * (w - bw + 1)), bh, bw
+                break
+        crop = images[i, top:top + ch, left:left + cw]
+        if (ch, cw) != (h, w):
+            crop = torch.nn.functional.interpolate(crop.permute(2, 0, 1)[None].float(), size=(h, w), mode="bilinear",
+                                                   align_corners=False, antialias=True)[0].permute(1, 2, 0)
+            crop = crop.round().clamp(0, 255).to(torch.uint8)
+        out[i] = crop.flip(1) if flips[i] < 0.5 else crop
+    return out
 
 
 class PairBatches:
@@ -156,6 +183,8 @@ def train_clip(model: torch.nn.Module, data: PairBatches, cfg: TrainConfig, devi
     for epoch in range(cfg.epochs):
         losses = []
         for images, tokens in batch_loader(data, data.epoch(bs, generator), device, cfg.workers):
+            if cfg.augment_scale_min is not None:
+                images = random_resized_crop_flip(images, generator, cfg.augment_scale_min)
             losses.append(trainer.step(images, tokens))
             done += 1
         elapsed = time.time() - t0

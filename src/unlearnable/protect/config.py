@@ -11,7 +11,9 @@ METHODS = ("mem", "em", "random_noise", "random_trigger")
 @dataclass(frozen=True)
 class ProtectConfig:
     method: str = "mem"
-    granularity: str = "pair"  # pair: one noise+trigger per caption row (paper); image: one per image
+    granularity: str = "pair"  # pair: one noise+trigger per caption row (paper); image: one per image;
+    # cluster: one per cluster of images with similar captions (`clusters` of them)
+    clusters: int = 0
     eps: int = 8  # L-inf budget in units of 1/255
     step: int = 1  # PGD step in units of 1/255
     pgd_steps: int = 8
@@ -28,8 +30,14 @@ class ProtectConfig:
     def validate(self) -> None:
         if self.method not in METHODS:
             raise ConfigError(f"method kind {self.method!r} is not one of {METHODS}")
-        if self.granularity not in ("pair", "image"):
-            raise ConfigError(f"method granularity {self.granularity!r} is not 'pair' or 'image'")
+        if self.granularity not in ("pair", "image", "cluster"):
+            raise ConfigError(f"method granularity {self.granularity!r} is not 'pair', 'image' or 'cluster'")
+        if (self.granularity == "cluster") != (self.clusters >= 2):
+            raise ConfigError("method: granularity 'cluster' needs clusters >= 2, and clusters needs granularity "
+                              "'cluster'")
+        if self.granularity == "cluster" and self.method in ("mem", "random_trigger"):
+            raise ConfigError(f"method: granularity 'cluster' is for image noise alone (kinds em, random_noise), "
+                              f"not {self.method}")
         if not 0 <= self.eps <= 127 or self.step < 1 or self.pgd_steps < 0:
             raise ConfigError("method: eps must be in [0, 127], step >= 1 and pgd_steps >= 0 (units of 1/255)")
         if self.token_num < 0 or self.candidates < 1 or self.batch_size < 2:

@@ -2,8 +2,9 @@
 
 Each round: (1) train the surrogate CLIP for `surrogate_steps` on the currently protected data;
 (2) one pass over every unit: HotFlip on its trigger (first `hotflip_rounds` rounds), then error-minimising
-PGD on its noise with caption shuffling. The pass's PGD loss is the loss at each batch's last PGD step. Noise is read from the last committed round's file and written to
-this round's file, so a job killed mid-round resumes from the last commit and ends bit-identical to an
+PGD on its noise with caption shuffling (cluster units: every image, its cluster's noise shared). The pass's
+PGD loss is the loss at each batch's last PGD step. Noise is read from the last committed round's file and
+written to this round's file, so a job killed mid-round resumes from the last commit and ends bit-identical to an
 uninterrupted run (on the CPU). The surrogate, its optimiser, the RNG and the data stream are checkpointed
 with every commit.
 """
@@ -26,7 +27,7 @@ from ..text import insert_trigger
 from ..train import ContrastiveTrainer, make_optimizer
 from .config import ProtectConfig
 from .hotflip import hotflip
-from .pgd import error_minimizing_pgd
+from .pgd import error_minimizing_pgd, shared_noise_pgd
 from .units import Units
 
 log = logging.getLogger(__name__)
@@ -138,10 +139,10 @@ class Protector:
             old.unlink()
 
     # -- data ------------------------------------------------------------------------------------------
-    def noisy_pixels(self, units: np.ndarray, noise: RowFile) -> tuple[torch.Tensor, torch.Tensor]:
-        """(clean pixels, committed noise) as float NCHW on the device, both exact integers; they travel as
-        uint8/int8 and become floats there."""
-        x = torch.from_numpy(self.images[self.units.unit_image_row[units]]).to(self.device, non_blocking=True)
+    def noisy_pixels(self, pairs: np.ndarray, units: np.ndarray, noise: RowFile) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clean pixels of the pairs' images, their units' committed noise) as float NCHW on the device, both
+        exact integers; they travel as uint8/int8 and become floats there."""
+        x = torch.from_numpy(self.images[self.units.pair_image_row[pairs]]).to(self.device, non_blocking=True)
         d = torch.from_numpy(noise[units]).to(self.device, non_blocking=True)
         return x.permute(0, 3, 1, 2).float(), d.permute(0, 3, 1, 2).float()
 
@@ -155,7 +156,8 @@ class Protector:
         if not self.resume():
             RowFile.create(self.noise_path, (len(self.units),) + self.res, np.int8).close()
         t0, start_round = time.time(), self.round
-        steps = self.cfg.surrogate_steps + -(-len(self.units) // min(self.cfg.batch_size, len(self.units)))
+        items = len(self.units.images) if self.units.granularity == "cluster" else len(self.units)
+        steps = self.cfg.surrogate_steps + -(-items // min(self.cfg.batch_size, items))
         self.bar = tqdm(total=(self.cfg.rounds - self.round) * steps, unit="batch", disable=not self.progress,
                         desc=f"{self.cfg.method} round {self.round + 1}/{self.cfg.rounds}", dynamic_ncols=True)
         while self.round < self.cfg.rounds:
@@ -184,7 +186,7 @@ class Protector:
         for _ in range(self.cfg.surrogate_steps):
             pairs = self.stream.next()
             units = self.units.unit_of_pair[pairs]
-            x, d = self.noisy_pixels(units, noise)
+            x, d = self.noisy_pixels(pairs, units, noise)
             losses.append(self.trainer.step((x + d).clamp(0, 255), self.tokens(pairs, units)))
             self.bar.update(1)
         self.opt.zero_grad(set_to_none=True)  # the pass needs no parameter gradients: free them (RN50: 400 MB)
@@ -193,6 +195,8 @@ class Protector:
     def _protect_pass(self, noise: RowFile, new_noise: RowFile, flip: bool) -> dict:
         """Per batch: flip its triggers, minimise its noise, record its losses."""
         stats = {"pgd_loss": [], "flip_before": [], "flip_after": []}
+        if self.units.granularity == "cluster":
+            return self._cluster_pass(noise, new_noise, stats)
         flip = flip and self.cfg.method == "mem" and self.cfg.trigger_len > 0
         with frozen(self.model):
             for units in self._pass_order():
@@ -207,6 +211,38 @@ class Protector:
                 self.bar.update(1)
         return {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
 
+    def _cluster_pass(self, noise: RowFile, new_noise: RowFile, stats: dict) -> dict:
+        """Cluster units: every image once, in shuffled batches; the images of a batch share their clusters'
+        noises, and a noise a batch already moved this pass is read back from this pass's file."""
+        order = torch.randperm(len(self.units.images), generator=self.gen).numpy()
+        written = np.zeros(len(self.units), dtype=bool)
+        bs = min(self.cfg.batch_size, len(order))
+        with frozen(self.model):
+            for s in range(0, len(order), bs):
+                images = order[s:s + bs] if len(order) - s >= 2 else order[-bs:]
+                pairs = self.units.pick_image_pairs(images, self.gen)
+                units, index = np.unique(self.units.unit_of_pair[pairs], return_inverse=True)
+                current = np.where(written[units][:, None, None, None], new_noise[units], noise[units])
+                x = torch.from_numpy(self.images[self.units.pair_image_row[pairs]]).to(self.device)
+                x = x.permute(0, 3, 1, 2).float()
+                d = torch.from_numpy(current).to(self.device).permute(0, 3, 1, 2).float()
+                captions = self.captions[torch.as_tensor(pairs)].to(self.device)
+                perms = [torch.randperm(len(pairs), generator=self.gen).to(self.device) if self.cfg.shuffle else None
+                         for _ in range(self.cfg.pgd_steps)]
+
+                @torch.no_grad()
+                def text_features(t: int) -> torch.Tensor:
+                    return self.encoder.text(captions if perms[t] is None else captions[perms[t]])
+
+                d, loss = shared_noise_pgd(self.encoder, x, d, torch.as_tensor(index, device=self.device),
+                                           text_features, self.cfg.eps, self.cfg.step, self.cfg.pgd_steps,
+                                           self.model.logit_scale.exp().detach())
+                stats["pgd_loss"].append(loss)
+                new_noise.write(units, d.round().to(torch.int8).permute(0, 2, 3, 1).cpu().numpy())
+                written[units] = True
+                self.bar.update(1)
+        return {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
+
     def _pass_order(self):
         """Every unit once, in shuffled batches; a lone tail unit is folded into the last full batch (a
         contrastive loss needs a partner)."""
@@ -218,7 +254,7 @@ class Protector:
 
     def _batch(self, units: np.ndarray, noise: RowFile, with_features: bool) -> Batch:
         pairs = self.units.pick_pairs(units, self.gen)
-        x, d = self.noisy_pixels(units, noise)
+        x, d = self.noisy_pixels(pairs, units, noise)
         b = Batch(units, pairs, x, (x + d).clamp(0, 255), self.captions[torch.as_tensor(pairs)].to(self.device),
                   self.triggers[torch.as_tensor(units)].to(self.device))
         if with_features:

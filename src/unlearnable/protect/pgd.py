@@ -39,3 +39,23 @@ def error_minimizing_pgd(encoder: Encoder, x: torch.Tensor, x_adv: torch.Tensor,
             x_adv = x_adv - step * grad.sign()
             x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 255)
     return (x_adv - x).detach(), loss
+
+
+def shared_noise_pgd(encoder: Encoder, x: torch.Tensor, delta: torch.Tensor, index: torch.Tensor,
+                     text_features: Callable[[int], torch.Tensor], eps: int, step: int, steps: int,
+                     logit_scale: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Error-minimising PGD on noises shared by several images (cluster units): image i gets
+    delta[index[i]], and each step moves a shared noise by the sign of the gradient summed over its images.
+
+    x: [B,3,H,W] in 0..255; delta: [U,3,H,W] whole numbers within +-eps. The noise is kept before the range
+    clamp (images of a cluster clamp differently); a published image is clamp(x + delta), as seen here.
+    """
+    loss = math.nan
+    for t in range(steps):
+        d = delta.detach().requires_grad_(True)
+        step_loss = clip_loss(encoder.image((x + d[index]).clamp(0, 255)), text_features(t), logit_scale)
+        grad, = torch.autograd.grad(step_loss, d)
+        loss = float(step_loss.detach())
+        with torch.no_grad():
+            delta = (d - step * grad.sign()).clamp(-eps, eps)
+    return delta.detach(), loss

@@ -55,7 +55,7 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
     configure_determinism(dev)
     seed_everything(seed)
     images = open_image_store(store_path)
-    units = Units(train_rows, cfg.granularity)
+    units = Units(train_rows, cfg.granularity, cfg.clusters, seed)
     tok = tokenizer(surrogate.name)
     vocab = trigger_vocabulary(tok)
     gen = torch.Generator().manual_seed(seed)

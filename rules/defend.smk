@@ -1,0 +1,123 @@
+# A scraper's defence: the folder a victim trains on after it, for the clean baseline and for every
+# published folder, so that each drop is measured against clean data under the same defence. A protection
+# is made once and defended many times. `augment` changes no file: it turns on augmentation in training.
+
+
+def defence_spec(name):
+    return config["defences"][name]
+
+
+def trains_on_defended_files(name):
+    return defence_spec(name)["kind"] != "augment"
+
+
+def train_augment(name):
+    spec = defence_spec(name)
+    return spec.get("scale_min", 0.5) if spec["kind"] == "augment" else None
+
+
+rule defend_clean:
+    input:
+        manifest=f"{RESULTS}/{{dataset}}/data/manifest.parquet",
+        store=f"{RESULTS}/{{dataset}}/data/images_{{res}}px.npy",
+    output:
+        directory(f"{RESULTS}/{{dataset}}/defended/{{defence}}/data/clean_{{res}}px"),
+    params:
+        data=lambda w, input: {"manifest": input.manifest, "store": input.store},
+        defence=lambda w: defence_spec(w.defence),
+    log:
+        f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/clean_{{res}}px.log",
+    threads: torch_threads()
+    conda:
+        "../envs/unlearnable.yaml"
+    script:
+        "../scripts/defend.py"
+
+
+rule defend_published:
+    input:
+        published=f"{RESULTS}/{{dataset}}/published/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}",
+    output:
+        directory(f"{RESULTS}/{{dataset}}/defended/{{defence}}/published/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}"),
+    params:
+        data=lambda w, input: {"manifest": f"{input.published}/manifest.parquet",
+                               "store": f"{input.published}/images.npy"},
+        defence=lambda w: defence_spec(w.defence),
+    log:
+        f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/publish/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}.log",
+    threads: torch_threads()
+    conda:
+        "../envs/unlearnable.yaml"
+    script:
+        "../scripts/defend.py"
+
+
+def defended_clean_data(w):
+    if trains_on_defended_files(w.defence):
+        folder = f"{RESULTS}/{w.dataset}/defended/{w.defence}/data/clean_{model_res(w.victim)}px"
+        return {"manifest": f"{folder}/manifest.parquet", "store": f"{folder}/images.npy", "folder": folder}
+    return {"manifest": f"{RESULTS}/{w.dataset}/data/manifest.parquet", "store": store_path(w.dataset, w.victim)}
+
+
+def data_inputs(data):
+    """The files a training job waits for: the defended folder, or the undefended manifest and store."""
+    return [data["folder"]] if "folder" in data else [data["manifest"], data["store"]]
+
+
+def defended_published_data(w):
+    kind = "defended/" + w.defence if trains_on_defended_files(w.defence) else ""
+    folder = f"{RESULTS}/{w.dataset}/{kind + '/' if kind else ''}published/{w.method}/{w.apply}/{w.surrogate}/seed{w.seed}"
+    return {"manifest": f"{folder}/manifest.parquet", "store": f"{folder}/images.npy", "folder": folder}
+
+
+rule train_clean_defended:
+    input:
+        data=lambda w: data_inputs(defended_clean_data(w)),
+        tracking=f"{RESULTS}/tracking.json",
+        pretrained=lambda w: workflow_checkpoint(w.victim) or [],
+    output:
+        model=f"{RESULTS}/{{dataset}}/defended/{{defence}}/clean/{{victim}}/seed{{seed}}/model.safetensors",
+        record=f"{RESULTS}/{{dataset}}/defended/{{defence}}/clean/{{victim}}/seed{{seed}}/train.json",
+    params:
+        data=defended_clean_data,
+        model=lambda w: model_spec(w.victim),
+        train=lambda w: victim_train(w.victim, augment_scale_min=train_augment(w.defence)),
+        device=config["device"],
+        cell=lambda w: {"dataset": w.dataset, "method": "clean", "apply": "none", "surrogate": "none",
+                        "victim": w.victim, "seed": int(w.seed), "defence": w.defence},
+    log:
+        f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/clean/{{victim}}/seed{{seed}}/train.log",
+    threads: torch_threads()
+    resources:
+        gpu=gpu_count,
+    conda:
+        "../envs/unlearnable.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule retrain_defended:
+    input:
+        data=lambda w: data_inputs(defended_published_data(w)),
+        tracking=f"{RESULTS}/tracking.json",
+        pretrained=lambda w: workflow_checkpoint(w.victim) or [],
+    output:
+        model=f"{RESULTS}/{{dataset}}/defended/{{defence}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/model.safetensors",
+        record=f"{RESULTS}/{{dataset}}/defended/{{defence}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/train.json",
+    params:
+        data=defended_published_data,
+        model=lambda w: model_spec(w.victim),
+        train=lambda w: victim_train(w.victim, augment_scale_min=train_augment(w.defence)),
+        device=config["device"],
+        cell=lambda w: {"dataset": w.dataset, "method": w.method, "apply": w.apply, "surrogate": w.surrogate,
+                        "victim": w.victim, "seed": int(w.seed), "method_params": config["methods"][w.method],
+                        "defence": w.defence},
+    log:
+        f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}.log",
+    threads: torch_threads()
+    resources:
+        gpu=gpu_count,
+    conda:
+        "../envs/unlearnable.yaml"
+    script:
+        "../scripts/train.py"

@@ -1,0 +1,105 @@
+"""The defence axis: every protection is made once and defended many times, and the clean baseline gets the
+same defence, so that each drop is measured against clean data under that defence."""
+import copy
+import subprocess
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_grid import job_counts, jobs
+from wf import PROTECTION, TINY, snakemake
+
+from unlearnable.grid import cells, run_dir
+
+DEFENDED = copy.deepcopy(TINY)
+DEFENDED["defences"] = {"gray": {"kind": "grayscale"}, "aug": {"kind": "augment", "scale_min": 0.6},
+                        "strip": {"kind": "strip_trigger", "k": 3}}
+DEFENDED["grid"]["defences"] = ["none", "gray", "aug", "strip"]
+
+
+def test_cells_cross_every_run_with_every_defence():
+    cs = cells(copy.deepcopy(DEFENDED))
+    assert len(cs) == 2 * 4
+    assert {(c["method"], c["defence"]) for c in cs} == {(m, d) for m in ("clean", "mem")
+                                                         for d in ("none", "gray", "aug", "strip")}
+    undefended = [c for c in cs if c["defence"] == "none"]
+    assert {run_dir("results", c) for c in undefended} == {  # where they always were: old results reused
+        "results/shapes/clean/tiny-vit/seed0", "results/shapes/retrain/mem/both/tiny-vit/tiny-vit/seed0"}
+    assert "results/shapes/defended/gray/clean/tiny-vit/seed0" in {run_dir("results", c) for c in cs}
+
+
+def test_plan_defends_each_folder_once_and_augments_without_files(tmp_path):
+    res = snakemake(tmp_path / "wd", DEFENDED, "-n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    counts = job_counts(res.stdout)
+    assert {k: counts.get(k, 0) for k in ("protect", "publish", "defend_published", "defend_clean", "train_clean",
+                                          "train_clean_defended", "retrain", "retrain_defended", "evaluate")} == {
+        "protect": 1, "publish": 1, "defend_published": 2, "defend_clean": 2, "train_clean": 1,
+        "train_clean_defended": 3, "retrain": 1, "retrain_defended": 3, "evaluate": 8}
+    assert {j["wildcards"]["defence"] for j in jobs(res.stdout) if j["rule"].startswith("defend")} == {"gray", "strip"}
+
+
+def test_an_undefined_defence_is_named(tmp_path):
+    bad = copy.deepcopy(DEFENDED)
+    bad["grid"]["defences"] = ["none", "jpg75"]
+    res = snakemake(tmp_path / "wd", bad, "-n")
+    assert res.returncode != 0 and "grid.defences.1" in res.stderr and "'jpg75'" in res.stderr
+
+
+@pytest.mark.slow
+def test_defended_victims_reuse_the_protection_and_fill_the_defence_table(finished):
+    plan = snakemake(finished, DEFENDED, "-n")
+    assert plan.returncode == 0, plan.stderr[-2000:]
+    assert not {"protect", "publish", "train_clean", "retrain"} & set(job_counts(plan.stdout))
+    res = snakemake(finished, DEFENDED)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = pd.read_parquet(finished / "results/summary.parquet")
+    assert sorted(zip(summary["method"], summary["defence"])) == sorted(
+        (m, d) for m in ("clean", "mem") for d in ("none", "gray", "aug", "strip"))
+    gray = np.load(finished / "results/shapes/defended/gray/published/mem/both/tiny-vit/seed0/images.npy")
+    assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
+    published = pd.read_csv(finished / "results/shapes/published/mem/both/tiny-vit/seed0/captions.csv")
+    stripped = pd.read_csv(finished / "results/shapes/defended/strip/published/mem/both/tiny-vit/seed0/captions.csv")
+    original = pd.read_parquet(finished / "results/shapes/data/manifest.parquet").query("split == 'train'")
+    assert len(stripped) == len(published) and (stripped["caption"] != published["caption"]).all()
+    assert sorted(stripped["caption"]) == sorted(c.lower() for c in original["caption"])  # trigger gone, nothing else
+    assert not (finished / "results/shapes/defended/aug").joinpath("published").exists()  # augmentation: no files
+    html = (finished / "results/report/index.html").read_text()
+    assert "Protection under defences" in html and "retained" in html
+    table = subprocess.run(["unlearnable", "table", str(finished / "results/summary.parquet")],
+                           capture_output=True, text=True)
+    assert table.returncode == 0 and "Protection under defences" in table.stdout and "| strip |" not in table.stdout
+    assert (finished / PROTECTION).is_dir()
+
+
+FINETUNED = copy.deepcopy(TINY)
+FINETUNED["datasets"]["pretrain"] = {"source": {"kind": "shapes", "n_images": 120, "image_size": 32, "seed": 9},
+                                     "split": {"val": 0, "test": 10}}
+FINETUNED["models"]["tiny-vit-ft"] = {"arch": "tiny-vit", "train": {"lr": 0.0002, "epochs": 1},
+                                      "pretrained": {"dataset": "pretrain", "model": "tiny-vit", "seed": 0}}
+FINETUNED["grid"]["victims"] = ["tiny-vit", "tiny-vit-ft"]
+
+
+def test_finetuned_victims_start_from_a_clean_clip_trained_on_other_data(tmp_path):
+    res = snakemake(tmp_path / "wd", FINETUNED, "-n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    planned = jobs(res.stdout)
+    trains = {(j["wildcards"]["dataset"], j["wildcards"]["victim"]) for j in planned if j["rule"] == "train_clean"}
+    assert trains == {("shapes", "tiny-vit"), ("shapes", "tiny-vit-ft"), ("pretrain", "tiny-vit")}
+    evaluated = {j["wildcards"]["victim"] for j in planned if j["rule"] == "evaluate"}
+    assert evaluated == {"tiny-vit", "tiny-vit-ft"}  # the pretraining run is an input, not a cell
+    ft = [b for b in res.stdout.split("\n\n") if "rule train_clean:" in b and "shapes/clean/tiny-vit-ft" in b]
+    assert ft and "results/pretrain/clean/tiny-vit/seed0/model.safetensors" in ft[0]
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c["models"]["tiny-vit-ft"]["pretrained"].update(dataset="nope"), "pretrained.dataset'"),
+    (lambda c: c["models"].update({"tiny-rn": {"arch": "tiny-rn"}}) or c["models"]["tiny-vit-ft"]["pretrained"]
+     .update(model="tiny-rn"), "is a tiny-rn, not a tiny-vit"),
+    (lambda c: c["grid"].update(surrogates=["tiny-vit-ft"]), "grid.surrogates.0"),
+])
+def test_bad_finetuning_configs_are_named(tmp_path, change, message):
+    cfg = copy.deepcopy(FINETUNED)
+    change(cfg)
+    res = snakemake(tmp_path / "wd", cfg, "-n")
+    assert res.returncode != 0 and message in res.stderr, res.stderr[-1500:]
