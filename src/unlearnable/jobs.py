@@ -18,6 +18,7 @@ import torch
 from . import manifest as mf
 from .atomic import atomic_path, write_json
 from .evaluate import evaluate_retrieval
+from .jobrunner import peak_rss_mib
 from .image_store import build_image_store, open_image_store
 from .models import ModelSpec, create_model, load_weights, save_weights, tokenizer
 from .provenance import configure_determinism, resolve_device, seed_everything, versions
@@ -204,6 +205,7 @@ def protect_job(manifest_path: str | Path, store_path: str | Path, surrogate: Mo
         # the cell names the protection in the report; the run id lets every cell using it link to it
         meta = protect(train, store_path, surrogate, cfg, seed, device, out_dir,
                        extra_meta={"cell": cell, "mlflow_run_id": run.info.run_id})
+        log.info("protection written: peak RSS %.0f MiB", peak_rss_mib())
         for h in meta["history"]:
             mlflow.log_metrics({k: v for k, v in h.items() if k != "round" and v == v}, step=h["round"])
         mlflow.log_metric("protect_seconds", meta["seconds"])

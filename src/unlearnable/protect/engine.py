@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
 from ..encoders import Encoder
+from ..jobrunner import peak_rss_mib
 from ..rowfile import RowFile
 from ..text import insert_trigger
 from ..train import ContrastiveTrainer, make_optimizer
@@ -176,9 +177,10 @@ class Protector:
             self._commit(out_file)
             done = self.round - start_round
             rate = (time.time() - t0) / done
-            log.info("round %d/%d: surrogate loss %.4f, pgd loss %.4f, flip %.4f -> %.4f | %.1fs/round, ETA %.0fs",
-                     self.round, self.cfg.rounds, surrogate_loss, pass_stats["pgd_loss"],
-                     pass_stats["flip_before"], pass_stats["flip_after"], rate, rate * (self.cfg.rounds - self.round))
+            log.info("round %d/%d: surrogate loss %.4f, pgd loss %.4f, flip %.4f -> %.4f | %.1fs/round, ETA %.0fs, "
+                     "peak RSS %.0f MiB", self.round, self.cfg.rounds, surrogate_loss, pass_stats["pgd_loss"],
+                     pass_stats["flip_before"], pass_stats["flip_after"], rate, rate * (self.cfg.rounds - self.round),
+                     peak_rss_mib())
         self.bar.close()
 
     def _train_surrogate(self, noise: RowFile) -> float:
