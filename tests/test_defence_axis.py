@@ -47,7 +47,10 @@ def test_an_undefined_defence_is_named(tmp_path):
 
 
 @pytest.mark.slow
-def test_defended_victims_reuse_the_protection_and_fill_the_defence_table(finished):
+def test_defended_victims_reuse_the_protection_and_fill_the_defence_table(tmp_path):
+    finished = tmp_path / "wd"  # its own run: the session's shared one must stay as the other tests expect it
+    first = snakemake(finished, TINY)
+    assert first.returncode == 0, first.stderr[-2000:]
     plan = snakemake(finished, DEFENDED, "-n")
     assert plan.returncode == 0, plan.stderr[-2000:]
     assert not {"protect", "publish", "train_clean", "retrain"} & set(job_counts(plan.stdout))
