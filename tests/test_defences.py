@@ -81,8 +81,10 @@ def test_adaptive_attacker_removes_exactly_the_trigger():
     tok = tokenizer("tiny-vit")
     trigger = tok.encode("zebra umbrella violin")
     assert len(trigger) == 3
-    published = published_caption(tok, trigger, "two dogs play in the snow")
-    assert d("strip_trigger", k=3).captions(["a"], [published], tok) == ["two dogs play in the snow"]
+    caption = "two dogs play in the snow, near a three-sided shed"
+    published = published_caption(tok, trigger, caption)
+    assert d("strip_trigger", k=3).captions(["a"], [published], tok) == [caption]  # exactly: spacing kept
+    assert d("strip_trigger", k=1).captions(["a"], ["snowboarders ride"], tok) == ["boarders ride"]  # inside a word
 
 
 def test_unknown_kind_or_parameter_names_the_key():

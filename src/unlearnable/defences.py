@@ -130,8 +130,23 @@ def keep_listed_words(captions: list[str], words: frozenset[str]) -> list[str]:
 
 
 def strip_first_tokens(captions: list[str], k: int, tok) -> list[str]:
-    """The adaptive attacker: drop the k CLIP tokens right after start-of-text, where MEM puts its trigger."""
-    return [tok.decode(tok.encode(c)[k:]).strip() for c in captions]
+    """The adaptive attacker: drop the k CLIP tokens right after start-of-text, where MEM puts its trigger.
+
+    The rest of the caption is cut from the tokenizer's own cleaned text (lower case, whitespace collapsed),
+    not decoded from tokens, so its punctuation and spacing stay as written; a cut inside a word keeps the
+    word's remaining pieces."""
+    out = []
+    for caption in captions:
+        text, left, rest = tok.clean_fn(caption), k, ""
+        for m in tok.pat.finditer(text):
+            pieces = tok.bpe("".join(tok.byte_encoder[b] for b in m.group().encode("utf-8"))).split(" ")
+            if left < len(pieces):
+                head = tok.decode([tok.encoder[p] for p in pieces[left:]]).strip() if left else ""
+                rest = (head + " " if head else "") + text[m.end() if left else m.start():].strip()
+                break
+            left -= len(pieces)
+        out.append(rest.strip())
+    return out
 
 
 # -- a defended folder ------------------------------------------------------------------------------------
