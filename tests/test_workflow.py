@@ -75,8 +75,14 @@ def _kill_protect_mid_round(proc: subprocess.Popen, workdir: Path) -> None:
     while not (work / "noise_r001.npy").exists():
         assert proc.poll() is None and time.time() < deadline, "workflow ended before the protect job was seen"
         time.sleep(0.02)
+    def cmdline(p: psutil.Process) -> list[str]:
+        try:
+            return p.cmdline()
+        except psutil.Error:  # a short-lived child that already exited (zombie) or vanished
+            return []
+
     victims = [p for p in psutil.Process(proc.pid).children(recursive=True)
-               if any("protect" in part for part in p.cmdline())]
+               if any("protect" in part for part in cmdline(p))]
     assert victims
     for p in victims:
         p.send_signal(signal.SIGKILL)
