@@ -21,5 +21,9 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest
 
+bench: $(VENV)/.installed
+	$(PY) bench/mem_round.py --out bench/results/mem_round-RN50-cpu.json
+	$(PY) bench/poison_bench.py --model tiny-vit --images 400 --scale 8 --out bench/results/poison_bench.json
+
 clean:
 	rm -rf results/* resources .snakemake
