@@ -2,6 +2,7 @@
 same defence, so that each drop is measured against clean data under that defence."""
 import copy
 import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -69,9 +70,10 @@ def test_defended_victims_reuse_the_protection_and_fill_the_defence_table(tmp_pa
     assert not (finished / "results/shapes/defended/aug").joinpath("published").exists()  # augmentation: no files
     html = (finished / "results/report/index.html").read_text()
     assert "Protection under defences" in html and "retained" in html
-    table = subprocess.run(["unlearnable", "table", str(finished / "results/summary.parquet")],
+    table = subprocess.run([sys.executable, "-m", "unlearnable.cli", "table", str(finished / "results/summary.parquet")],
                            capture_output=True, text=True)
-    assert table.returncode == 0 and "Protection under defences" in table.stdout and "| strip |" not in table.stdout
+    assert table.returncode == 0 and "Protection under defences" in table.stdout, table.stderr
+    assert "| protection | victim | none | aug | gray | strip |" in table.stdout and "%)" in table.stdout
     assert (finished / PROTECTION).is_dir()
 
 
@@ -106,3 +108,12 @@ def test_bad_finetuning_configs_are_named(tmp_path, change, message):
     change(cfg)
     res = snakemake(tmp_path / "wd", cfg, "-n")
     assert res.returncode != 0 and message in res.stderr, res.stderr[-1500:]
+
+
+def test_protection_retained_is_undefined_where_clean_data_teaches_nothing():
+    from unlearnable.report import percent, retained
+
+    assert retained(44.0, 4.0, 0.5) == pytest.approx(40 / 43.5)
+    assert retained(44.0, 44.0, 0.5) == 0.0
+    assert retained(100 / 30 + 1e-9, 8.0, 100 / 30) != retained(100 / 30 + 1e-9, 8.0, 100 / 30)  # NaN
+    assert percent(float("nan")) == "–" and percent(0.5) == "50%"

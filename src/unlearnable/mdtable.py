@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import aggregate, defence_matrix
+from .report import aggregate, defence_matrix, defence_order, percent
 
 COLUMNS = [("t2i_r1", "t2i R@1"), ("i2t_r1", "i2t R@1"), ("t2i_r10", "t2i R@10"), ("rsum", "rsum")]
 
@@ -35,7 +35,7 @@ def _published(apply: str, method_params: str) -> str:
 def defence_table(agg: pd.DataFrame) -> list[str]:
     """Protection x defence: t2i R@1 mean ± sd, and the protection retained under each defence."""
     m = defence_matrix(agg)
-    defences = list(dict.fromkeys(m["defence"]))
+    defences = defence_order(m)
     out = ["Protection under defences (t2i R@1; retained = (clean_d - protected_d) / (clean_d - chance)):", "",
            "| protection | victim | " + " | ".join(defences) + " |", "|---|---|" + "---|" * len(defences)]
     for (d, method, apply, sur, victim), sub in m.groupby(["dataset", "method", "apply", "surrogate", "victim"],
@@ -49,7 +49,7 @@ def defence_table(agg: pd.DataFrame) -> list[str]:
                 continue
             r = by.loc[dfc]
             text = _cell(r["mean"], r["std"], int(r["seeds"]))
-            cells.append(text if method == "clean" else f"{text} ({100 * r['retained']:.0f}%)")
+            cells.append(text if method == "clean" else f"{text} ({percent(r['retained'])})")
         out.append(f"| {label} | {victim if method == 'clean' else sur + ' → ' + victim} | " + " | ".join(cells) + " |")
     return out + [""]
 

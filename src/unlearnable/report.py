@@ -36,8 +36,9 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def retained(clean: float, protected: float, chance: float) -> float:
-    """The share of what a victim learns from clean data (above chance) that the protection takes away."""
-    return (clean - protected) / (clean - chance) if clean > chance else float("nan")
+    """The share of what a victim learns from clean data (above chance) that the protection takes away;
+    undefined (NaN) where clean data teaches less than one point above chance."""
+    return (clean - protected) / (clean - chance) if clean - chance >= 1.0 else float("nan")  # recall in %
 
 
 def defence_matrix(agg: pd.DataFrame, metric: str = "t2i_r1") -> pd.DataFrame:
@@ -54,10 +55,20 @@ def defence_matrix(agg: pd.DataFrame, metric: str = "t2i_r1") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def defence_order(m: pd.DataFrame) -> list[str]:
+    """Undefended first, then the defences by name."""
+    names = set(m["defence"])
+    return (["none"] if "none" in names else []) + sorted(names - {"none"})
+
+
+def percent(x: float) -> str:
+    return "–" if x != x else f"{100 * x:.0f}%"
+
+
 def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
     """Protection x defence: text->image R@1 (mean ± sd) and, for protections, the protection retained."""
     m = defence_matrix(agg, metric)
-    defences = list(dict.fromkeys(m["defence"]))
+    defences = defence_order(m)
     if defences == ["none"]:
         return ""
     head = "<thead><tr><th>dataset</th><th>protection</th><th>victim</th>" + "".join(
@@ -73,7 +84,7 @@ def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
                 cells.append("<td></td>")
                 continue
             r = by.loc[dfc]
-            ret = "" if method == "clean" else f"<br><small>retained {100 * r['retained']:.0f}%</small>"
+            ret = "" if method == "clean" else f"<br><small>retained {percent(r['retained'])}</small>"
             cells.append(f"<td>{_fmt(r['mean'], r['std'], int(r['seeds']))}{ret}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f'<table class="defences">{head}<tbody>{"".join(body)}</tbody></table>'
