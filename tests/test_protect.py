@@ -1,4 +1,5 @@
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -284,3 +285,60 @@ def test_cluster_units_share_noise_by_caption_similarity(dataset, tmp_path):
     for image_id, row in pub_rows.drop_duplicates("image_id").set_index("image_id")["image_index"].items():
         want = protected_pixels(clean[[image_index[image_id]]][0], noise[unit_of_image[image_id]])
         assert np.array_equal(pub[[row]][0], want)
+
+
+def test_eot_views_are_the_defence_forward_and_the_identity_backward():
+    """BPDA: the surrogate sees exactly what the defence writes (the defended folder's bytes), and the
+    gradient passes through as if the defence were not there."""
+    from unlearnable.defences import jpeg
+    from unlearnable.protect.eot import ScraperTransforms
+
+    eot = ScraperTransforms(({"kind": "jpeg", "quality": 30},))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (3, 3, 16, 16), generator=g).float().requires_grad_(True)
+    y = eot.apply(x, eot.defences[0])
+    want = np.stack([jpeg(img, 30) for img in x.detach().to(torch.uint8).permute(0, 2, 3, 1).numpy()])
+    assert torch.equal(y.detach().permute(0, 2, 3, 1).to(torch.uint8), torch.from_numpy(want))
+    assert not torch.equal(y.detach(), x.detach())  # JPEG q30 changed the pixels
+    w = torch.randn(x.shape, generator=g)
+    grad, = torch.autograd.grad((y * w).sum(), x)
+    assert torch.equal(grad, w)
+    assert eot.apply(x, None) is x
+    draws = eot.draw(400, torch.Generator().manual_seed(1))
+    assert 150 < sum(d is None for d in draws) < 250  # identity and JPEG, equally often
+    before = torch.Generator().manual_seed(2)
+    ScraperTransforms(()).draw(5, before)
+    assert torch.equal(before.get_state(), torch.Generator().manual_seed(2).get_state())  # no EOT: no draws
+
+
+def test_eot_protection_optimises_through_the_defence(dataset, tmp_path):
+    """With EOT, PGD steps and surrogate steps see their batch through a drawn defence (here grayscale, whose
+    output has equal channels), the rest through the identity; without it, nothing is transformed."""
+    cfg = ProtectConfig(**{**SMALL.__dict__, "method": "em", "token_num": 0, "hotflip_rounds": 0, "shuffle": False,
+                           "eot": ({"kind": "grayscale"},)})
+    pr = _protector(dataset, tmp_path, cfg)
+    seen = {"gray": 0, "colour": 0}
+    image = pr.encoder.image
+
+    def spy(x):
+        gray = bool((x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all())
+        seen["gray" if gray else "colour"] += 1
+        return image(x)
+
+    pr.encoder.image = spy
+    pr.run()
+    assert seen["gray"] > 0 and seen["colour"] > 0
+    noise = RowFile(pr.noise_path).read_all()
+    assert np.abs(noise).max() <= cfg.eps and np.abs(noise).max() > 0
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"kind": "em", "eot": [{"kind": "strip_trigger"}]}, "eot[0] kind 'strip_trigger' is not an image defence"),
+    ({"kind": "em", "eot": [{"kind": "jpeg", "sigma": 1}]}, "method eot[0]': ['sigma'] not allowed for kind jpeg"),
+    ({"kind": "random_noise", "eot": [{"kind": "jpeg"}]}, "eot needs an optimised noise"),
+])
+def test_eot_config_errors(spec, message):
+    from unlearnable import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        method_config(spec)

@@ -97,3 +97,35 @@ def test_readme_table_is_mean_and_sample_sd_over_seeds_with_chance_and_machine()
     assert "| mem3 | noise | vit → vit | 3 | 5.0 ± 3.6 |" in text  # sample sd of 2, 4, 9
     assert "| chance | | | | 0.50 | 0.50 | 5.00 | 16.00 |" in lines
     assert lines[-1] == "Recall in %, mean ± sd over seeds 0, 1, 2; measured on Test CPU, 1 torch thread(s) per job."
+
+
+def test_defence_table_has_a_row_per_defence_and_a_column_per_protection_for_each_victim():
+    """Rows: undefended first, then defences by name; columns: clean first; retained against the clean
+    baseline under the same defence and victim; a cell the grid lacks stays empty."""
+    from unlearnable.mdtable import defence_table
+    from unlearnable.report import defence_table_html
+
+    rows = []
+    values = {("scratch", "none"): (50.0, 5.0), ("scratch", "jpeg"): (40.0, 30.0), ("ft", "none"): (80.0, 60.0)}
+    for (victim, defence), (clean, em) in values.items():
+        for seed, jitter in enumerate((-1.0, 0.0, 1.0)):
+            for method, value in (("clean", clean), ("em", em)):
+                rows.append({"dataset": "d", "method": method, "apply": "none" if method == "clean" else "both",
+                             "surrogate": "none" if method == "clean" else "rn", "victim": victim,
+                             "defence": defence, "seed": seed, "t2i_r1": value + jitter,
+                             "method_params": json.dumps({"kind": "em"} if method == "em" else {})})
+    df = pd.DataFrame(rows)
+    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r5", "t2i_r10", "rsum", "i2t_medr", "t2i_medr"):
+        df[c] = df["t2i_r1"]
+    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
+        df[f"chance_{c}"] = 0.0
+    agg = aggregate(df)
+    lines = defence_table(agg)
+    scratch = lines[lines.index(next(x for x in lines if "victim scratch" in x)):]
+    assert scratch[2] == "| defence | clean | em (rn) |"
+    assert scratch[4] == "| none | 50.0 ± 1.0 | 5.0 ± 1.0 (90%) |"  # (50 - 5) / (50 - 0)
+    assert scratch[5] == "| jpeg | 40.0 ± 1.0 | 30.0 ± 1.0 (25%) |"
+    ft = lines[lines.index(next(x for x in lines if "victim ft" in x)):]
+    assert ft[4] == "| none | 80.0 ± 1.0 | 60.0 ± 1.0 (25%) |" and ft[5] == "| jpeg |  |  |"
+    page = defence_table_html(agg)
+    assert page.count("<table") == 2 and "retained 25%" in page and "victim ft" in page

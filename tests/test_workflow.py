@@ -206,12 +206,16 @@ def test_mem_protects_and_random_noise_does_not(tmp_path):
     assert abs(s["random_noise"] - s["clean"]) <= 10, s.to_dict()
 
 
-@pytest.mark.parametrize("grid", ["shapes-3seeds", "shapes-full", "shapes-reference-schedule", "transfer"])
+@pytest.mark.parametrize("grid", ["shapes-3seeds", "shapes-full", "shapes-reference-schedule", "transfer", "noise-only",
+                                  "defences"])
 def test_shipped_grid_configs_plan(grid, tmp_path):
     cmd = [SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(tmp_path), "--configfile",
            str(REPO / "config" / "config.yaml"), str(REPO / "config" / "grids" / f"{grid}.yaml"), "-n", "--cores", "2"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    evaluations = {"shapes-3seeds": 12, "shapes-full": 24}.get(grid)
-    if evaluations:
-        assert re.search(rf"^evaluate\s+{evaluations}$", res.stdout, re.M), res.stdout[-1500:]
+    counts = {"shapes-3seeds": {"evaluate": 12}, "shapes-full": {"evaluate": 24}, "noise-only": {"evaluate": 30},
+              # 6 protections x 12 defences x 2 victims x 3 seeds; each protection made once per seed and
+              # defended 10 times (augment changes no file); the clean split defended once per defence
+              "defences": {"evaluate": 360, "protect": 9, "defend_published": 120, "defend_clean": 10}}
+    for rule, n in counts.get(grid, {}).items():
+        assert re.search(rf"^{rule}\s+{n}$", res.stdout, re.M), (rule, res.stdout[-1500:])

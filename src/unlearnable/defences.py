@@ -35,14 +35,16 @@ class Defence:
     params: dict = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, name: str, spec: dict) -> "Defence":
+    def from_config(cls, name: str, spec: dict, key: str | None = None) -> "Defence":
+        """`key`: where the spec sits in the config, for errors (default `defences.<name>`)."""
+        key = key or f"defences.{name}"
         kind = spec.get("kind")
         if kind not in PARAMS:
-            raise ConfigError(f"config key 'defences.{name}.kind': {kind!r} is not one of {sorted(PARAMS)}")
+            raise ConfigError(f"config key '{key}.kind': {kind!r} is not one of {sorted(PARAMS)}")
         params = {**PARAMS[kind], **{k: v for k, v in spec.items() if k != "kind"}}
         unknown = set(params) - set(PARAMS[kind])
         if unknown:
-            raise ConfigError(f"config key 'defences.{name}': {sorted(unknown)} not allowed for kind {kind} "
+            raise ConfigError(f"config key '{key}': {sorted(unknown)} not allowed for kind {kind} "
                               f"(allowed: {sorted(PARAMS[kind]) or 'none'})")
         return cls(kind, params)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import aggregate, defence_matrix, defence_order, percent
+from .report import aggregate, defence_grids, percent, protection_label
 
 COLUMNS = [("t2i_r1", "t2i R@1"), ("i2t_r1", "i2t R@1"), ("t2i_r10", "t2i R@10"), ("rsum", "rsum")]
 
@@ -33,25 +33,23 @@ def _published(apply: str, method_params: str) -> str:
 
 
 def defence_table(agg: pd.DataFrame) -> list[str]:
-    """Protection x defence: t2i R@1 mean ± sd, and the protection retained under each defence."""
-    m = defence_matrix(agg)
-    defences = defence_order(m)
-    out = ["Protection under defences (t2i R@1; retained = (clean_d - protected_d) / (clean_d - chance)):", "",
-           "| protection | victim | " + " | ".join(defences) + " |", "|---|---|" + "---|" * len(defences)]
-    for (d, method, apply, sur, victim), sub in m.groupby(["dataset", "method", "apply", "surrogate", "victim"],
-                                                          sort=False):
-        by = sub.set_index("defence")
-        label = method if method == "clean" else f"{method} ({_published(apply, sub['method_params'].iloc[0])})"
-        cells = []
+    """Protection x defence, one table per dataset and victim: t2i R@1 mean ± sd, and the protection
+    retained under each defence."""
+    out = []
+    for dataset, victim, defences, protections, cells in defence_grids(agg):
+        out += [f"Protection under defences, {dataset}, victim {victim} (t2i R@1; retained = (clean_d - "
+                "protected_d) / (clean_d - chance)):", "",
+                "| defence | " + " | ".join(protection_label(*p) for p in protections) + " |",
+                "|---|" + "---|" * len(protections)]
         for dfc in defences:
-            if dfc not in by.index:
-                cells.append("")
-                continue
-            r = by.loc[dfc]
-            text = _cell(r["mean"], r["std"], int(r["seeds"]))
-            cells.append(text if method == "clean" else f"{text} ({percent(r['retained'])})")
-        out.append(f"| {label} | {victim if method == 'clean' else sur + ' → ' + victim} | " + " | ".join(cells) + " |")
-    return out + [""]
+            row = []
+            for p in protections:
+                r = cells.get((dfc, p))
+                text = "" if r is None else _cell(r["mean"], r["std"], int(r["seeds"]))
+                row.append(text if r is None or p[0] == "clean" else f"{text} ({percent(r['retained'])})")
+            out.append(f"| {dfc} | " + " | ".join(row) + " |")
+        out.append("")
+    return out
 
 
 def markdown_table(summary: pd.DataFrame) -> str:

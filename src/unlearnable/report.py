@@ -65,32 +65,48 @@ def percent(x: float) -> str:
     return "–" if x != x else f"{100 * x:.0f}%"
 
 
-def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
-    """Protection x defence: text->image R@1 (mean ± sd) and, for protections, the protection retained."""
+def defence_grids(agg: pd.DataFrame, metric: str = "t2i_r1"):
+    """Per dataset and victim: the defences (rows: undefended first), the protections (columns: clean first,
+    as (method, apply, surrogate)) and each cell's record from `defence_matrix`, keyed (defence, protection)."""
     m = defence_matrix(agg, metric)
     defences = defence_order(m)
-    if defences == ["none"]:
+    for (dataset, victim), sub in m.groupby(["dataset", "victim"], sort=False):
+        records = sub.to_dict("records")
+        protections = sorted(dict.fromkeys((r["method"], r["apply"], r["surrogate"]) for r in records),
+                             key=lambda p: p[0] != "clean")
+        cells = {(r["defence"], (r["method"], r["apply"], r["surrogate"])): r for r in records}
+        yield dataset, victim, defences, protections, cells
+
+
+def protection_label(method: str, apply: str, surrogate: str) -> str:
+    return method if method == "clean" else method + ("" if apply == "both" else f" [{apply} only]") + f" ({surrogate})"
+
+
+def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
+    """Protection x defence, one table per dataset and victim: text->image R@1 (mean ± sd) and, for
+    protections, the protection retained."""
+    if defence_order(defence_matrix(agg, metric)) == ["none"]:
         return ""
-    head = "<thead><tr><th>dataset</th><th>protection</th><th>victim</th>" + "".join(
-        f"<th>{html.escape(d)}</th>" for d in defences) + "</tr></thead>"
-    body = []
-    for (d, method, apply, sur, victim), sub in m.groupby(["dataset", "method", "apply", "surrogate", "victim"],
-                                                          sort=False):
-        by = sub.set_index("defence")
-        label = method if method == "clean" else f"{method} [{apply}] ({sur})"
-        cells = [f"<td>{html.escape(x)}</td>" for x in (d, label, victim)]
+    out = []
+    for dataset, victim, defences, protections, cells in defence_grids(agg, metric):
+        head = "<thead><tr><th>defence</th>" + "".join(
+            f"<th>{html.escape(protection_label(*p))}</th>" for p in protections) + "</tr></thead>"
+        body = []
         for dfc in defences:
-            if dfc not in by.index:
-                cells.append("<td></td>")
-                continue
-            r = by.loc[dfc]
-            ret = "" if method == "clean" else f"<br><small>retained {percent(r['retained'])}</small>"
-            cells.append(f"<td>{_fmt(r['mean'], r['std'], int(r['seeds']))}{ret}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table class="defences">{head}<tbody>{"".join(body)}</tbody></table>'
-            "<p>Text→image R@1 on clean test data after the victim trained on defended data; retained = "
-            "(clean<sub>d</sub> − protected<sub>d</sub>) / (clean<sub>d</sub> − chance) under the same defence d."
-            "</p>")
+            row = [f"<td>{html.escape(dfc)}</td>"]
+            for p in protections:
+                r = cells.get((dfc, p))
+                if r is None:
+                    row.append("<td></td>")
+                    continue
+                ret = "" if p[0] == "clean" else f"<br><small>retained {percent(r['retained'])}</small>"
+                row.append(f"<td>{_fmt(r['mean'], r['std'], int(r['seeds']))}{ret}</td>")
+            body.append("<tr>" + "".join(row) + "</tr>")
+        out.append(f"<h3>{html.escape(dataset)}, victim {html.escape(victim)}</h3>"
+                   f'<table class="defences">{head}<tbody>{"".join(body)}</tbody></table>')
+    return ("".join(out) + "<p>Text→image R@1 on clean test data after the victim trained on defended data; "
+            "retained = (clean<sub>d</sub> − protected<sub>d</sub>) / (clean<sub>d</sub> − chance) under the same "
+            "defence d.</p>")
 
 
 def _fmt(mean: float, std: float, seeds: int) -> str:

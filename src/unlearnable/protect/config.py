@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import ConfigError
+from ..defences import IMAGE_KINDS, Defence
 
 METHODS = ("mem", "em", "random_noise", "random_trigger")
 
@@ -26,6 +27,7 @@ class ProtectConfig:
     batch_size: int = 128
     lr: float = 1e-4
     weight_decay: float = 0.2
+    eot: tuple = ()  # image defences (specs as under `defences`) the noise is optimised through, with the identity
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -42,6 +44,12 @@ class ProtectConfig:
             raise ConfigError("method: eps must be in [0, 127], step >= 1 and pgd_steps >= 0 (units of 1/255)")
         if self.token_num < 0 or self.candidates < 1 or self.batch_size < 2:
             raise ConfigError("method: token_num >= 0, candidates >= 1 and batch_size >= 2 are required")
+        for i, spec in enumerate(self.eot):
+            if not Defence.from_config(f"eot[{i}]", dict(spec), key=f"method eot[{i}]").changes_images:
+                raise ConfigError(f"method: eot[{i}] kind {spec.get('kind')!r} is not an image defence "
+                                  f"(one of {IMAGE_KINDS})")
+        if self.eot and not self.optimises:
+            raise ConfigError(f"method: eot needs an optimised noise (kinds mem, em), not {self.method}")
         if self.method in ("mem", "random_trigger") and self.token_num < 1:
             raise ConfigError(f"method: token_num must be >= 1 for kind {self.method} (its trigger would be "
                               "empty and the data published unprotected); use kind em for image noise alone")
@@ -62,6 +70,9 @@ KIND_DEFAULTS = {"em": {"rounds": 5, "surrogate_steps": 50, "token_num": 0, "shu
 def method_config(spec: dict) -> ProtectConfig:
     """A `methods.<name>` config entry -> ProtectConfig, with per-kind defaults."""
     kind = spec["kind"]
-    cfg = ProtectConfig(method=kind, **{**KIND_DEFAULTS.get(kind, {}), **{k: v for k, v in spec.items() if k != "kind"}})
+    params = {**KIND_DEFAULTS.get(kind, {}), **{k: v for k, v in spec.items() if k != "kind"}}
+    if "eot" in params:
+        params["eot"] = tuple(dict(e) for e in params["eot"])
+    cfg = ProtectConfig(method=kind, **params)
     cfg.validate()
     return cfg

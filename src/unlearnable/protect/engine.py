@@ -27,6 +27,7 @@ from ..rowfile import RowFile
 from ..text import insert_trigger
 from ..train import ContrastiveTrainer, make_optimizer
 from .config import ProtectConfig
+from .eot import ScraperTransforms
 from .hotflip import hotflip
 from .pgd import error_minimizing_pgd, shared_noise_pgd
 from .units import Units
@@ -104,6 +105,7 @@ class Protector:
         self.opt = make_optimizer(self.model, cfg.lr, cfg.weight_decay, (0.9, 0.999), 1e-8)  # reference betas
         self.trainer = ContrastiveTrainer(encoder, self.opt)
         self.stream = BatchStream(len(self.captions), cfg.batch_size, self.gen)
+        self.eot = ScraperTransforms(cfg.eot)
         k = cfg.trigger_len
         self.triggers = data.vocab[torch.randint(len(data.vocab), (len(self.units), k), generator=self.gen)]
         self.round, self.history = 0, []
@@ -143,9 +145,9 @@ class Protector:
     def noisy_pixels(self, pairs: np.ndarray, units: np.ndarray, noise: RowFile) -> tuple[torch.Tensor, torch.Tensor]:
         """(clean pixels of the pairs' images, their units' committed noise) as float NCHW on the device, both
         exact integers; they travel as uint8/int8 and become floats there."""
-        x = torch.from_numpy(self.images[self.units.pair_image_row[pairs]]).to(self.device, non_blocking=True)
+        x = self.encoder.pixels(torch.from_numpy(self.images[self.units.pair_image_row[pairs]]))
         d = torch.from_numpy(noise[units]).to(self.device, non_blocking=True)
-        return x.permute(0, 3, 1, 2).float(), d.permute(0, 3, 1, 2).float()
+        return x, d.permute(0, 3, 1, 2).float()
 
     def tokens(self, pairs: np.ndarray, units: np.ndarray) -> torch.Tensor:
         return insert_trigger(self.captions[torch.as_tensor(pairs)], self.triggers[torch.as_tensor(units)]
@@ -189,7 +191,8 @@ class Protector:
             pairs = self.stream.next()
             units = self.units.unit_of_pair[pairs]
             x, d = self.noisy_pixels(pairs, units, noise)
-            losses.append(self.trainer.step((x + d).clamp(0, 255), self.tokens(pairs, units)))
+            x_adv = self.eot.apply((x + d).clamp(0, 255), self.eot.draw(1, self.gen)[0])
+            losses.append(self.trainer.step(x_adv, self.tokens(pairs, units)))
             self.bar.update(1)
         self.opt.zero_grad(set_to_none=True)  # the pass needs no parameter gradients: free them (RN50: 400 MB)
         return float(np.mean(losses)) if losses else float("nan")
@@ -201,7 +204,7 @@ class Protector:
             return self._cluster_pass(noise, new_noise, stats)
         flip = flip and self.cfg.method == "mem" and self.cfg.trigger_len > 0
         with frozen(self.model):
-            for units in self._pass_order():
+            for units in self._shuffled_batches(len(self.units)):
                 b = self._batch(units, noise, with_features=flip)
                 if flip:
                     before, after = self._flip(b)
@@ -216,21 +219,16 @@ class Protector:
     def _cluster_pass(self, noise: RowFile, new_noise: RowFile, stats: dict) -> dict:
         """Cluster units: every image once, in shuffled batches; the images of a batch share their clusters'
         noises, and a noise a batch already moved this pass is read back from this pass's file."""
-        order = torch.randperm(len(self.units.images), generator=self.gen).numpy()
         written = np.zeros(len(self.units), dtype=bool)
-        bs = min(self.cfg.batch_size, len(order))
         with frozen(self.model):
-            for s in range(0, len(order), bs):
-                images = order[s:s + bs] if len(order) - s >= 2 else order[-bs:]
+            for images in self._shuffled_batches(len(self.units.images)):
                 pairs = self.units.pick_image_pairs(images, self.gen)
                 units, index = np.unique(self.units.unit_of_pair[pairs], return_inverse=True)
                 current = np.where(written[units][:, None, None, None], new_noise[units], noise[units])
-                x = torch.from_numpy(self.images[self.units.pair_image_row[pairs]]).to(self.device)
-                x = x.permute(0, 3, 1, 2).float()
+                x = self.encoder.pixels(torch.from_numpy(self.images[self.units.pair_image_row[pairs]]))
                 d = torch.from_numpy(current).to(self.device).permute(0, 3, 1, 2).float()
                 captions = self.captions[torch.as_tensor(pairs)].to(self.device)
-                perms = [torch.randperm(len(pairs), generator=self.gen).to(self.device) if self.cfg.shuffle else None
-                         for _ in range(self.cfg.pgd_steps)]
+                perms, view = self._pgd_draws(len(pairs))
 
                 @torch.no_grad()
                 def text_features(t: int) -> torch.Tensor:
@@ -238,21 +236,30 @@ class Protector:
 
                 d, loss = shared_noise_pgd(self.encoder, x, d, torch.as_tensor(index, device=self.device),
                                            text_features, self.cfg.eps, self.cfg.step, self.cfg.pgd_steps,
-                                           self.model.logit_scale.exp().detach())
+                                           self.model.logit_scale.exp().detach(), view)
                 stats["pgd_loss"].append(loss)
                 new_noise.write(units, d.round().to(torch.int8).permute(0, 2, 3, 1).cpu().numpy())
                 written[units] = True
                 self.bar.update(1)
         return {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
 
-    def _pass_order(self):
-        """Every unit once, in shuffled batches; a lone tail unit is folded into the last full batch (a
-        contrastive loss needs a partner)."""
-        order = torch.randperm(len(self.units), generator=self.gen).numpy()
-        bs = min(self.cfg.batch_size, len(order))
-        for s in range(0, len(order), bs):
-            units = order[s:s + bs]
-            yield order[-bs:] if len(units) < 2 else units
+    def _shuffled_batches(self, n: int):
+        """Every index below n once, in shuffled batches; a lone tail index is folded into the last full batch
+        (a contrastive loss needs a partner)."""
+        order = torch.randperm(n, generator=self.gen).numpy()
+        bs = min(self.cfg.batch_size, n)
+        for s in range(0, n, bs):
+            batch = order[s:s + bs]
+            yield order[-bs:] if len(batch) < 2 else batch
+
+    def _pgd_draws(self, n: int):
+        """Per PGD step: the caption permutation (None without shuffling) and the EOT transform, as a view."""
+        perms = [torch.randperm(n, generator=self.gen).to(self.device) if self.cfg.shuffle else None
+                 for _ in range(self.cfg.pgd_steps)]
+        if not self.eot:
+            return perms, None
+        transforms = self.eot.draw(self.cfg.pgd_steps, self.gen)
+        return perms, lambda x, t: self.eot.apply(x, transforms[t])
 
     def _batch(self, units: np.ndarray, noise: RowFile, with_features: bool) -> Batch:
         pairs = self.units.pick_pairs(units, self.gen)
@@ -275,8 +282,7 @@ class Protector:
     def _pgd(self, b: Batch) -> float:
         """Error-minimising PGD against the batch's texts: each step pairs every image with a shuffled
         caption that still carries the image's own trigger, so the noise cannot learn the caption."""
-        perms = [torch.randperm(len(b.units), generator=self.gen).to(self.device) if self.cfg.shuffle else None
-                 for _ in range(self.cfg.pgd_steps)]
+        perms, view = self._pgd_draws(len(b.units))
 
         @torch.no_grad()
         def text_features(t: int) -> torch.Tensor:
@@ -284,6 +290,7 @@ class Protector:
             return self.encoder.text(insert_trigger(caps, b.trigger))
 
         delta, loss = error_minimizing_pgd(self.encoder, b.x, b.x_adv, text_features, self.cfg.eps, self.cfg.step,
-                                           self.cfg.pgd_steps, self.model.logit_scale.exp().detach(), b.features)
+                                           self.cfg.pgd_steps, self.model.logit_scale.exp().detach(), b.features,
+                                           view)
         b.x_adv, b.features = b.x + delta, None
         return loss

@@ -18,7 +18,8 @@ from .loss import clip_loss
 
 def error_minimizing_pgd(encoder: Encoder, x: torch.Tensor, x_adv: torch.Tensor,
                          text_features: Callable[[int], torch.Tensor], eps: int, step: int, steps: int,
-                         logit_scale: torch.Tensor, first_features: torch.Tensor | None = None
+                         logit_scale: torch.Tensor, first_features: torch.Tensor | None = None,
+                         view: Callable[[torch.Tensor, int], torch.Tensor] | None = None
                          ) -> tuple[torch.Tensor, float]:
     """x, x_adv: [B,3,H,W] in 0..255 (x_adv = clean + committed noise). Returns (new effective noise in 1/255
     units, the loss at the last step).
@@ -26,12 +27,13 @@ def error_minimizing_pgd(encoder: Encoder, x: torch.Tensor, x_adv: torch.Tensor,
     `text_features(t)` gives normalised text features for step t (computed without autograd).
     `first_features`: x_adv's image features already computed with autograd (HotFlip needs them too, so
     they are computed once), or None.
+    `view(x_adv, t)`: what the surrogate sees of x_adv at step t (EOT); the identity when None.
     """
     loss, img = math.nan, first_features
     for t in range(steps):
         if img is None:
             x_adv = x_adv.detach().requires_grad_(True)
-            img = encoder.image(x_adv)
+            img = encoder.image(x_adv if view is None else view(x_adv, t))
         step_loss = clip_loss(img, text_features(t), logit_scale)
         grad, = torch.autograd.grad(step_loss, x_adv)
         loss, img = float(step_loss.detach()), None
@@ -43,7 +45,8 @@ def error_minimizing_pgd(encoder: Encoder, x: torch.Tensor, x_adv: torch.Tensor,
 
 def shared_noise_pgd(encoder: Encoder, x: torch.Tensor, delta: torch.Tensor, index: torch.Tensor,
                      text_features: Callable[[int], torch.Tensor], eps: int, step: int, steps: int,
-                     logit_scale: torch.Tensor) -> tuple[torch.Tensor, float]:
+                     logit_scale: torch.Tensor,
+                     view: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> tuple[torch.Tensor, float]:
     """Error-minimising PGD on noises shared by several images (cluster units): image i gets
     delta[index[i]], and each step moves a shared noise by the sign of the gradient summed over its images.
 
@@ -53,7 +56,8 @@ def shared_noise_pgd(encoder: Encoder, x: torch.Tensor, delta: torch.Tensor, ind
     loss = math.nan
     for t in range(steps):
         d = delta.detach().requires_grad_(True)
-        step_loss = clip_loss(encoder.image((x + d[index]).clamp(0, 255)), text_features(t), logit_scale)
+        x_adv = (x + d[index]).clamp(0, 255)
+        step_loss = clip_loss(encoder.image(x_adv if view is None else view(x_adv, t)), text_features(t), logit_scale)
         grad, = torch.autograd.grad(step_loss, d)
         loss = float(step_loss.detach())
         with torch.no_grad():
