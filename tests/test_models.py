@@ -77,3 +77,24 @@ def test_concurrent_jobs_claim_different_gpus(tmp_path):
     assert got == [0, 0, 1, 2]  # three GPUs, four jobs: the fourth shares GPU 0
     after = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert after.stdout.strip() == "0"
+
+
+def test_every_shipped_architecture_shares_one_tokenizer():
+    """Defended folders are made once for every victim with one tokenizer (jobs.defend_job): that holds only
+    while every architecture the configs name tokenizes text the same way."""
+    import re
+    from pathlib import Path
+
+    from unlearnable.models import tokenizer
+
+    repo = Path(__file__).resolve().parents[1]
+    archs = set()
+    for cfg in [repo / "config" / "config.yaml", *sorted((repo / "config" / "grids").glob("*.yaml"))]:
+        archs |= set(re.findall(r"arch:\s*([\w.-]+)", cfg.read_text()))
+    assert {"RN50", "tiny-vit", "tiny-rn"} <= archs
+    text = ["a red circle, top-left; 3 blue squares!", "Ünïcode and CAPS and numbers 12345"]
+    want = [tokenizer("RN50").encode(t) for t in text]  # the BPE token ids, before the context length pads
+    for arch in sorted(archs):
+        tok = tokenizer(arch)
+        assert [tok.encode(t) for t in text] == want, arch
+        assert tok.clean_fn(text[0]) == text[0].lower(), arch  # strip_trigger cuts this cleaned text

@@ -342,3 +342,18 @@ def test_eot_config_errors(spec, message):
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         method_config(spec)
+
+
+def test_robust_noise_is_triggerless_eot_noise_at_16(dataset, tmp_path):
+    """The shipped noise-only method: no trigger, 16/255, optimised through JPEG, resize, blur and grayscale;
+    every key can still be overridden."""
+    train, store = dataset
+    cfg = method_config({"kind": "robust_noise", "rounds": 1, "surrogate_steps": 1, "pgd_steps": 4, "step": 3,
+                         "batch_size": 32})
+    assert cfg.trigger_len == 0 and cfg.eps == 16 and cfg.optimises
+    assert sorted(e["kind"] for e in cfg.eot) == ["blur", "grayscale", "jpeg", "resize"]
+    assert method_config({"kind": "robust_noise", "eot": []}).eot == ()
+    protect(train, store, ModelSpec("tiny-vit"), cfg, 0, "cpu", tmp_path / "rn16")
+    noise = np.load(tmp_path / "rn16" / "noise.npy")
+    assert np.load(tmp_path / "rn16" / "triggers.npy").shape[1] == 0
+    assert 8 < np.abs(noise).max() <= 16  # 4 steps of 3 from zero: beyond the 8/255 of em and mem

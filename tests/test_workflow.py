@@ -213,7 +213,7 @@ def test_shipped_grid_configs_plan(grid, tmp_path):
            str(REPO / "config" / "config.yaml"), str(REPO / "config" / "grids" / f"{grid}.yaml"), "-n", "--cores", "2"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    counts = {"shapes-3seeds": {"evaluate": 12}, "shapes-full": {"evaluate": 24}, "noise-only": {"evaluate": 30},
+    counts = {"shapes-3seeds": {"evaluate": 12}, "shapes-full": {"evaluate": 24}, "noise-only": {"evaluate": 36},
               # 6 protections x 12 defences x 2 victims x 3 seeds; each protection made once per seed and
               # defended 10 times (augment changes no file); the clean split defended once per defence
               "defences": {"evaluate": 360, "protect": 9, "defend_published": 120, "defend_clean": 10}}

@@ -161,14 +161,9 @@ def defend_folder(rows, store_path: str | Path, defence: Defence, tok, out_dir: 
     (defended), `manifest.parquet`, `images.npy` and `defence.json`. Captions a defence empties, and rows it
     makes duplicates, are dropped and counted, as a scraper would drop them.
     """
-    import csv
-    from concurrent.futures import ThreadPoolExecutor
-
-    import pandas as pd
-
     from .atomic import atomic_path, write_json
-    from .image_store import build_image_store, open_image_store
-    from .manifest import build_manifest, check_rows, write_manifest
+    from .folder import save_pngs, write_layout
+    from .image_store import open_image_store
 
     rows = rows.reset_index(drop=True)
     images = open_image_store(store_path)
@@ -178,26 +173,13 @@ def defend_folder(rows, store_path: str | Path, defence: Defence, tok, out_dir: 
     with atomic_path(out_dir) as tmp:
         (tmp / "images").mkdir(parents=True)
         index = first["image_index"].to_numpy()
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for s in range(0, len(index), 1024):
-                chunk = index[s:s + 1024]
-                list(pool.map(lambda item: Image.fromarray(defence.image(item[1])).save(
-                    tmp / "images" / names[item[0]], compress_level=1), zip(chunk, images[chunk])))
+        save_pngs(tmp / "images", (([names[i] for i in index[s:s + 1024]], images[index[s:s + 1024]])
+                                   for s in range(0, len(index), 1024)), workers, defence.image)
         captions = defence.captions(rows["image_id"].tolist(), rows["caption"].tolist(), tok)
-        files = [names[i] for i in rows["image_index"]]
-        with open(tmp / "captions.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["image", "caption"])
-            w.writerows(zip(files, captions))
-        table = pd.DataFrame({"image_path": ["images/" + n for n in files], "caption": captions,
-                              "where": [f"{tmp / 'captions.csv'}: row {n}" for n in range(2, len(files) + 2)]})
-        kept, quality = check_rows(table, tmp, on_bad_sample="skip")
+        kept, quality = write_layout(tmp, [names[i] for i in rows["image_index"]], captions, images.shape[1], workers,
+                                     on_bad_sample="skip")
         if kept.empty:
             raise DataError(f"{out_dir}: defence {defence.kind} {defence.params} left no caption to train on")
-        kept["image_id"] = [Path(p).stem for p in kept["image_path"]]
-        manifest = build_manifest(kept, {i: "train" for i in kept["image_id"]})
-        write_manifest(manifest, tmp / "manifest.parquet")
-        build_image_store(manifest.to_pandas(), tmp, tmp / "images.npy", images.shape[1], workers=max(1, workers))
         changed = sum(a != b for a, b in zip(rows["caption"], captions))
         meta = {"defence": {"kind": defence.kind, **defence.params}, "source_store": str(store_path),
                 "images": len(index), "captions_in": len(rows), "captions_kept": len(kept),

@@ -235,7 +235,9 @@ def export_job(manifest_path: str | Path, store_path: str | Path, protection: st
 
 def defend_job(manifest_path: str | Path, store_path: str | Path, name: str, spec: dict, out_dir: str | Path,
                workers: int = 2) -> dict:
-    """A scraper's defence applied to the train rows of a folder (published, or the clean dataset)."""
+    """A scraper's defence applied to the train rows of a folder (published, or the clean dataset). A
+    token-level defence counts CLIP BPE tokens: every architecture here shares open_clip's one tokenizer
+    (tests/test_models.py checks it), so the defended folder does not depend on the victim."""
     from .defences import Defence, defend_folder
 
     defence = Defence.from_config(name, spec)

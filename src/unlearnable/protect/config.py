@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from .. import ConfigError
 from ..defences import IMAGE_KINDS, Defence
 
-METHODS = ("mem", "em", "random_noise", "random_trigger")
+METHODS = ("mem", "em", "robust_noise", "random_noise", "random_trigger")
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class ProtectConfig:
             raise ConfigError("method: granularity 'cluster' needs clusters >= 2, and clusters needs granularity "
                               "'cluster'")
         if self.granularity == "cluster" and self.method in ("mem", "random_trigger"):
-            raise ConfigError(f"method: granularity 'cluster' is for image noise alone (kinds em, random_noise), "
+            raise ConfigError(f"method: granularity 'cluster' is for image noise alone (kinds em, robust_noise, random_noise), "
                               f"not {self.method}")
         if not 0 <= self.eps <= 127 or self.step < 1 or self.pgd_steps < 0:
             raise ConfigError("method: eps must be in [0, 127], step >= 1 and pgd_steps >= 0 (units of 1/255)")
@@ -49,22 +49,28 @@ class ProtectConfig:
                 raise ConfigError(f"method: eot[{i}] kind {spec.get('kind')!r} is not an image defence "
                                   f"(one of {IMAGE_KINDS})")
         if self.eot and not self.optimises:
-            raise ConfigError(f"method: eot needs an optimised noise (kinds mem, em), not {self.method}")
+            raise ConfigError(f"method: eot needs an optimised noise (kinds mem, em, robust_noise), not {self.method}")
         if self.method in ("mem", "random_trigger") and self.token_num < 1:
             raise ConfigError(f"method: token_num must be >= 1 for kind {self.method} (its trigger would be "
                               "empty and the data published unprotected); use kind em for image noise alone")
 
     @property
     def optimises(self) -> bool:
-        return self.method in ("mem", "em")
+        return self.method in ("mem", "em", "robust_noise")
 
     @property
     def trigger_len(self) -> int:
-        return 0 if self.method in ("em", "random_noise") else self.token_num
+        return 0 if self.method in ("em", "robust_noise", "random_noise") else self.token_num
 
 
 # The reference's EM baseline (poison_mm.py): 5 rounds x 50 surrogate steps, aligned captions, no trigger.
-KIND_DEFAULTS = {"em": {"rounds": 5, "surrogate_steps": 50, "token_num": 0, "shuffle": False, "hotflip_rounds": 0}}
+EM = {"rounds": 5, "surrogate_steps": 50, "token_num": 0, "shuffle": False, "hotflip_rounds": 0}
+# Image noise that protects on its own (issue 10's study, README "Noise alone"): error-minimising noise with
+# no trigger, at 16/255, optimised through a scraper's image defences (EOT) so that re-encoding, resizing and
+# blurring do not wash it out.
+ROBUST_EOT = ({"kind": "jpeg", "quality": 50}, {"kind": "resize", "scale": 0.5}, {"kind": "blur", "sigma": 1.0},
+              {"kind": "grayscale"})
+KIND_DEFAULTS = {"em": EM, "robust_noise": {**EM, "granularity": "image", "eps": 16, "eot": ROBUST_EOT}}
 
 
 def method_config(spec: dict) -> ProtectConfig:

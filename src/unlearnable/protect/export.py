@@ -7,20 +7,17 @@ its captions, each with the image's trigger.
 """
 from __future__ import annotations
 
-import csv
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from .. import DataError
 from ..atomic import atomic_path, write_json
-from ..image_store import build_image_store, open_image_store
-from ..manifest import build_manifest, check_rows, write_manifest
+from ..folder import save_pngs, write_layout
+from ..image_store import open_image_store
 from ..rowfile import RowFile
 from ..text import insert_trigger, published_caption, tokenize
 
@@ -40,17 +37,6 @@ def aligned_units(train_rows: pd.DataFrame, protection: Path) -> tuple[np.ndarra
         raise DataError(f"{protection}: protection was made for different training rows than this manifest")
     granularity = "pair" if units["unit"].is_unique else "image"
     return units["unit"].to_numpy(np.int64), granularity
-
-
-def write_captions(path: Path, train_rows: pd.DataFrame, names: list[str], unit_of_pair: np.ndarray,
-                   triggers: np.ndarray, tok) -> list[str]:
-    """`captions.csv` (image, caption) with each pair's trigger in front of its caption."""
-    captions = [published_caption(tok, triggers[u], c) for u, c in zip(unit_of_pair, train_rows["caption"])]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "caption"])
-        w.writerows(zip(names, captions))
-    return captions
 
 
 def export_published(train_rows: pd.DataFrame, store_path: str | Path, protection: str | Path, apply: str, tok,
@@ -73,25 +59,18 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
     with atomic_path(out_dir) as tmp:
         (tmp / "images").mkdir(parents=True)
         pairs = first_pair_of_file.to_numpy()
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        image_index = train_rows["image_index"].to_numpy()
+
+        def chunks():
             for s in range(0, len(pairs), 1024):
                 p = pairs[s:s + 1024]
-                px = images[train_rows["image_index"].to_numpy()[p]]
-                if use_noise:
-                    px = protected_pixels(px, noise[unit_of_pair[p]])
-                # PNG encoding releases the GIL: threads write a chunk's files in parallel
-                list(pool.map(lambda item: Image.fromarray(item[1]).save(tmp / "images" / names[item[0]],
-                                                                         compress_level=1), zip(p, px)))
-                log.info("published %d/%d files", s + len(p), len(pairs))
-        captions = write_captions(tmp / "captions.csv", train_rows, names, unit_of_pair,
-                                  triggers if use_trigger else triggers[:, :0], tok)
-        rows = pd.DataFrame({"image_path": ["images/" + n for n in names], "caption": captions,
-                             "where": [f"{tmp / 'captions.csv'}: row {n}" for n in range(2, len(names) + 2)]})
-        rows, _ = check_rows(rows, tmp)
-        rows["image_id"] = [Path(p).stem for p in rows["image_path"]]
-        table = build_manifest(rows, {i: "train" for i in rows["image_id"]})
-        write_manifest(table, tmp / "manifest.parquet")
-        build_image_store(table.to_pandas(), tmp, tmp / "images.npy", images.shape[1], workers=max(1, workers))
+                px = images[image_index[p]]
+                yield [names[i] for i in p], protected_pixels(px, noise[unit_of_pair[p]]) if use_noise else px
+
+        save_pngs(tmp / "images", chunks(), workers)
+        captions = [published_caption(tok, t, c) for t, c in zip(
+            (triggers if use_trigger else triggers[:, :0])[unit_of_pair], train_rows["caption"])]
+        write_layout(tmp, names, captions, images.shape[1], workers)
         # the published text must re-tokenize to the optimised trigger
         expected = insert_trigger(tokenize(tok, train_rows["caption"].tolist()),
                                   torch.from_numpy(triggers[unit_of_pair] if use_trigger else triggers[:, :0]))
