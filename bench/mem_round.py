@@ -52,7 +52,7 @@ def run(args) -> dict:
     import pandas as pd
     import torch
 
-    from passes import measure_passes, peak_flops, sync, utilisation
+    from passes import measure_passes, peak_flops, round_floor, sync, utilisation
     from unlearnable.encoders import Encoder
     from unlearnable.image_store import open_image_store
     from unlearnable.models import ModelSpec, create_model, image_resolution, tokenizer
@@ -117,10 +117,7 @@ def run(args) -> dict:
                             vocab.to(dev), cfg.candidates, reps=args.reps)
     peak, peak_source = peak_flops(dev)
     passes = utilisation(passes, B, peak)
-    batches = -(-args.images // B)
-    floor = {"surrogate": cfg.surrogate_steps * passes["train"]["seconds"],
-             "hotflip": batches * passes["hotflip"]["seconds"],
-             "pgd": batches * cfg.pgd_steps * passes["pgd_step"]["seconds"]}
+    floor = round_floor(passes, cfg, args.images, B)
     return {"model": args.model, "resolution": res, "device": str(dev), "device_kind": dev.type,
             "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else versions().get("cpu", ""),
             "threads": args.threads, "images": args.images, "batch_size": B, "config": cfg.__dict__,

@@ -91,6 +91,15 @@ def measure_passes(encoder, trainer, pixels, captions, trigger, vocab, candidate
     return out
 
 
+def round_floor(passes: dict, cfg, images: int, batch: int) -> dict:
+    """A protection round's floor by phase: each pass's time on one batch times how often the round runs it
+    (PGD's counts every step's image forward, HotFlip one pass per batch of units)."""
+    batches = -(-images // batch)
+    return {"surrogate": cfg.surrogate_steps * passes["train"]["seconds"],
+            "hotflip": batches * passes["hotflip"]["seconds"],
+            "pgd": batches * cfg.pgd_steps * passes["pgd_step"]["seconds"]}
+
+
 def utilisation(passes: dict, batch: int, peak: float) -> dict:
     """Per pass: sample-steps/s, FLOPs per sample, achieved FLOP/s and model-FLOP utilisation."""
     return {name: {**p, "per_sample_seconds": p["seconds"] / batch, "sample_steps_per_s": batch / p["seconds"],

@@ -29,7 +29,7 @@ def worker(args) -> dict:
     import torch
 
     from mem_round import captions, photos
-    from passes import measure_passes
+    from passes import measure_passes, round_floor
     from unlearnable.encoders import Encoder
     from unlearnable.image_store import open_image_store
     from unlearnable.models import ModelSpec, create_model, image_resolution, tokenizer
@@ -68,11 +68,10 @@ def worker(args) -> dict:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     B = min(args.batch_size, args.images)
-    t = {k: p["seconds"] for k, p in measure_passes(
-        encoder, pr.trainer, torch.from_numpy(open_image_store(tmp / "images.npy")[np.arange(B)]), caps[:B],
-        vocab[torch.randint(len(vocab), (B, cfg.token_num))], vocab, cfg.candidates).items()}
-    batches = -(-args.images // B)
-    ideal = args.rounds * (cfg.surrogate_steps * t["train"] + batches * (cfg.pgd_steps * t["pgd_step"] + t["hotflip"]))
+    passes = measure_passes(encoder, pr.trainer, torch.from_numpy(open_image_store(tmp / "images.npy")[np.arange(B)]),
+                            caps[:B], vocab[torch.randint(len(vocab), (B, cfg.token_num))], vocab, cfg.candidates)
+    t = {k: p["seconds"] for k, p in passes.items()}
+    ideal = args.rounds * sum(round_floor(passes, cfg, args.images, B).values())
     sample_steps = args.rounds * (args.images * cfg.pgd_steps + cfg.surrogate_steps * B)
     return {"images": args.images, "model": args.model, "device": args.device, "rounds": args.rounds,
             "seconds": measured, "sample_steps_per_s": sample_steps / measured, "peak_rss_mb": rss,
