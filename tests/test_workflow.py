@@ -216,6 +216,6 @@ def test_shipped_grid_configs_plan(grid, tmp_path):
     counts = {"shapes-3seeds": {"evaluate": 12}, "shapes-full": {"evaluate": 24}, "noise-only": {"evaluate": 36},
               # 6 protections x 12 defences x 2 victims x 3 seeds; each protection made once per seed and
               # defended 10 times (augment changes no file); the clean split defended once per defence
-              "defences": {"evaluate": 360, "protect": 9, "defend_published": 120, "defend_clean": 10}}
+              "defences": {"evaluate": 432, "protect": 12, "defend_published": 150, "defend_clean": 10}}
     for rule, n in counts.get(grid, {}).items():
         assert re.search(rf"^{rule}\s+{n}$", res.stdout, re.M), (rule, res.stdout[-1500:])
