@@ -54,6 +54,20 @@ def test_protect_shows_a_progress_bar_and_selects_images(shapes_root, tmp_path, 
     assert pd.read_csv(out / "published" / "captions.csv")["image"].nunique() == 20
 
 
+def test_protect_with_strong_em_publishes_captions_unchanged_and_noise_beyond_8(shapes_root, tmp_path):
+    """The owner's noise-only choice: the kind's 16/255 holds through the CLI (its flags default to unset),
+    and no trigger reaches the captions."""
+    out = tmp_path / "out"
+    assert main(["protect", str(shapes_root), str(out), "--method", "strong_em", "--rounds", "1",
+                 "--surrogate-steps", "1", "--pgd-steps", "3", "--step", "4", "--batch-size", "16", "--device", "cpu",
+                 "--max-images", "16", "--size", "model"]) == 0
+    meta = json.loads((out / "private" / "protection.json").read_text())
+    assert meta["config"]["method"] == "strong_em" and meta["config"]["eps"] == 16 and meta["config"]["token_num"] == 0
+    caps = pd.read_csv(out / "published" / "captions.csv")["caption"]
+    assert len(caps) >= 16 and set(caps) <= set(pd.read_csv(shapes_root / "captions.csv")["caption"])  # verbatim
+    assert 8 < np.abs(np.load(out / "private" / "noise.npy")).max() <= 16
+
+
 def test_help_states_units_and_choices_are_validated(capsys):
     from unlearnable.cli import parser
 

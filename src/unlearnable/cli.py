@@ -170,7 +170,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("dataset", help="the folder to protect (never modified)")
     pr.add_argument("out", help="output folder: new, or a previous output with --overwrite")
     pr.add_argument("--method", default="mem", choices=list(METHODS),
-                    help="mem: noise + trigger (default); em: noise only; random_noise / random_trigger: controls")
+                    help="mem: noise + trigger (default); em: noise only; strong_em: noise only at 16/255, "
+                         "twice em's schedule; random_noise / random_trigger: controls")
     pr.add_argument("--model", default="tiny-vit", help="surrogate open_clip architecture (default tiny-vit)")
     pr.add_argument("--pretrained", default="none", help="surrogate weights: none, an open_clip tag or a file")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -190,7 +191,7 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar over rounds and batches (default: when stderr is a terminal)")
     for f in fields(ProtectConfig):
-        if f.name == "method":
+        if f.name in ("method", "eot", "clusters"):  # config-file settings (a list of defences; cluster units)
             continue
         kind = {"bool": _bool, "int": int, "float": float}.get(str(f.type), str)
         choices = ["pair", "image"] if f.name == "granularity" else None

@@ -35,6 +35,14 @@ def save_pngs(folder: Path, chunks: Iterable[tuple[list[str], np.ndarray]], work
             log.info("wrote %d image files", done)
 
 
+def write_captions_csv(path: Path, files: list[str], captions: list[str]) -> None:
+    """`captions.csv`: one (image file, caption) row per caption, the generic layout's caption file."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "caption"])
+        w.writerows(zip(files, captions))
+
+
 def write_layout(folder: Path, files: list[str], captions: list[str], resolution: int, workers: int,
                  on_bad_sample: str = "fail") -> tuple[pd.DataFrame, object]:
     """Beside `folder/images`: `captions.csv` (file, caption per row), the checked rows as a train-only
@@ -42,10 +50,7 @@ def write_layout(folder: Path, files: list[str], captions: list[str], resolution
     from .image_store import build_image_store
     from .manifest import build_manifest, check_rows, write_manifest
 
-    with open(folder / "captions.csv", "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["image", "caption"])
-        w.writerows(zip(files, captions))
+    write_captions_csv(folder / "captions.csv", files, captions)
     rows = pd.DataFrame({"image_path": ["images/" + n for n in files], "caption": captions,
                          "where": [f"{folder / 'captions.csv'}: row {n}" for n in range(2, len(files) + 2)]})
     kept, quality = check_rows(rows, folder, on_bad_sample=on_bad_sample)

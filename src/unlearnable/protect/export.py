@@ -39,6 +39,11 @@ def aligned_units(train_rows: pd.DataFrame, protection: Path) -> tuple[np.ndarra
     return units["unit"].to_numpy(np.int64), granularity
 
 
+def published_captions(train_rows: pd.DataFrame, unit_of_pair: np.ndarray, triggers: np.ndarray, tok) -> list[str]:
+    """Each pair's caption with its unit's trigger in front, as published."""
+    return [published_caption(tok, triggers[u], c) for u, c in zip(unit_of_pair, train_rows["caption"])]
+
+
 def export_published(train_rows: pd.DataFrame, store_path: str | Path, protection: str | Path, apply: str, tok,
                      out_dir: str | Path, provenance: dict | None = None, workers: int = 2) -> dict:
     if apply not in APPLY:
@@ -68,8 +73,7 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
                 yield [names[i] for i in p], protected_pixels(px, noise[unit_of_pair[p]]) if use_noise else px
 
         save_pngs(tmp / "images", chunks(), workers)
-        captions = [published_caption(tok, t, c) for t, c in zip(
-            (triggers if use_trigger else triggers[:, :0])[unit_of_pair], train_rows["caption"])]
+        captions = published_captions(train_rows, unit_of_pair, triggers if use_trigger else triggers[:, :0], tok)
         write_layout(tmp, names, captions, images.shape[1], workers)
         # the published text must re-tokenize to the optimised trigger
         expected = insert_trigger(tokenize(tok, train_rows["caption"].tolist()),

@@ -21,10 +21,11 @@ from PIL import Image
 from .. import DataError
 from ..atomic import atomic_path, write_json
 from ..decode import to_rgb
+from ..folder import write_captions_csv
 from ..image_store import load_square, open_image_store, square_geometry
 from ..paths import confined
 from ..rowfile import RowFile
-from .export import aligned_units, protected_pixels, write_captions
+from .export import aligned_units, protected_pixels, published_captions
 
 log = logging.getLogger(__name__)
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
@@ -92,8 +93,8 @@ def export_full_size(train_rows: pd.DataFrame, dataset_root: str | Path, store_p
             gaps.append(np.abs(load_square(dest, res).astype(np.int16) - target.astype(np.int16)))
             if (k + 1) % 100 == 0 or k + 1 == len(first):
                 log.info("published %d/%d full-size images", k + 1, len(first))
-        captions = write_captions(tmp / "captions.csv", train_rows, [names[p] for p in train_rows["image_path"]],
-                                  unit_of_pair, triggers, tok)
+        captions = published_captions(train_rows, unit_of_pair, triggers, tok)
+        write_captions_csv(tmp / "captions.csv", [names[p] for p in train_rows["image_path"]], captions)
         gap = np.stack(gaps)
         meta = {"apply": "both", "granularity": granularity, "files": len(first), "captions": len(captions),
                 "size": "original", "jpeg_quality": jpeg_quality,
