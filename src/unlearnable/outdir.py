@@ -42,7 +42,8 @@ class OutputFolder:
                  overwrite: bool = False):
         self.out = Path(out)
         self.staging = self.out.with_name(f".{self.out.name}.unlearnable-partial")
-        self.request, self.overwrite = request, overwrite
+        # as it will read back from the marker (tuples become lists), so a resume recognises its own request
+        self.request, self.overwrite = json.loads(json.dumps(request)), overwrite
         self._lock_fd = -1
         if self.out.exists() and not self.out.is_dir():
             raise DataError(f"output {self.out} exists and is not a folder")
