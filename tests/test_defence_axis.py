@@ -73,7 +73,9 @@ def test_defended_victims_reuse_the_protection_and_fill_the_defence_table(tmp_pa
     table = subprocess.run([sys.executable, "-m", "unlearnable.cli", "table", str(finished / "results/summary.parquet")],
                            capture_output=True, text=True)
     assert table.returncode == 0 and "Protection under defences" in table.stdout, table.stderr
-    assert "| protection | victim | none | aug | gray | strip |" in table.stdout and "%)" in table.stdout
+    rows = [line.split(" | ")[0] for line in table.stdout.splitlines() if line.startswith("| ")]
+    assert "| defence | clean | mem (tiny-vit) |" in table.stdout and "%)" in table.stdout
+    assert rows[-4:] == ["| none", "| aug", "| gray", "| strip"]  # a row per defence, undefended first
     assert (finished / PROTECTION).is_dir()
 
 
