@@ -29,14 +29,13 @@ USAGE = re.compile(r"usage: wall ([\d.]+) s, peak RSS (\d+) MiB")
 STAGES = [("generate", r"/generate\.log$"), ("manifest", r"/manifest\.log$"),
           ("image_store", r"/image_store_\d+px\.log$"), ("train_clean", r"/clean/.*/train\.log$"),
           ("protect", r"/protect/"), ("publish", r"/publish/"), ("retrain", r"/retrain/.*\.log$"),
-          ("evaluate", r"/evaluate\.log$"), ("tracking_store", r"/tracking_store\.log$"),
+          ("tracking_store", r"/tracking_store\.log$"),
           ("summary", r"/summary\.log$"), ("report", r"/report\.log$")]
 
 
 def stage_of(log: Path) -> str:
+    """The stage of a job's log; training stages include the evaluation their job ends with."""
     text = str(log)
-    if text.endswith("evaluate.log"):
-        return "evaluate"
     return next((name for name, pattern in STAGES if re.search(pattern, text)), log.name)
 
 

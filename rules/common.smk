@@ -114,6 +114,15 @@ def torch_threads():
     return config["threads_per_job"]
 
 
+def clean_test(w):
+    """What a training job evaluates its model on: the clean test split at the victim's resolution."""
+    return {"test_manifest": f"{RESULTS}/{w.dataset}/data/manifest.parquet",
+            "test_store": store_path(w.dataset, w.victim)}
+
+
+EVAL = {"batch_size": config["eval"]["batch_size"], "workers": config["eval"]["workers"]}
+
+
 def run_dirs():
     """Every evaluated model of the grid, as its results folder."""
     return [run_dir(RESULTS, c) for c in grid_cells(config)]

@@ -72,17 +72,21 @@ def defended_published_data(w):
 
 rule train_clean_defended:
     input:
+        unpack(clean_test),
         data=lambda w: data_inputs(defended_clean_data(w)),
         tracking=f"{RESULTS}/tracking.json",
         pretrained=lambda w: workflow_checkpoint(w.victim) or [],
     output:
         model=f"{RESULTS}/{{dataset}}/defended/{{defence}}/clean/{{victim}}/seed{{seed}}/model.safetensors",
         record=f"{RESULTS}/{{dataset}}/defended/{{defence}}/clean/{{victim}}/seed{{seed}}/train.json",
+        metrics=f"{RESULTS}/{{dataset}}/defended/{{defence}}/clean/{{victim}}/seed{{seed}}/metrics.json",
+        metrics_row=f"{RESULTS}/{{dataset}}/defended/{{defence}}/clean/{{victim}}/seed{{seed}}/metrics.parquet",
     params:
         data=defended_clean_data,
         model=lambda w: model_spec(w.victim),
         train=lambda w: victim_train(w.victim, augment_scale_min=train_augment(w.defence)),
         device=config["device"],
+        eval=EVAL,
         cell=lambda w: {"dataset": w.dataset, "method": "clean", "apply": "none", "surrogate": "none",
                         "victim": w.victim, "seed": int(w.seed), "defence": w.defence},
     log:
@@ -98,17 +102,21 @@ rule train_clean_defended:
 
 rule retrain_defended:
     input:
+        unpack(clean_test),
         data=lambda w: data_inputs(defended_published_data(w)),
         tracking=f"{RESULTS}/tracking.json",
         pretrained=lambda w: workflow_checkpoint(w.victim) or [],
     output:
         model=f"{RESULTS}/{{dataset}}/defended/{{defence}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/model.safetensors",
         record=f"{RESULTS}/{{dataset}}/defended/{{defence}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/train.json",
+        metrics=f"{RESULTS}/{{dataset}}/defended/{{defence}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/metrics.json",
+        metrics_row=f"{RESULTS}/{{dataset}}/defended/{{defence}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/metrics.parquet",
     params:
         data=defended_published_data,
         model=lambda w: model_spec(w.victim),
         train=lambda w: victim_train(w.victim, augment_scale_min=train_augment(w.defence)),
         device=config["device"],
+        eval=EVAL,
         cell=lambda w: {"dataset": w.dataset, "method": w.method, "apply": w.apply, "surrogate": w.surrogate,
                         "victim": w.victim, "seed": int(w.seed), "method_params": config["methods"][w.method],
                         "defence": w.defence},

@@ -48,18 +48,22 @@ rule publish:
 
 rule retrain:
     input:
+        unpack(clean_test),
         published=f"{RESULTS}/{{dataset}}/published/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}",
         tracking=f"{RESULTS}/tracking.json",
         pretrained=lambda w: workflow_checkpoint(w.victim) or [],
     output:
         model=f"{RESULTS}/{{dataset}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/model.safetensors",
         record=f"{RESULTS}/{{dataset}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/train.json",
+        metrics=f"{RESULTS}/{{dataset}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/metrics.json",
+        metrics_row=f"{RESULTS}/{{dataset}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}/metrics.parquet",
     params:
         data=lambda w, input: {"manifest": f"{input.published}/manifest.parquet",
                                "store": f"{input.published}/images.npy"},  # what a scraper would train on
         model=lambda w: model_spec(w.victim),
         train=lambda w: victim_train(w.victim),
         device=config["device"],
+        eval=EVAL,
         cell=lambda w: {"dataset": w.dataset, "method": w.method, "apply": w.apply, "surrogate": w.surrogate,
                         "victim": w.victim, "seed": int(w.seed), "method_params": config["methods"][w.method]},
     log:

@@ -1,9 +1,11 @@
 # The clean baseline: a CLIP trained from scratch on the dataset's train split. The retrain on a published
-# folder is in protect.smk; both run scripts/train.py, told by params what to train on.
+# folder is in protect.smk; both run scripts/train.py, told by params what to train on, and end by evaluating
+# the model on the clean test split (metrics.json, metrics.parquet).
 
 
 rule train_clean:
     input:
+        unpack(clean_test),
         manifest=f"{RESULTS}/{{dataset}}/data/manifest.parquet",
         store=lambda w: store_path(w.dataset, w.victim),
         tracking=f"{RESULTS}/tracking.json",
@@ -11,11 +13,14 @@ rule train_clean:
     output:
         model=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/model.safetensors",
         record=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/train.json",
+        metrics=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/metrics.json",
+        metrics_row=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/metrics.parquet",
     params:
         data=lambda w, input: {"manifest": input.manifest, "store": input.store},
         model=lambda w: model_spec(w.victim),
         train=lambda w: victim_train(w.victim),
         device=config["device"],
+        eval=EVAL,
         cell=lambda w: {"dataset": w.dataset, "method": "clean", "apply": "none", "surrogate": "none",
                         "victim": w.victim, "seed": int(w.seed)},
     log:

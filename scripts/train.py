@@ -1,13 +1,24 @@
-"""Snakemake adapter: train a CLIP from scratch on the train rows of the manifest and store in params.data."""
+"""Snakemake adapter: train a CLIP on the train rows of the manifest and store in params.data, then evaluate it
+on the clean test split. One job for both: a separate evaluation job would spend more on starting Python,
+torch and MLflow than on evaluating."""
 from unlearnable.jobrunner import run_job
-from unlearnable.jobs import train_job
+from unlearnable.jobs import evaluate_job, train_job
 from unlearnable.models import ModelSpec
 from unlearnable.tracking import job_tracking
 from unlearnable.train import TrainConfig
 
 smk = snakemake  # noqa: F821
 m = smk.params.model
-run_job(smk.log[0], smk.threads, lambda: train_job(
-    smk.params.data["manifest"], smk.params.data["store"], ModelSpec(m["arch"], m["pretrained"]), TrainConfig(**smk.params.train),
-    int(smk.wildcards.seed), smk.params.device, smk.output.model, smk.output.record, dict(smk.params.cell),
-    job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])), where=smk.output[0])
+tracking = job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])
+
+
+def train_and_evaluate():
+    train_job(smk.params.data["manifest"], smk.params.data["store"], ModelSpec(m["arch"], m["pretrained"]),
+              TrainConfig(**smk.params.train), int(smk.wildcards.seed), smk.params.device, smk.output.model,
+              smk.output.record, dict(smk.params.cell), tracking)
+    evaluate_job(smk.output.model, smk.output.record, smk.input.test_manifest, smk.input.test_store,
+                 smk.params.device, smk.output.metrics, smk.output.metrics_row, tracking, smk.params.eval["batch_size"],
+                 smk.params.eval["workers"])
+
+
+run_job(smk.log[0], smk.threads, train_and_evaluate, where=smk.output[0])

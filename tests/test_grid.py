@@ -8,7 +8,7 @@ from wf import REPO, SNAKEMAKE, TINY, snakemake
 
 from unlearnable.grid import cells, expand_trigger_lengths
 
-GPU_RULES = {"protect", "train_clean", "retrain", "evaluate", "train_clean_defended", "retrain_defended"}
+GPU_RULES = {"protect", "train_clean", "retrain", "train_clean_defended", "retrain_defended"}
 MODEL_JOBS = ("protect_job", "train_job", "evaluate_job")  # the library functions that build a model
 
 
@@ -75,16 +75,16 @@ def test_adding_a_seed_or_a_method_plans_only_the_new_cells(finished):
     more_seeds["grid"]["seeds"] = [0, 1]
     res = snakemake(finished, more_seeds, "-n")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert job_counts(res.stdout) == {"train_clean": 1, "protect": 1, "publish": 1, "retrain": 1, "evaluate": 2,
-                                      "summary": 1, "report": 1, "all": 1, "total": 9}
+    assert job_counts(res.stdout) == {"train_clean": 1, "protect": 1, "publish": 1, "retrain": 1,
+                                      "summary": 1, "report": 1, "all": 1, "total": 7}
     assert {j["wildcards"].get("seed") for j in jobs(res.stdout) if "seed" in j["wildcards"]} == {"1"}
     more_methods = copy.deepcopy(TINY)
     more_methods["methods"]["random_noise"] = {"kind": "random_noise", "granularity": "image"}
     more_methods["grid"]["runs"].append({"method": "random_noise"})
     res = snakemake(finished, more_methods, "-n")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert job_counts(res.stdout) == {"protect": 1, "publish": 1, "retrain": 1, "evaluate": 1, "summary": 1,
-                                      "report": 1, "all": 1, "total": 7}
+    assert job_counts(res.stdout) == {"protect": 1, "publish": 1, "retrain": 1, "summary": 1,
+                                      "report": 1, "all": 1, "total": 6}
     assert {j["wildcards"]["method"] for j in jobs(res.stdout) if "method" in j["wildcards"]} == {"random_noise"}
     snakemake(finished, TINY, "-n")  # leave the finished run's config as it was
 
@@ -98,9 +98,9 @@ def test_paper_grid_plan_on_slurm_before_any_data_exists(tmp_path):
     counts = job_counts(res.stdout)
     # 3 datasets x 3 seeds: 9 clean baselines; x 3 methods: 27 protections, publications and retrains
     assert {k: counts[k] for k in ("download", "manifest", "image_store", "train_clean", "protect", "publish",
-                                   "retrain", "evaluate")} == {
+                                   "retrain")} == {
         "download": 3, "manifest": 3, "image_store": 3, "train_clean": 9, "protect": 27, "publish": 27,
-        "retrain": 27, "evaluate": 36}
+        "retrain": 27}  # 36 models, each evaluated by the job that trained it
     planned = jobs(res.stdout)
     assert {j["wildcards"].get("dataset") for j in planned if j["rule"] == "download"} == {
         "flickr8k", "flickr30k", "mscoco"}
@@ -123,8 +123,7 @@ def test_paper_plan_puts_every_model_job_on_a_gpu_and_nothing_else(profile, tmp_
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     planned = [j for j in jobs(res.stdout) if j["rule"] != "all"]
-    assert {j["rule"] for j in planned} >= {"protect", "train_clean", "retrain", "evaluate", "manifest", "publish",
-                                            "summary"}
+    assert {j["rule"] for j in planned} >= {"protect", "train_clean", "retrain", "manifest", "publish", "summary"}
     for j in planned:
         gpu = j["resources"].get("gpu", "0") != "0"
         assert gpu == (j["rule"] in model_rules()), j

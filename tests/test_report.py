@@ -106,7 +106,8 @@ def test_defence_table_has_a_row_per_defence_and_a_column_per_protection_for_eac
     from unlearnable.report import defence_table_html
 
     rows = []
-    values = {("scratch", "none"): (50.0, 5.0), ("scratch", "jpeg"): (40.0, 30.0), ("ft", "none"): (80.0, 60.0)}
+    values = {("scratch", "none"): (50.0, 5.0), ("scratch", "jpeg"): (40.0, 30.0), ("scratch", "blur"): (40.0, 39.0),
+              ("ft", "none"): (80.0, 60.0)}
     for (victim, defence), (clean, em) in values.items():
         for seed, jitter in enumerate((-1.0, 0.0, 1.0)):
             for method, value in (("clean", clean), ("em", em)):
@@ -124,8 +125,10 @@ def test_defence_table_has_a_row_per_defence_and_a_column_per_protection_for_eac
     scratch = lines[lines.index(next(x for x in lines if "victim scratch" in x)):]
     assert scratch[2] == "| defence | clean | em (rn) |"
     assert scratch[4] == "| none | 50.0 ± 1.0 | 5.0 ± 1.0 (90%) |"  # (50 - 5) / (50 - 0)
-    assert scratch[5] == "| jpeg | 40.0 ± 1.0 | 30.0 ± 1.0 (25%) |"
+    assert scratch[5] == "| blur | 40.0 ± 1.0 | 39.0 ± 1.0 (≈ clean) |"  # 1 point apart, sd 1: no difference
+    assert scratch[6] == "| jpeg | 40.0 ± 1.0 | 30.0 ± 1.0 (25%) |"
     ft = lines[lines.index(next(x for x in lines if "victim ft" in x)):]
-    assert ft[4] == "| none | 80.0 ± 1.0 | 60.0 ± 1.0 (25%) |" and ft[5] == "| jpeg |  |  |"
+    assert ft[4] == "| none | 80.0 ± 1.0 | 60.0 ± 1.0 (25%) |" and ft[6] == "| jpeg |  |  |"
     page = defence_table_html(agg)
     assert page.count("<table") == 2 and "retained 25%" in page and "victim ft" in page
+    assert page.count("≈ clean</small>") == 1

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from wf import REPO, SNAKEMAKE, TINY
 
-GPU_RULES = {"protect", "train_clean", "retrain", "evaluate"}
+GPU_RULES = {"protect", "train_clean", "retrain"}
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 

@@ -46,5 +46,5 @@ def test_rehearsal_plans_the_papers_dag(tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
     assert job_counts(res.stdout) == {"generate": 1, "tracking_store": 1, "manifest": 1, "image_store": 1,
-                                      "train_clean": 1, "protect": 1, "publish": 1, "retrain": 1, "evaluate": 2,
-                                      "summary": 1, "report": 1, "all": 1, "total": 13}
+                                      "train_clean": 1, "protect": 1, "publish": 1, "retrain": 1,
+                                      "summary": 1, "report": 1, "all": 1, "total": 11}

@@ -124,6 +124,7 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
             jobs[("retrain", cell["dataset"], cell["method"], cell["apply"], sur, victim, seed,
                   cell.get("defence", "none"))] = {
                 "stage": "retrain", "model": victim, "passes": {"train": train.epochs * steps}}
+        # evaluation is a stage of work, done at the end of each training job
         jobs[("evaluate",) + tuple(cell.values())] = {"stage": "evaluate", "model": victim,
                                                      "passes": {"encode": test_pairs}}
     return list(jobs.values())

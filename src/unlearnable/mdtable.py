@@ -46,9 +46,14 @@ def defence_table(agg: pd.DataFrame) -> list[str]:
             for p in protections:
                 r = cells.get((dfc, p))
                 text = "" if r is None else _cell(r["mean"], r["std"], int(r["seeds"]))
-                row.append(text if r is None or p[0] == "clean" else f"{text} ({percent(r['retained'])})")
+                if r is None or p[0] == "clean":
+                    row.append(text)
+                else:
+                    row.append(f"{text} ({'≈ clean' if r['within_spread'] else percent(r['retained'])})")
             out.append(f"| {dfc} | " + " | ".join(row) + " |")
         out.append("")
+    if out:
+        out += ["≈ clean: protected and clean differ by less than the larger sd over seeds (no difference).", ""]
     return out
 
 

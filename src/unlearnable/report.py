@@ -41,17 +41,27 @@ def retained(clean: float, protected: float, chance: float) -> float:
     return (clean - protected) / (clean - chance) if clean - chance >= 1.0 else float("nan")  # recall in %
 
 
+def within_spread(clean: float, clean_sd: float, protected: float, protected_sd: float, seeds: int) -> bool:
+    """No difference: the means differ by no more than the larger sd over seeds. One seed has no spread, so
+    nothing is within it."""
+    return seeds >= 2 and abs(clean - protected) <= max(clean_sd, protected_sd)
+
+
 def defence_matrix(agg: pd.DataFrame, metric: str = "t2i_r1") -> pd.DataFrame:
-    """One row per protected cell (and clean), one column group per defence: mean, sd, seeds and protection
-    retained against the clean baseline of the same dataset, victim and defence."""
+    """One row per protected cell (and clean), one column group per defence: mean, sd, seeds, the protection
+    retained against the clean baseline of the same dataset, victim and defence, and whether the two differ
+    by less than their spread."""
     clean = agg[agg["method"] == "clean"].set_index(["dataset", "victim", "defence"])
     rows = []
     for r in agg.to_dict("records"):
-        c = clean[metric].get((r["dataset"], r["victim"], r["defence"]), float("nan"))
+        key = (r["dataset"], r["victim"], r["defence"])
+        c = clean[metric].get(key, float("nan"))
+        protected = r["method"] != "clean"
+        same = protected and key in clean.index and within_spread(
+            c, clean[f"{metric}_std"][key], r[metric], r[f"{metric}_std"], min(r["seeds"], clean["seeds"][key]))
         rows.append({**{k: r[k] for k in GROUP}, "mean": r[metric], "std": r[f"{metric}_std"], "seeds": r["seeds"],
-                     "method_params": r["method_params"],
-                     "retained": float("nan") if r["method"] == "clean" else retained(c, r[metric],
-                                                                                      r[f"chance_{metric}"])})
+                     "method_params": r["method_params"], "within_spread": same,
+                     "retained": retained(c, r[metric], r[f"chance_{metric}"]) if protected else float("nan")})
     return pd.DataFrame(rows)
 
 
@@ -99,14 +109,15 @@ def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
                 if r is None:
                     row.append("<td></td>")
                     continue
-                ret = "" if p[0] == "clean" else f"<br><small>retained {percent(r['retained'])}</small>"
+                ret = ("" if p[0] == "clean" else "<br><small>≈ clean</small>" if r["within_spread"]
+                       else f"<br><small>retained {percent(r['retained'])}</small>")
                 row.append(f"<td>{_fmt(r['mean'], r['std'], int(r['seeds']))}{ret}</td>")
             body.append("<tr>" + "".join(row) + "</tr>")
         out.append(f"<h3>{html.escape(dataset)}, victim {html.escape(victim)}</h3>"
                    f'<table class="defences">{head}<tbody>{"".join(body)}</tbody></table>')
     return ("".join(out) + "<p>Text→image R@1 on clean test data after the victim trained on defended data; "
             "retained = (clean<sub>d</sub> − protected<sub>d</sub>) / (clean<sub>d</sub> − chance) under the same "
-            "defence d.</p>")
+            "defence d; ≈ clean: the two differ by less than the larger sd over seeds (no difference).</p>")
 
 
 def _fmt(mean: float, std: float, seeds: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import ConfigError
-from ..defences import IMAGE_KINDS, Defence
+from .eot import ScraperTransforms
 
 METHODS = ("mem", "em", "strong_em", "random_noise", "random_trigger")
 
@@ -44,10 +44,7 @@ class ProtectConfig:
             raise ConfigError("method: eps must be in [0, 127], step >= 1 and pgd_steps >= 0 (units of 1/255)")
         if self.token_num < 0 or self.candidates < 1 or self.batch_size < 2:
             raise ConfigError("method: token_num >= 0, candidates >= 1 and batch_size >= 2 are required")
-        for i, spec in enumerate(self.eot):
-            if not Defence.from_config(f"eot[{i}]", dict(spec), key=f"method eot[{i}]").changes_images:
-                raise ConfigError(f"method: eot[{i}] kind {spec.get('kind')!r} is not an image defence "
-                                  f"(one of {IMAGE_KINDS})")
+        ScraperTransforms(self.eot)  # parses and checks each spec
         if self.eot and not self.optimises:
             raise ConfigError(f"method: eot needs an optimised noise (kinds mem, em, strong_em), not {self.method}")
         if self.method in ("mem", "random_trigger") and self.token_num < 1:

@@ -142,12 +142,17 @@ class Protector:
             old.unlink()
 
     # -- data ------------------------------------------------------------------------------------------
-    def noisy_pixels(self, pairs: np.ndarray, units: np.ndarray, noise: RowFile) -> tuple[torch.Tensor, torch.Tensor]:
-        """(clean pixels of the pairs' images, their units' committed noise) as float NCHW on the device, both
+    def noisy_pixels(self, pairs: np.ndarray, noise_rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clean pixels of the pairs' images, the given int8 NHWC noise rows) as float NCHW on the device, both
         exact integers; they travel as uint8/int8 and become floats there."""
         x = self.encoder.pixels(torch.from_numpy(self.images[self.units.pair_image_row[pairs]]))
-        d = torch.from_numpy(noise[units]).to(self.device, non_blocking=True)
+        d = torch.from_numpy(noise_rows).to(self.device, non_blocking=True)
         return x, d.permute(0, 3, 1, 2).float()
+
+    @staticmethod
+    def noise_rows(d: torch.Tensor) -> np.ndarray:
+        """Float NCHW noise (whole units of 1/255) back to the int8 NHWC rows the noise file stores."""
+        return d.round().to(torch.int8).permute(0, 2, 3, 1).cpu().numpy()
 
     def tokens(self, pairs: np.ndarray, units: np.ndarray) -> torch.Tensor:
         return insert_trigger(self.captions[torch.as_tensor(pairs)], self.triggers[torch.as_tensor(units)]
@@ -190,7 +195,7 @@ class Protector:
         for _ in range(self.cfg.surrogate_steps):
             pairs = self.stream.next()
             units = self.units.unit_of_pair[pairs]
-            x, d = self.noisy_pixels(pairs, units, noise)
+            x, d = self.noisy_pixels(pairs, noise[units])
             x_adv = self.eot.apply((x + d).clamp(0, 255), self.eot.draw(1, self.gen)[0])
             losses.append(self.trainer.step(x_adv, self.tokens(pairs, units)))
             self.bar.update(1)
@@ -212,7 +217,7 @@ class Protector:
                     stats["flip_after"].append(after)
                 if self.cfg.pgd_steps > 0:
                     stats["pgd_loss"].append(self._pgd(b))
-                new_noise.write(units, (b.x_adv - b.x).round().to(torch.int8).permute(0, 2, 3, 1).cpu().numpy())
+                new_noise.write(units, self.noise_rows(b.x_adv - b.x))
                 self.bar.update(1)
         return {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
 
@@ -225,8 +230,7 @@ class Protector:
                 pairs = self.units.pick_image_pairs(images, self.gen)
                 units, index = np.unique(self.units.unit_of_pair[pairs], return_inverse=True)
                 current = np.where(written[units][:, None, None, None], new_noise[units], noise[units])
-                x = self.encoder.pixels(torch.from_numpy(self.images[self.units.pair_image_row[pairs]]))
-                d = torch.from_numpy(current).to(self.device).permute(0, 3, 1, 2).float()
+                x, d = self.noisy_pixels(pairs, current)
                 captions = self.captions[torch.as_tensor(pairs)].to(self.device)
                 perms, view = self._pgd_draws(len(pairs))
 
@@ -238,7 +242,7 @@ class Protector:
                                            text_features, self.cfg.eps, self.cfg.step, self.cfg.pgd_steps,
                                            self.model.logit_scale.exp().detach(), view)
                 stats["pgd_loss"].append(loss)
-                new_noise.write(units, d.round().to(torch.int8).permute(0, 2, 3, 1).cpu().numpy())
+                new_noise.write(units, self.noise_rows(d))
                 written[units] = True
                 self.bar.update(1)
         return {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
@@ -263,7 +267,7 @@ class Protector:
 
     def _batch(self, units: np.ndarray, noise: RowFile, with_features: bool) -> Batch:
         pairs = self.units.pick_pairs(units, self.gen)
-        x, d = self.noisy_pixels(pairs, units, noise)
+        x, d = self.noisy_pixels(pairs, noise[units])
         b = Batch(units, pairs, x, (x + d).clamp(0, 255), self.captions[torch.as_tensor(pairs)].to(self.device),
                   self.triggers[torch.as_tensor(units)].to(self.device))
         if with_features:

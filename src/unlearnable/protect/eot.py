@@ -10,12 +10,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..defences import Defence
+from .. import ConfigError
+from ..defences import IMAGE_KINDS, Defence
 
 
 class ScraperTransforms:
     def __init__(self, specs: tuple[dict, ...] = ()):
         self.defences = [Defence.from_config(f"eot[{i}]", dict(s), key=f"method eot[{i}]") for i, s in enumerate(specs)]
+        for i, d in enumerate(self.defences):
+            if not d.changes_images:
+                raise ConfigError(f"method: eot[{i}] kind {specs[i].get('kind')!r} is not an image defence "
+                                  f"(one of {IMAGE_KINDS})")
 
     def __bool__(self) -> bool:
         return bool(self.defences)
