@@ -5,9 +5,7 @@
 
 rule train_clean:
     input:
-        unpack(clean_test),
-        manifest=f"{RESULTS}/{{dataset}}/data/manifest.parquet",
-        store=lambda w: store_path(w.dataset, w.victim),
+        unpack(clean_test),  # the clean victim trains on the same manifest and store it is tested on
         tracking=f"{RESULTS}/tracking.json",
         pretrained=lambda w: workflow_checkpoint(w.victim) or [],
     output:
@@ -16,7 +14,7 @@ rule train_clean:
         metrics=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/metrics.json",
         metrics_row=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/metrics.parquet",
     params:
-        data=lambda w, input: {"manifest": input.manifest, "store": input.store},
+        data=lambda w, input: {"manifest": input.test_manifest, "store": input.test_store},
         model=lambda w: model_spec(w.victim),
         train=lambda w: victim_train(w.victim),
         device=config["device"],

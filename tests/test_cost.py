@@ -57,11 +57,11 @@ def test_paper_grid_cost_counts_every_sample_pass_once(tmp_path):
             protect += 20 * 200 * 128 * 0.5 + 20 * 8 * n * 0.2 + 5 * n * 0.6 * k / 3
         protect += 5 * 50 * 128 * 0.5 + 5 * 8 * n * 0.2
     assert est["stages"]["protect"]["device_seconds"] == pytest.approx(seeds * protect)
-    assert est["stages"]["protect"]["jobs"] == 3 * 3 * seeds
+    assert est["stages"]["protect"]["count"] == 3 * 3 * seeds
     train = sum(32 * (n // 128 * 128) * 0.5 for n in pairs.values())
     assert est["stages"]["train clean"]["device_seconds"] == pytest.approx(seeds * train)
     assert est["stages"]["retrain"]["device_seconds"] == pytest.approx(3 * seeds * train)  # em, mem3, mem5
-    assert est["stages"]["evaluate"]["jobs"] == 4 * 3 * seeds
+    assert est["stages"]["evaluate"]["count"] == 4 * 3 * seeds
 
 
 def test_cost_says_when_gpu_hours_are_estimates(tmp_path, tiny_bench):

@@ -98,7 +98,8 @@ class Bench:
 
 
 def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list[dict]:
-    """Every job's sample-passes by kind: {stage, job, model, passes: {train|pgd_step|hotflip|encode: n}}."""
+    """Every stage of work's sample-passes by kind: {stage, model, passes: {train|pgd_step|hotflip|encode: n}}; one
+    per job, and one per evaluation (which runs inside its training job)."""
     overrides = overrides or {}
     train = TrainConfig(**config["train"])
     arch = {name: m["arch"] for name, m in config["models"].items()}
@@ -139,8 +140,8 @@ def estimate(config: dict, benches: list[Bench], overrides: dict[str, int] | Non
         if bench is None:
             raise ConfigError(f"no bench for model {job['model']!r}: run bench/mem_round.py --model {job['model']} "
                               f"--out FILE and pass --bench FILE")
-        s = stages.setdefault(job["stage"], {"jobs": 0, "device_seconds": 0.0, "flops": 0.0})
-        s["jobs"] += 1
+        s = stages.setdefault(job["stage"], {"count": 0, "device_seconds": 0.0, "flops": 0.0})
+        s["count"] += 1
         for kind, n in job["passes"].items():
             scale = job.get("flip_work", bench.flip_work) / bench.flip_work if kind == "hotflip" else 1.0
             s["device_seconds"] += n * bench.seconds[kind] * scale
@@ -161,12 +162,12 @@ def estimate(config: dict, benches: list[Bench], overrides: dict[str, int] | Non
 
 def format_estimate(est: dict, grid_file: str) -> str:
     lines = [f"{grid_file}: predicted cost, from benches measured on {', '.join(est['measured_on'])}",
-             f"{'stage':<12} {'jobs':>5} {'device-hours':>13} {'PFLOP':>9}"]
+             f"{'stage':<12} {'count':>5} {'device-hours':>13} {'PFLOP':>9}"]
     gpu = est.get("gpu_estimate")
     if gpu:
         lines[1] += f" {gpu['gpu'] + '-hours (estimate)':>22}"
     for name, s in est["stages"].items():
-        row = f"{name:<12} {s['jobs']:>5} {s['device_seconds'] / 3600:>13.1f} {s['flops'] / 1e15:>9.1f}"
+        row = f"{name:<12} {s['count']:>5} {s['device_seconds'] / 3600:>13.1f} {s['flops'] / 1e15:>9.1f}"
         if gpu:
             row += f" {gpu['hours'][name]:>22.2f}"
         lines.append(row)
@@ -178,6 +179,7 @@ def format_estimate(est: dict, grid_file: str) -> str:
         lines.append(f"Only CPU figures exist: device-hours above are measured CPU hours (the bench's threads). "
                      f"{gpu['gpu']} hours are an ESTIMATE from FLOP counts at an assumed {gpu['assumed_mfu']:.0%} "
                      f"of its bf16 peak; run the bench on a GPU for measured figures.")
+    lines.append("count: jobs, except for evaluate: models evaluated, each at the end of its training job.")
     lines.append("Not modelled: image decoding and publishing (I/O).")
     return "\n".join(lines)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import aggregate, defence_grids, percent, protection_label
+from .report import NO_DIFFERENCE_NOTE, aggregate, defence_grids, effect_label, protection_label
 
 COLUMNS = [("t2i_r1", "t2i R@1"), ("i2t_r1", "i2t R@1"), ("t2i_r10", "t2i R@10"), ("rsum", "rsum")]
 
@@ -49,11 +49,11 @@ def defence_table(agg: pd.DataFrame) -> list[str]:
                 if r is None or p[0] == "clean":
                     row.append(text)
                 else:
-                    row.append(f"{text} ({'≈ clean' if r['within_spread'] else percent(r['retained'])})")
+                    row.append(f"{text} ({effect_label(r)})")
             out.append(f"| {dfc} | " + " | ".join(row) + " |")
         out.append("")
     if out:
-        out += ["≈ clean: protected and clean differ by less than the larger sd over seeds (no difference).", ""]
+        out += [NO_DIFFERENCE_NOTE, ""]
     return out
 
 

@@ -47,10 +47,20 @@ def within_spread(clean: float, clean_sd: float, protected: float, protected_sd:
     return seeds >= 2 and abs(clean - protected) <= max(clean_sd, protected_sd)
 
 
+NO_DIFFERENCE = "≈ clean"
+NO_DIFFERENCE_NOTE = (f"{NO_DIFFERENCE}: protected and clean differ by no more than the larger sd over seeds "
+                      "(no difference).")
+
+
+def effect_label(record: dict) -> str:
+    """What a protected cell of `defence_matrix` says against clean: no difference, or the share retained."""
+    return NO_DIFFERENCE if record["within_spread"] else percent(record["retained"])
+
+
 def defence_matrix(agg: pd.DataFrame, metric: str = "t2i_r1") -> pd.DataFrame:
     """One row per protected cell (and clean), one column group per defence: mean, sd, seeds, the protection
     retained against the clean baseline of the same dataset, victim and defence, and whether the two differ
-    by less than their spread."""
+    by no more than their spread."""
     clean = agg[agg["method"] == "clean"].set_index(["dataset", "victim", "defence"])
     rows = []
     for r in agg.to_dict("records"):
@@ -109,15 +119,15 @@ def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
                 if r is None:
                     row.append("<td></td>")
                     continue
-                ret = ("" if p[0] == "clean" else "<br><small>≈ clean</small>" if r["within_spread"]
-                       else f"<br><small>retained {percent(r['retained'])}</small>")
+                said = html.escape(effect_label(r)) if p[0] != "clean" else ""
+                ret = said and f"<br><small>{'' if r['within_spread'] else 'retained '}{said}</small>"
                 row.append(f"<td>{_fmt(r['mean'], r['std'], int(r['seeds']))}{ret}</td>")
             body.append("<tr>" + "".join(row) + "</tr>")
         out.append(f"<h3>{html.escape(dataset)}, victim {html.escape(victim)}</h3>"
                    f'<table class="defences">{head}<tbody>{"".join(body)}</tbody></table>')
     return ("".join(out) + "<p>Text→image R@1 on clean test data after the victim trained on defended data; "
             "retained = (clean<sub>d</sub> − protected<sub>d</sub>) / (clean<sub>d</sub> − chance) under the same "
-            "defence d; ≈ clean: the two differ by less than the larger sd over seeds (no difference).</p>")
+            f"defence d; {html.escape(NO_DIFFERENCE_NOTE)}</p>")
 
 
 def _fmt(mean: float, std: float, seeds: int) -> str:
