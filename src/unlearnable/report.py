@@ -52,9 +52,10 @@ NO_DIFFERENCE_NOTE = (f"{NO_DIFFERENCE}: protected and clean differ by no more t
                       "(no difference).")
 
 
-def effect_label(record: dict) -> str:
-    """What a protected cell of `defence_matrix` says against clean: no difference, or the share retained."""
-    return NO_DIFFERENCE if record["within_spread"] else percent(record["retained"])
+def effect_label(record: dict, retained: str = "{}") -> str:
+    """What a protected cell of `defence_matrix` says against clean: no difference, or the share retained
+    (formatted into `retained`)."""
+    return NO_DIFFERENCE if record["within_spread"] else retained.format(percent(record["retained"]))
 
 
 def defence_matrix(agg: pd.DataFrame, metric: str = "t2i_r1") -> pd.DataFrame:
@@ -119,8 +120,7 @@ def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
                 if r is None:
                     row.append("<td></td>")
                     continue
-                said = html.escape(effect_label(r)) if p[0] != "clean" else ""
-                ret = said and f"<br><small>{'' if r['within_spread'] else 'retained '}{said}</small>"
+                ret = "" if p[0] == "clean" else f"<br><small>{html.escape(effect_label(r, 'retained {}'))}</small>"
                 row.append(f"<td>{_fmt(r['mean'], r['std'], int(r['seeds']))}{ret}</td>")
             body.append("<tr>" + "".join(row) + "</tr>")
         out.append(f"<h3>{html.escape(dataset)}, victim {html.escape(victim)}</h3>"
