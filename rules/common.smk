@@ -163,3 +163,5 @@ onstart:
         _RESULTS_LOCK.append(hold_results_lock(RESULTS))
     except UnlearnableError as _e:
         sys.exit(f"error: {_e}")  # Snakemake releases its own lock on the way out
+    except OSError as _e:
+        sys.exit(f"error: {_e.filename or RESULTS}: {_e.strerror or _e}")

@@ -86,8 +86,8 @@ def _protect(args) -> None:
     from .outdir import OutputFolder
     from .paths import real
     from .protect.export import export_published
-    from .protect.fullsize import export_full_size
-    from .protect.run import protect
+    from .protect import fullsize, run
+    from .protect.publish_plan import plan_publication
 
     overrides = {f.name: getattr(args, f.name) for f in fields(ProtectConfig)
                  if f.name != "method" and getattr(args, f.name, None) is not None}
@@ -106,6 +106,8 @@ def _protect(args) -> None:
     rows, quality = read_dataset(args.dataset, _layout(args), args.on_bad_sample)
     rows = _selected(rows, args.max_images, args.seed)
     train = build_manifest(rows, {i: "train" for i in rows["image_id"]}).to_pandas()
+    # every file's place, format and name is decided (or refused) now, before any compute
+    plan = plan_publication(rows, args.dataset, _layout(args)) if args.size == "original" else None
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     with folder as stage:
         work, private, published = stage / "work", stage / "private", stage / "published"
@@ -113,13 +115,13 @@ def _protect(args) -> None:
         if not store.is_file():
             build_image_store(train, args.dataset, store, image_resolution(args.model))
         if not (private / "protection.json").is_file():  # a killed run resumes from its last committed round
-            protect(train, store, spec, cfg, args.seed, args.device, private, workdir=work / "protection",
-                    progress=progress)
+            run.protect(train, store, spec, cfg, args.seed, args.device, private, workdir=work / "protection",
+                        progress=progress)
             (private / "KEEP-PRIVATE.txt").write_text(PRIVATE_NOTE)
         if not (published / "export.json").is_file():
             if args.size == "original":
-                export_full_size(train, args.dataset, store, private, tokenizer(args.model), published,
-                                 args.jpeg_quality)
+                fullsize.export_full_size(train, args.dataset, store, private, tokenizer(args.model), published,
+                                          plan, args.jpeg_quality)
             else:
                 export_published(train, store, private, "both", tokenizer(args.model), published)
         meta = json.loads((published / "export.json").read_text())
@@ -258,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     except UnlearnableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        resumable = args.command == "protect"
+        print("interrupted; run the same command to resume" if resumable else "interrupted", file=sys.stderr)
+        return 130
     except Exception as e:
         fault = describe_fault(e, getattr(args, "out", None) or getattr(args, "published", None))
         if fault is None:

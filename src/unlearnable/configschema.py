@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import jsonschema
@@ -136,6 +137,19 @@ def check_models(config: dict, source: str = "config") -> None:
                               f"open_clip tag of {arch} (tags: {', '.join(pretrained_tags(arch)) or 'none'})")
 
 
+def unwritable(folder: str | os.PathLike) -> str | None:
+    """Why the workflow could not create or write `folder`, checked at start-up (Snakemake would otherwise
+    die scanning it with a traceback); None when it can."""
+    p = Path(os.path.abspath(folder))
+    while not os.path.lexists(p):
+        p = p.parent
+    if not p.is_dir():
+        return f"{folder}: {p} is not a folder"
+    if not os.access(p, os.W_OK | os.X_OK):
+        return f"{folder}: {p} is not writable (permission denied or a read-only file system)"
+    return None
+
+
 def check_folders(config: dict, source: str = "config") -> None:
     """`results` and `resources` (written by the workflow) never overlap each other or a local dataset."""
     from .paths import overlap
@@ -150,6 +164,9 @@ def check_folders(config: dict, source: str = "config") -> None:
             if how := overlap(out, path):
                 raise ConfigError(f"{source}: key '{out_key}': the output folder {out} {how} the dataset folder "
                                   f"{path} (key '{in_key}'); outputs must lie apart from every input")
+    for out_key, out in outputs.items():
+        if problem := unwritable(out):
+            raise ConfigError(f"{source}: key '{out_key}': {problem}")
     if "resources" in outputs and (how := overlap(config["results"], config["resources"])):
         raise ConfigError(f"{source}: key 'results': {config['results']} {how} the resources folder "
                           f"{config['resources']}; keep them apart")

@@ -20,8 +20,13 @@ BACKGROUND = (255, 255, 255)
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
-    """An opened PIL image -> an 8-bit RGB image, oriented, scaled and composited as described above."""
-    im = ImageOps.exif_transpose(im) or im
+    """An opened PIL image -> an 8-bit RGB image, oriented, scaled and composited as described above.
+
+    An RGB image is oriented in place and returned itself, not copied (a 64 MP photo is 192 MB a copy): use
+    the result before closing the file it came from."""
+    im.load()
+    if im.getexif().get(0x0112, 1) != 1:  # EXIF orientation
+        im = ImageOps.exif_transpose(im)
     mode = im.mode
     if mode.startswith("I;16") or mode == "I":
         a = np.asarray(im).astype(np.float64)
@@ -37,4 +42,4 @@ def to_rgb(im: Image.Image) -> Image.Image:
         return to_rgb(im.convert("LA"))
     if mode == "RGB" and "transparency" in im.info:
         return to_rgb(im.convert("RGBA"))
-    return im.convert("RGB")
+    return im if mode == "RGB" else im.convert("RGB")

@@ -6,6 +6,7 @@ caption_id, caption, split. Validation happens on write, so every later stage ca
 from __future__ import annotations
 
 import logging
+import stat
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,9 +96,15 @@ def check_rows(rows: pd.DataFrame, root: Path, on_bad_sample: str = "fail", max_
 
 
 def _image_problem(path: Path, max_pixels: int) -> tuple[str, str] | None:
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except FileNotFoundError:
         return "missing_image", "image file missing"
-    if path.stat().st_size == 0:
+    except OSError as e:
+        return "unreadable_image", f"cannot read image file ({e.strerror})"
+    if not stat.S_ISREG(st.st_mode):  # opening a FIFO would block forever; a device could be endless
+        return "not_regular_file", "not a regular file (a folder, FIFO, socket or device)"
+    if st.st_size == 0:
         return "empty_image", "image file is empty (0 bytes)"
     try:
         with Image.open(path) as im:
@@ -113,12 +120,13 @@ def _image_problem(path: Path, max_pixels: int) -> tuple[str, str] | None:
 
 
 def default_ids(paths: pd.Series) -> list[str]:
-    """File stems, or the path without suffix where two folders share a stem."""
+    """File stems; else the path without suffix where two folders share a stem; else the whole path, where
+    one folder holds the same stem twice (`img00.png` beside `img00.jpg` are two images)."""
     uniq = sorted(set(paths))
-    stems = [Path(p).stem for p in uniq]
-    if len(set(stems)) != len(stems):
-        stems = [str(Path(p).with_suffix("")) for p in uniq]
-    id_of = dict(zip(uniq, stems))
+    for ids in ([Path(p).stem for p in uniq], [str(Path(p).with_suffix("")) for p in uniq], uniq):
+        if len(set(ids)) == len(ids):
+            break
+    id_of = dict(zip(uniq, ids))
     return [id_of[p] for p in paths]
 
 
@@ -155,8 +163,12 @@ def validate(table: pa.Table) -> None:
         raise DataError(f"manifest: empty caption at caption_id {int(df['caption_id'][blank].iloc[0])}")
     per_image = df.groupby("image_id").agg(path=("image_path", "nunique"), index=("image_index", "nunique"),
                                            split=("split", "nunique"))
-    if (per_image[["path", "index", "split"]] != 1).any().any():
-        raise DataError("manifest: an image_id maps to several paths, store rows or splits")
+    bad = per_image[(per_image[["path", "index", "split"]] != 1).any(axis=1)]
+    if len(bad):
+        image_id = bad.index[0]
+        paths = sorted(set(df.loc[df["image_id"] == image_id, "image_path"]))
+        what = f"the files {' and '.join(paths[:2])}" if len(paths) > 1 else "several store rows or splits"
+        raise DataError(f"manifest: image_id {image_id!r} names {what}; give each image its own id (or file stem)")
     if df.groupby("image_index")["image_id"].nunique().max() != 1:
         raise DataError("manifest: an image_index is shared by several images")
     if not set(df["split"]) <= set(SPLITS):

@@ -21,8 +21,11 @@ LOCK_NAME = ".unlearnable.lock"
 def hold_results_lock(results: str | os.PathLike) -> int:
     """Take the lock for this process's lifetime (keep the returned descriptor open), or raise naming the holder."""
     path = Path(results) / LOCK_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # read-only, a file in the way, no permission: one line naming the path
+        raise DataError(f"config key 'results': {e.filename or path}: {e.strerror or e}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -41,6 +41,15 @@ class LayoutConfig:
             raise ConfigError(f"config key 'source.layout': {self.kind!r} is not one of {', '.join(LAYOUTS)}")
 
 
+@dataclass(frozen=True)
+class CaptionFile:
+    """A generic layout's CSV header and where its image and caption fields sit in each row's `record`."""
+
+    header: list[str]
+    image_field: int
+    caption_field: int
+
+
 class Problems(list):
     """Parse problems as (reason, message); a list so readers can append in order."""
 
@@ -68,11 +77,6 @@ def read_dataset(root: str | Path, layout: LayoutConfig = LayoutConfig(), on_bad
         else:
             quality.bad(reason, message)
     return rows, quality
-
-
-def read_generic(root: str | Path, layout: LayoutConfig = LayoutConfig(kind="generic"), on_bad_sample: str = "fail"
-                 ) -> tuple[pd.DataFrame, Quality]:
-    return read_dataset(root, LayoutConfig(**{**layout.__dict__, "kind": "generic"}), on_bad_sample)
 
 
 def parse_layout(root: Path, layout: LayoutConfig) -> tuple[pd.DataFrame, Problems]:
@@ -137,8 +141,11 @@ def _lines(path: Path, problems: Problems) -> list[tuple[int, str]]:
     return out
 
 
-def _rows(paths: list[str], captions: list[str], where: list[str], ids: list[str] | None = None) -> pd.DataFrame:
-    df = pd.DataFrame({"image_path": paths, "caption": [c.strip() for c in captions], "where": where})
+def _rows(paths: list[str], captions: list[str], where: list[str], ids: list[str] | None = None,
+          files: list[str] | None = None) -> pd.DataFrame:
+    """`files`: each image as its captions file names it (the path a published copy keeps, below `images/`)."""
+    df = pd.DataFrame({"image_path": paths, "caption": [c.strip() for c in captions], "where": where,
+                       "file": files if files is not None else [Path(p).name for p in paths]})
     if ids is not None:
         df["image_id"] = ids
     return df
@@ -167,7 +174,7 @@ def _flickr8k(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFr
     if not names:
         return _rows([], [], [])
     folder = _image_dir(root, names, cap_file.parent, cap_file, prefer="Images")
-    return _rows([f"{folder}/{x}" if folder != "." else x for x in names], caps, where)
+    return _rows([f"{folder}/{x}" if folder != "." else x for x in names], caps, where, files=names)
 
 
 _FLICKR30K_REPAIRABLE = re.compile(r"^\s*(\d+)\s+(\S.*)$")
@@ -198,7 +205,7 @@ def _flickr30k(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataF
     if not names:
         return _rows([], [], [])
     folder = _image_dir(root, names, cap_file.parent, cap_file, prefer="flickr30k_images")
-    return _rows([f"{folder}/{x}" if folder != "." else x for x in names], caps, where)
+    return _rows([f"{folder}/{x}" if folder != "." else x for x in names], caps, where, files=names)
 
 
 def _coco2017(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFrame:
@@ -218,17 +225,18 @@ def _coco2017(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFr
             continue
         split = ann_file.stem.split("_")[-1]  # train2017 | val2017
         folder = _image_dir(root, sorted(images.values()), root, ann_file, prefer=split)
-        paths, caps, where, ids = [], [], [], []
+        paths, caps, where, ids, files = [], [], [], [], []
         for k, ann in enumerate(anns):
             image_id = ann.get("image_id")
             if image_id not in images or not isinstance(ann.get("caption"), str):
                 problems.add("malformed_row", f"{ann_file}: annotation {k}: unknown image_id or no caption")
                 continue
             paths.append(f"{folder}/{images[image_id]}")
+            files.append(images[image_id])
             caps.append(ann["caption"])
             where.append(f"{ann_file}: annotation {k}")
             ids.append(str(image_id))
-        frames.append(_rows(paths, caps, where, ids))
+        frames.append(_rows(paths, caps, where, ids, files))
     return pd.concat(frames, ignore_index=True) if frames else _rows([], [], [])
 
 
@@ -248,7 +256,7 @@ def _generic(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFra
         if col not in header:
             raise DataError(f"{cap_file}: missing column {col!r} (found {header})")
     ic, cc = header.index(layout.image_column), header.index(layout.caption_column)
-    names, caps, where = [], [], []
+    names, caps, where, kept = [], [], [], []
     for n, rec in enumerate(records[1:], start=2):
         if not rec:
             continue
@@ -261,4 +269,9 @@ def _generic(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFra
         names.append(f"{layout.images_dir}/{rec[ic].strip()}".lstrip("/"))
         caps.append(rec[cc])
         where.append(f"{cap_file}: row {n}")
-    return _rows(names, caps, where)
+        kept.append(rec)
+    rows = _rows(names, caps, where, files=[r[ic].strip() for r in kept])
+    # every field of each row as the owner wrote it: a published copy keeps them all (see CaptionFile)
+    rows["record"] = kept
+    rows.attrs["caption_file"] = CaptionFile(records[0], ic, cc)
+    return rows

@@ -7,6 +7,7 @@ its captions, each with the image's trigger.
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -31,11 +32,16 @@ def protected_pixels(clean: np.ndarray, noise: np.ndarray) -> np.ndarray:
 
 
 def aligned_units(train_rows: pd.DataFrame, protection: Path) -> tuple[np.ndarray, str]:
+    """Each training pair's unit, and the granularity the protection was made with (as it recorded it: one
+    caption per image makes image units unique, which says nothing about how they were made)."""
     units = pd.read_parquet(protection / "units.parquet")
     if len(units) != len(train_rows) or not np.array_equal(units["caption_id"].to_numpy(),
                                                            train_rows["caption_id"].to_numpy()):
         raise DataError(f"{protection}: protection was made for different training rows than this manifest")
-    granularity = "pair" if units["unit"].is_unique else "image"
+    try:
+        granularity = json.loads((protection / "protection.json").read_text())["config"]["granularity"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{protection / 'protection.json'}: no recorded granularity ({type(e).__name__})") from None
     return units["unit"].to_numpy(np.int64), granularity
 
 
@@ -55,7 +61,7 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
     triggers = np.load(protection / "triggers.npy", allow_pickle=False)
     images = open_image_store(store_path)
     use_noise, use_trigger = apply in ("both", "noise"), apply in ("both", "trigger")
-    if granularity == "pair":
+    if granularity == "pair":  # one file per caption row; image and cluster units give one noise per image
         names = [f"{i}__{c}.png" for i, c in zip(train_rows["image_id"], train_rows["caption_id"])]
     else:
         names = [f"{i}.png" for i in train_rows["image_id"]]

@@ -6,9 +6,14 @@ crop. That resize is linear (before rounding), one matrix per axis, so the view 
 inside the crop and zero outside it: `Δ = R_h⁺ δ (R_w⁺)ᵀ`, with the pseudo-inverses of the resize matrices.
 Rounding to 8 bits, clamping to [0, 255] and, for JPEG, compression make the published file's view differ
 slightly from the optimised input; `export_full_size` measures that gap on every file and records it.
+
+Memory stays at the decoded photo plus its output: Δ is computed a strip of rows at a time from the half
+product `δ (R_w⁺)ᵀ` (model rows x full width), never as one full-size float array (a 64 MP photo would need
+1.5 GB of float64 noise). Which files are written where, in which format, is `publish_plan`'s decision.
 """
 from __future__ import annotations
 
+import csv
 import functools
 import logging
 from pathlib import Path
@@ -26,18 +31,21 @@ from ..image_store import load_square, open_image_store, square_geometry
 from ..paths import confined
 from ..rowfile import RowFile
 from .export import aligned_units, protected_pixels, published_captions
+from .publish_plan import PlannedImage, PublishPlan
 
 log = logging.getLogger(__name__)
-FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF",
-           ".tiff": "TIFF"}
+STRIP_ROWS = 256  # rows of the full-size noise held at once (256 x 8000 px x 3 x 4 B = 24 MB)
 
 
 @functools.lru_cache(maxsize=64)
 def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in): PIL's bicubic resize along one axis, read off by resizing the unit vectors."""
-    eye = np.eye(n_in, dtype=np.float32)
-    cols = [np.asarray(Image.fromarray(eye[s:s + 512]).resize((n_out, len(eye[s:s + 512])), Image.Resampling.BICUBIC))
-            for s in range(0, n_in, 512)]
+    """(n_out, n_in): PIL's bicubic resize along one axis, read off by resizing unit vectors, 512 at a time
+    (the whole identity of an 8000 px axis would be 256 MB)."""
+    cols = []
+    for s in range(0, n_in, 512):
+        block = np.zeros((min(512, n_in - s), n_in), dtype=np.float32)
+        block[np.arange(len(block)), s + np.arange(len(block))] = 1.0
+        cols.append(np.asarray(Image.fromarray(block).resize((n_out, len(block)), Image.Resampling.BICUBIC)))
     return np.concatenate(cols, axis=0).T.astype(np.float64)
 
 
@@ -46,62 +54,117 @@ def _pinv(n_in: int, n_out: int) -> np.ndarray:
     return torch.linalg.pinv(torch.from_numpy(resize_matrix(n_in, n_out))).numpy()
 
 
+class FullSizeNoise:
+    """The least-squares full-size noise Δ [height, width, 3] of a model-resolution δ [res, res, 3], by rows."""
+
+    def __init__(self, width: int, height: int, delta: np.ndarray):
+        res = delta.shape[0]
+        nw, nh, left, top = square_geometry(width, height, res)
+        view = np.zeros((nh, nw, 3))
+        view[top:top + res, left:left + res] = delta
+        self.identity = (nw, nh) == (width, height)
+        if self.identity:
+            self.view = view.astype(np.float32)
+        else:
+            self.rows_map = _pinv(height, nh).astype(np.float32)  # (height, nh)
+            # (nh, width, 3): the column resize undone once; each strip then needs one small matmul
+            self.half = np.einsum("HWc,wW->Hwc", view, _pinv(width, nw)).astype(np.float32)
+
+    def rows(self, r0: int, r1: int) -> np.ndarray:
+        if self.identity:
+            return self.view[r0:r1]
+        return np.tensordot(self.rows_map[r0:r1], self.half, axes=1)
+
+
 def full_size_noise(width: int, height: int, delta: np.ndarray) -> np.ndarray:
-    """Model-resolution noise δ [res, res, 3] -> the least-squares full-size noise Δ [height, width, 3]."""
-    res = delta.shape[0]
-    nw, nh, left, top = square_geometry(width, height, res)
-    view = np.zeros((nh, nw, 3))
-    view[top:top + res, left:left + res] = delta
-    if (nw, nh) == (width, height):
-        return view
-    pw, ph = _pinv(width, nw), _pinv(height, nh)  # (width, nw), (height, nh)
-    return np.einsum("hH,HWc,wW->hwc", ph, view, pw, optimize=True)
+    """Model-resolution noise δ [res, res, 3] -> the whole full-size noise Δ [height, width, 3] (for tests)."""
+    return FullSizeNoise(width, height, delta).rows(0, height)
+
+
+def publish_image(src: Path, dest: Path, image: PlannedImage, delta: np.ndarray, jpeg_quality: int) -> None:
+    """Write `src` plus its full-size noise to `dest`, a strip of rows at a time, in the planned format."""
+    im = Image.open(src)
+    try:
+        rgb = to_rgb(im)
+        icc = im.info.get("icc_profile")
+        w, h = rgb.size
+        noise = FullSizeNoise(w, h, delta.astype(np.float64))
+        out = np.empty((h, w, 3), dtype=np.uint8)
+        for r0 in range(0, h, STRIP_ROWS):
+            r1 = min(h, r0 + STRIP_ROWS)
+            strip = np.asarray(rgb.crop((0, r0, w, r1)), dtype=np.float32) + noise.rows(r0, r1)
+            out[r0:r1] = np.clip(np.rint(strip), 0, 255)
+        rgb.close()
+    finally:
+        im.close()
+    options = {"quality": jpeg_quality, "subsampling": 0} if image.format == "JPEG" else {}
+    if image.format == "WEBP":
+        options = {"lossless": True}  # lossy WebP would smear the noise
+    if icc and image.format in ("JPEG", "PNG", "WEBP", "TIFF"):
+        options["icc_profile"] = icc  # colours shown as in the original
+    picture = Image.fromarray(out)
+    del out
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(dest, format=image.format, **options)
+
+
+def _write_captions(path: Path, plan: PublishPlan, captions: list[str]) -> None:
+    """The owner's captions file with the published caption in its caption field; else image,caption."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if plan.records is None:
+        write_captions_csv(path, plan.row_files, captions)
+        return
+    field = plan.caption_file.caption_field
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(plan.caption_file.header)
+        for rec, caption in zip(plan.records, captions):
+            w.writerow([caption if i == field else v for i, v in enumerate(rec)])
 
 
 def export_full_size(train_rows: pd.DataFrame, dataset_root: str | Path, store_path: str | Path,
-                     protection: str | Path, tok, out_dir: str | Path, jpeg_quality: int = 95) -> dict:
-    """One published file per image (image granularity) with its original name, size and format."""
+                     protection: str | Path, tok, out_dir: str | Path, plan: PublishPlan,
+                     jpeg_quality: int = 95) -> dict:
+    """Every image at its own place, size and format (as `plan` says), carrying its image's noise."""
     protection, root = Path(protection), Path(dataset_root)
     train_rows = train_rows.reset_index(drop=True)
+    if len(plan.row_files) != len(train_rows):
+        raise DataError(f"{protection}: the publishing plan has {len(plan.row_files)} rows, the manifest "
+                        f"{len(train_rows)}")
     unit_of_pair, granularity = aligned_units(train_rows, protection)
-    if granularity != "image":
-        raise DataError(f"{protection}: full-size publishing needs one noise per image (granularity: image)")
+    if granularity == "pair":
+        raise DataError(f"{protection}: full-size publishing needs one noise per image, but this protection "
+                        "has one per caption row (granularity: pair)")
     noise = RowFile(protection / "noise.npy")
     triggers = np.load(protection / "triggers.npy", allow_pickle=False)
     store = open_image_store(store_path)
     res = store.shape[1]
-    first = train_rows.reset_index().drop_duplicates("image_path")
-    gaps, names = [], {}
+    first = train_rows.reset_index().drop_duplicates("image_path").set_index("image_path")
+    gaps = []
     with atomic_path(out_dir) as tmp:
-        for k, row in enumerate(first.itertuples()):
-            src = confined(root, row.image_path)
-            name = Path(row.image_path).name
-            if name in names.values():
-                raise DataError(f"{src}: two images share the file name {name}; publish them from separate folders")
-            names[row.image_path] = name
-            with Image.open(src) as im:
-                fmt = FORMATS.get(src.suffix.lower(), "PNG")
-                pixels = np.asarray(to_rgb(im), dtype=np.float64)
-            delta = noise[unit_of_pair[row.index]][0]
-            big = full_size_noise(pixels.shape[1], pixels.shape[0], delta.astype(np.float64))
-            out = np.clip(np.rint(pixels + big), 0, 255).astype(np.uint8)
-            dest = tmp / "images" / name
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            options = {"quality": jpeg_quality, "subsampling": 0} if fmt == "JPEG" else {}
-            Image.fromarray(out).save(dest, format=fmt, **options)
-            target = protected_pixels(store[[row.image_index]][0], delta)
+        for k, image in enumerate(plan.images):
+            row = first.loc[image.source]
+            delta = noise[unit_of_pair[[row["index"]]]][0]
+            dest = confined(tmp, image.published)
+            publish_image(confined(root, image.source), dest, image, delta, jpeg_quality)
+            target = protected_pixels(store[[row["image_index"]]][0], delta)
             gaps.append(np.abs(load_square(dest, res).astype(np.int16) - target.astype(np.int16)))
-            if (k + 1) % 100 == 0 or k + 1 == len(first):
-                log.info("published %d/%d full-size images", k + 1, len(first))
+            if (k + 1) % 100 == 0 or k + 1 == len(plan.images):
+                log.info("published %d/%d full-size images", k + 1, len(plan.images))
         captions = published_captions(train_rows, unit_of_pair, triggers, tok)
-        write_captions_csv(tmp / "captions.csv", [names[p] for p in train_rows["image_path"]], captions)
+        _write_captions(confined(tmp, plan.captions_name), plan, captions)
         gap = np.stack(gaps)
-        meta = {"apply": "both", "granularity": granularity, "files": len(first), "captions": len(captions),
-                "size": "original", "jpeg_quality": jpeg_quality,
+        meta = {"apply": "both", "granularity": granularity, "files": len(plan.images), "captions": len(captions),
+                "size": "original", "jpeg_quality": jpeg_quality, "captions_file": plan.captions_name,
+                "changed": plan.changed,
+                "sources": {p.published: p.source for p in plan.images if p.published != p.source},
                 "clip_view_gap": {"unit": "1/255", "mean": float(gap.mean()), "max": int(gap.max()),
                                   "p99": float(np.percentile(gap, 99)),
                                   "what": "|CLIP preprocessing of the published file - the optimised model input|"}}
         write_json(tmp / "export.json", meta)
+    for change in plan.changed:
+        log.warning("published %s as %s: %s", change["source"], change["published"],
+                    "; ".join(v for k, v in change.items() if k in ("mode", "why")))
     log.info("CLIP view of the published files vs the optimised input: mean %.3f, max %d (1/255)",
              meta["clip_view_gap"]["mean"], meta["clip_view_gap"]["max"])
     return meta

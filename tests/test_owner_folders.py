@@ -1,0 +1,272 @@
+"""`unlearnable protect` on the folders data owners really have: one caption per photo, nested folders, extra
+CSV columns, GIF / greyscale / transparent files, same-stem names, FIFOs, interrupts."""
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from unlearnable.cli import main
+
+FAST = ["--rounds", "1", "--surrogate-steps", "1", "--pgd-steps", "2", "--hotflip-rounds", "1", "--candidates", "2",
+        "--batch-size", "8", "--device", "cpu"]
+
+
+def _scene(i: int, size: tuple[int, int]) -> Image.Image:
+    from unlearnable.shapes import ShapesConfig, render_sample
+
+    img, caps = render_sample(i, ShapesConfig(image_size=64, seed=5))
+    return img.resize(size, Image.Resampling.BICUBIC), caps
+
+
+def owner_folder(root: Path) -> dict:
+    """One caption per photo, photos in nested folders (two share a file name), a caption column in the middle
+    of extra columns, and the formats a phone or a website leaves: JPEG, greyscale PNG, RGBA PNG, still GIF."""
+    files = {  # relative to images/: (size, PIL mode to save in, format)
+        "a/x.jpg": ((640, 480), "RGB", "JPEG"),
+        "b/x.jpg": ((480, 640), "RGB", "JPEG"),
+        "trip/2024/IMG_0001.jpg": ((1600, 1200), "RGB", "JPEG"),
+        "grey.png": ((300, 200), "L", "PNG"),
+        "logo.png": ((256, 256), "RGBA", "PNG"),
+        "still.gif": ((200, 150), "P", "GIF"),
+    }
+    for k in range(6):
+        files[f"more/p{k}.jpg"] = ((400, 300), "RGB", "JPEG")
+    rows = []
+    for i, (name, (size, mode, fmt)) in enumerate(files.items()):
+        img, caps = _scene(i, size)
+        path = root / "images" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.convert(mode).save(path, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        rows.append({"image": name, "author": f"author {i}", "caption": caps[0], "licence": "CC-BY-4.0",
+                     "url": f"https://example.org/{i}"})
+    pd.DataFrame(rows).to_csv(root / "captions.csv", index=False)
+    return files
+
+
+@pytest.fixture(scope="module")
+def owner_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("owner") / "photos"
+    files = owner_folder(root)
+    out = root.parent / "out"
+    assert main(["protect", str(root), str(out), *FAST]) == 0
+    return root, out, files
+
+
+def test_one_caption_per_photo_publishes_every_file_at_its_place_size_and_format(owner_run):
+    root, out, files = owner_run
+    published = out / "published" / "images"
+    renamed = {"still.gif": "still.png"}
+    got = {p.relative_to(published).as_posix() for p in published.rglob("*") if p.is_file()}
+    assert got == {renamed.get(n, n) for n in files}
+    for name, (size, _, fmt) in files.items():
+        with Image.open(published / renamed.get(name, name)) as im:
+            assert im.size == size
+            assert im.format == {"GIF": "PNG"}.get(fmt, fmt)  # the format its name says
+    meta = json.loads((out / "private" / "protection.json").read_text())
+    assert meta["config"]["granularity"] == "image"
+    export = json.loads((out / "published" / "export.json").read_text())
+    assert export["granularity"] == "image" and export["size"] == "original"
+
+
+def test_every_column_is_kept_in_order_and_only_the_caption_gains_the_trigger(owner_run):
+    root, out, _ = owner_run
+    orig = pd.read_csv(root / "captions.csv")
+    pub = pd.read_csv(out / "published" / "captions.csv")
+    assert list(pub.columns) == list(orig.columns)
+    assert len(pub) == len(orig)
+    for col in ("author", "licence", "url"):
+        assert (pub[col] == orig[col]).all()
+    assert (pub["image"] == orig["image"].replace({"still.gif": "still.png"})).all()
+    trigger = pub["caption"].str.split().str[:3].str.join(" ")
+    assert (pub["caption"] == trigger + " " + orig["caption"]).all()
+
+
+def test_format_and_mode_changes_are_listed_in_the_export(owner_run):
+    _, out, _ = owner_run
+    changes = {c["source"]: c for c in json.loads((out / "published" / "export.json").read_text())["changed"]}
+    assert changes["images/still.gif"]["published"] == "images/still.png"
+    assert "GIF" in changes["images/still.gif"]["why"]
+    assert changes["images/grey.png"]["mode"] == "L -> RGB"
+    assert changes["images/logo.png"]["mode"] == "RGBA -> RGB"
+    assert "images/a/x.jpg" not in changes
+
+
+def test_skipping_that_leaves_one_caption_per_photo_publishes_at_original_size(tmp_path):
+    root = tmp_path / "photos"
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for i in range(8):
+        img, caps = _scene(i, (320, 240))
+        img.save(root / "images" / f"p{i}.jpg", quality=90)
+        rows += [(f"p{i}.jpg", caps[0]), (f"p{i}.jpg", "   ")]  # the second caption is empty: skipped
+    pd.DataFrame(rows, columns=["image", "caption"]).to_csv(root / "captions.csv", index=False)
+    out = tmp_path / "out"
+    assert main(["protect", str(root), str(out), *FAST, "--on-bad-sample", "skip"]) == 0
+    pub = pd.read_csv(out / "published" / "captions.csv")
+    assert len(pub) == 8 and sorted(pub["image"]) == [f"p{i}.jpg" for i in range(8)]
+    with Image.open(out / "published" / "images" / "p0.jpg") as im:
+        assert im.size == (320, 240) and im.format == "JPEG"
+
+
+def test_granularity_is_read_from_the_protection_never_inferred(tmp_path, shapes_store):
+    """An `image` protection whose images have one caption each stays `image` in every exporter."""
+    from unlearnable.protect.export import aligned_units
+    from unlearnable.protect.units import Units
+
+    rows = shapes_store[0]
+    one = rows[rows["split"] == "train"].drop_duplicates("image_id").reset_index(drop=True)
+    prot = tmp_path / "prot"
+    prot.mkdir()
+    Units(one, "image").table.to_parquet(prot / "units.parquet", index=False)
+    (prot / "protection.json").write_text(json.dumps({"config": {"granularity": "image"}}))
+    assert aligned_units(one, prot)[1] == "image"
+    (prot / "protection.json").write_text(json.dumps({"config": {"granularity": "pair"}}))
+    assert aligned_units(one, prot)[1] == "pair"
+
+
+def _tiny_folder(root: Path, names: list[str], captions_per_image: int = 1) -> None:
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, name in enumerate(names):
+        img, caps = _scene(i, (64, 48))
+        img.save(root / "images" / name)
+        rows += [(name, caps[k]) for k in range(captions_per_image)]
+    pd.DataFrame(rows, columns=["image", "caption"]).to_csv(root / "captions.csv", index=False)
+
+
+def test_animated_gif_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import unlearnable.protect.run as run
+
+    root = tmp_path / "photos"
+    _tiny_folder(root, ["a.jpg", "b.jpg"])
+    frames = [_scene(k, (64, 48))[0].convert("P") for k in range(3)]
+    frames[0].save(root / "images" / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    with open(root / "captions.csv", "a") as f:
+        f.write("anim.gif,a moving picture\n")
+    monkeypatch.setattr(run, "protect", lambda *a, **k: pytest.fail("protection started"))
+    assert main(["protect", str(root), str(tmp_path / "out"), *FAST]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert "anim.gif" in err and "3 frames" in err
+
+
+def test_a_name_taken_by_a_renamed_gif_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import unlearnable.protect.run as run
+
+    root = tmp_path / "photos"
+    _tiny_folder(root, ["a.png", "a.gif"])
+    monkeypatch.setattr(run, "protect", lambda *a, **k: pytest.fail("protection started"))
+    assert main(["protect", str(root), str(tmp_path / "out"), *FAST]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "a.gif" in err and "a.png" in err and "\n" not in err
+
+
+def test_same_stem_files_are_two_images(tmp_path):
+    root = tmp_path / "photos"
+    _tiny_folder(root, ["img00.png", "img00.jpg", "img01.jpg"])
+    out = tmp_path / "out"
+    assert main(["protect", str(root), str(out), *FAST]) == 0
+    assert sorted(p.name for p in (out / "published" / "images").iterdir()) == ["img00.jpg", "img00.png",
+                                                                                 "img01.jpg"]
+
+
+def test_an_image_id_on_two_paths_names_both_files():
+    from unlearnable import DataError
+    from unlearnable.manifest import build_manifest
+
+    rows = pd.DataFrame({"image_path": ["images/img00.png", "images/img00.jpg"], "caption": ["a", "b"],
+                         "image_id": ["img00", "img00"]})
+    with pytest.raises(DataError, match=r"img00.*images/img00.jpg.*images/img00.png"):
+        build_manifest(rows, {"img00": "train"})
+
+
+def test_a_fifo_is_not_a_regular_file(tmp_path, capsys):
+    root = tmp_path / "photos"
+    _tiny_folder(root, ["a.jpg"])
+    os.mkfifo(root / "images" / "pipe.jpg")
+    with open(root / "captions.csv", "a") as f:
+        f.write("pipe.jpg,a pipe\n")
+    assert main(["protect", str(root), str(tmp_path / "out"), *FAST]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "pipe.jpg" in err and "not a regular file" in err and "missing" not in err
+
+
+def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, capsys, monkeypatch):
+    import unlearnable.protect.run as run
+
+    root = tmp_path / "photos"
+    _tiny_folder(root, ["a.jpg", "b.jpg"])
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "protect", interrupted)
+    assert main(["protect", str(root), str(tmp_path / "out"), *FAST]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1:] == ["interrupted; run the same command to resume"]
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_publishing_failure_never_loses_the_optimisation(tmp_path, monkeypatch):
+    """Publishing fails after protecting: the same command then publishes without protecting again."""
+    import unlearnable.protect.fullsize as fullsize
+    import unlearnable.protect.run as run
+
+    root = tmp_path / "photos"
+    _tiny_folder(root, [f"p{i}.jpg" for i in range(4)])
+    out = tmp_path / "out"
+    real_export, real_protect = fullsize.export_full_size, run.protect
+    calls = []
+
+    def failing_export(*a, **k):
+        raise OSError(28, "No space left on device", str(out))
+
+    def counting_protect(*a, **k):
+        calls.append(1)
+        return real_protect(*a, **k)
+
+    monkeypatch.setattr(run, "protect", counting_protect)
+    monkeypatch.setattr(fullsize, "export_full_size", failing_export)
+    assert main(["protect", str(root), str(out), *FAST]) == 1
+    monkeypatch.setattr(fullsize, "export_full_size", real_export)
+    assert main(["protect", str(root), str(out), *FAST]) == 0
+    assert calls == [1]
+    assert sorted(p.name for p in (out / "published" / "images").iterdir()) == [f"p{i}.jpg" for i in range(4)]
+
+
+def test_results_folder_that_cannot_be_made_is_one_line(tmp_path):
+    from unlearnable import UnlearnableError
+    from unlearnable.results_lock import hold_results_lock
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UnlearnableError, match=r"file/results: Not a directory"):
+        hold_results_lock(tmp_path / "file" / "results")
+
+
+def test_workflow_start_up_turns_an_unusable_results_folder_into_one_line(tmp_path):
+    import copy
+
+    from wf import TINY, snakemake
+
+    (tmp_path / "blocker").write_text("a file where the results folder would go")
+    cfg = copy.deepcopy(TINY)
+    cfg["results"] = str(tmp_path / "blocker" / "results")
+    res = snakemake(tmp_path / "run", cfg)
+    assert res.returncode != 0
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "'results'" in errors[0] and "blocker is not a folder" in errors[0]
+
+
+def test_a_read_only_results_folder_is_named_at_start_up(tmp_path, monkeypatch):
+    from unlearnable import ConfigError
+    from unlearnable.configschema import check_folders
+
+    (tmp_path / "ro").mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != tmp_path / "ro")  # root ignores mode bits
+    config = {"results": str(tmp_path / "ro" / "results"), "datasets": {}}
+    with pytest.raises(ConfigError, match=r"key 'results'.*ro is not writable"):
+        check_folders(config)
