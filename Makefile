@@ -1,11 +1,12 @@
 # `make run`: install into .venv (first time only) and run the main job on the built-in dataset.
 # `make test`: install into .venv (first time only) and run the test suite.
+# `make wheel-test`: build the wheel and run it from a fresh venv outside the checkout (CI runs it).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run test bench clean
+.PHONY: run test wheel-test bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,6 +21,9 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest
+
+wheel-test: $(VENV)/.installed
+	bash .ci/wheel-test
 
 bench: $(VENV)/.installed
 	$(PY) bench/mem_round.py --out bench/results/mem_round-RN50-cpu.json

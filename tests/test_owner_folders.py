@@ -211,27 +211,26 @@ def test_ctrl_c_prints_one_line_and_exits_130(tmp_path, capsys, monkeypatch):
 
 
 def test_a_publishing_failure_never_loses_the_optimisation(tmp_path, monkeypatch):
-    """Publishing fails after protecting: the same command then publishes without protecting again."""
-    import unlearnable.protect.fullsize as fullsize
+    """A photo vanishes after protecting, so publishing fails: once it is back, the same command publishes
+    without protecting again."""
     import unlearnable.protect.run as run
 
     root = tmp_path / "photos"
     _tiny_folder(root, [f"p{i}.jpg" for i in range(4)])
     out = tmp_path / "out"
-    real_export, real_protect = fullsize.export_full_size, run.protect
-    calls = []
+    real_protect, calls = run.protect, []
 
-    def failing_export(*a, **k):
-        raise OSError(28, "No space left on device", str(out))
-
-    def counting_protect(*a, **k):
+    def protect_then_lose_a_photo(*a, **k):
         calls.append(1)
-        return real_protect(*a, **k)
+        meta = real_protect(*a, **k)
+        if len(calls) == 1:
+            (root / "images" / "p2.jpg").rename(tmp_path / "p2.jpg")
+        return meta
 
-    monkeypatch.setattr(run, "protect", counting_protect)
-    monkeypatch.setattr(fullsize, "export_full_size", failing_export)
+    monkeypatch.setattr(run, "protect", protect_then_lose_a_photo)
     assert main(["protect", str(root), str(out), *FAST]) == 1
-    monkeypatch.setattr(fullsize, "export_full_size", real_export)
+    assert not out.exists()
+    (tmp_path / "p2.jpg").rename(root / "images" / "p2.jpg")
     assert main(["protect", str(root), str(out), *FAST]) == 0
     assert calls == [1]
     assert sorted(p.name for p in (out / "published" / "images").iterdir()) == [f"p{i}.jpg" for i in range(4)]
@@ -270,3 +269,98 @@ def test_a_read_only_results_folder_is_named_at_start_up(tmp_path, monkeypatch):
     config = {"results": str(tmp_path / "ro" / "results"), "datasets": {}}
     with pytest.raises(ConfigError, match=r"key 'results'.*ro is not writable"):
         check_folders(config)
+
+
+def test_verify_reads_the_published_layout_and_trains_both_victims_through_the_defence(owner_run, tmp_path,
+                                                                                       monkeypatch):
+    from unlearnable import defences
+
+    root, out, files = owner_run
+    seen = []
+
+    def spy(img):
+        seen.append(img.shape)
+        return defences.grayscale(img)
+
+    monkeypatch.setitem(defences.IMAGE_DEFENCES, "grayscale", spy)
+    assert main(["verify", str(root), str(out / "published"), "--epochs", "1", "--batch-size", "4", "--test", "3",
+                 "--device", "cpu", "--defence", "grayscale", "--json", str(tmp_path / "v.json")]) == 0
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert result["train_images"] == len(files) - 3 and result["defence"] == {"kind": "grayscale"}
+    assert len(seen) == 2 * result["train_images"]  # every training image of both victims, once
+
+
+def test_a_caption_defence_reaches_the_victims_rows():
+    from unlearnable.defences import Defence
+    from unlearnable.verify import _defended
+
+    rows = pd.DataFrame({"image_id": ["a", "b"], "image_path": ["a.jpg", "b.jpg"],
+                         "caption": ["x y z a red square", "x y z"]})
+    kept = _defended(rows, Defence.parse("drop_first:k=3"), tok=None)
+    assert kept["caption"].tolist() == ["a red square"]  # the emptied caption is dropped, as a scraper would
+
+
+def test_defence_flag_parses_kind_and_params_and_names_itself_in_errors():
+    from unlearnable import ConfigError
+    from unlearnable.defences import Defence
+
+    assert Defence.parse("jpeg:quality=30") == Defence("jpeg", {"quality": 30})
+    assert Defence.parse("blur") == Defence("blur", {"sigma": 1.0})
+    with pytest.raises(ConfigError, match="--defence jpeg:q=3"):
+        Defence.parse("jpeg:q=3")
+    with pytest.raises(ConfigError, match="--defence sharpen"):
+        Defence.parse("sharpen")
+
+
+def test_publishing_a_photo_never_holds_its_noise_whole(tmp_path):
+    """The memory finding: the full-size noise (and float copies of the photo) are made a strip of rows at a
+    time. numpy reports its buffers to tracemalloc; a whole float64 noise alone would be 24 bytes a pixel."""
+    import tracemalloc
+
+    from unlearnable.protect.fullsize import publish_image
+    from unlearnable.protect.publish_plan import PlannedImage
+
+    w, h = 3000, 2000
+    _scene(1, (w, h))[0].save(tmp_path / "big.jpg", quality=90)
+    delta = np.random.default_rng(0).integers(-8, 9, (32, 32, 3)).astype(np.int8)
+    publish_image(tmp_path / "big.jpg", tmp_path / "warm.jpg", PlannedImage("a", "b", "JPEG", (w, h)), delta, 95)
+    tracemalloc.start()
+    publish_image(tmp_path / "big.jpg", tmp_path / "out.jpg", PlannedImage("a", "b", "JPEG", (w, h)), delta, 95)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2 * w * h  # bytes: under 2 a pixel
+    with Image.open(tmp_path / "out.jpg") as im:
+        assert im.size == (w, h)
+
+
+def test_full_size_work_runs_in_a_process_without_torch(tmp_path):
+    """The publisher and the image store import no torch, and run_lean returns results and raises errors
+    of the child as they were (the command's peak memory is then the larger process's, not the sum)."""
+    import subprocess
+    import sys
+
+    from unlearnable import DataError
+    from unlearnable.lean import run_lean
+    from unlearnable.paths import confined, real
+
+    code = ("import sys, unlearnable.protect.fullsize, unlearnable.image_store, unlearnable.lean; "
+            "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "[]"
+    assert run_lean(real, tmp_path / "x") == real(tmp_path / "x")
+    with pytest.raises(DataError, match="path_outside_dataset"):
+        run_lean(confined, tmp_path, "../elsewhere.jpg")
+
+
+def test_model_size_publishing_keeps_nested_same_name_photos_apart(tmp_path):
+    root = tmp_path / "photos"
+    for sub in ("a", "b"):
+        (root / "images" / sub).mkdir(parents=True)
+        _scene(len(sub), (64, 48))[0].save(root / "images" / sub / "x.jpg")
+    pd.DataFrame({"image": ["a/x.jpg", "b/x.jpg"], "caption": ["one red disc", "two blue squares"]}).to_csv(
+        root / "captions.csv", index=False)
+    out = tmp_path / "out"
+    assert main(["protect", str(root), str(out), *FAST, "--size", "model"]) == 0
+    assert len(pd.read_csv(out / "published" / "captions.csv")["image"].unique()) == 2
+    assert main(["verify", str(root), str(out / "published"), "--epochs", "1", "--batch-size", "2", "--test", "1",
+                 "--device", "cpu"]) == 0

@@ -83,10 +83,11 @@ def _selected(rows, max_images: int | None, seed: int):
 def _protect(args) -> None:
     """Checks first (output apart from the input, settings valid), then resumable work in a staging folder."""
     from .image_store import build_image_store
+    from .lean import run_lean
     from .outdir import OutputFolder
     from .paths import real
-    from .protect.export import export_published
     from .protect import fullsize, run
+    from .protect.export import caption_texts, export_published
     from .protect.publish_plan import plan_publication
 
     overrides = {f.name: getattr(args, f.name) for f in fields(ProtectConfig)
@@ -112,16 +113,18 @@ def _protect(args) -> None:
     with folder as stage:
         work, private, published = stage / "work", stage / "private", stage / "published"
         store = work / "images.npy"
-        if not store.is_file():
-            build_image_store(train, args.dataset, store, image_resolution(args.model))
+        if not store.is_file():  # full-size photos are decoded away from torch's memory (see lean)
+            run_lean(build_image_store, train, args.dataset, store, image_resolution(args.model))
         if not (private / "protection.json").is_file():  # a killed run resumes from its last committed round
             run.protect(train, store, spec, cfg, args.seed, args.device, private, workdir=work / "protection",
                         progress=progress)
+        if not (private / "KEEP-PRIVATE.txt").is_file():
             (private / "KEEP-PRIVATE.txt").write_text(PRIVATE_NOTE)
-        if not (published / "export.json").is_file():
+        if not (published / "export.json").is_file():  # a failed publish re-runs alone, never the protection
             if args.size == "original":
-                fullsize.export_full_size(train, args.dataset, store, private, tokenizer(args.model), published,
-                                          plan, args.jpeg_quality)
+                captions = caption_texts(train, private, tokenizer(args.model))
+                run_lean(fullsize.export_full_size, train, args.dataset, store, private, captions, published, plan,
+                         args.jpeg_quality)
             else:
                 export_published(train, store, private, "both", tokenizer(args.model), published)
         meta = json.loads((published / "export.json").read_text())
@@ -137,9 +140,12 @@ def _verify(args) -> None:
     from .train import TrainConfig
     from .verify import format_drop, verify
 
+    from .defences import Defence
+
+    defence = Defence.parse(args.defence) if args.defence else None  # checked before any training
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     result = verify(args.clean, args.published, ModelSpec(args.model), cfg, args.test, args.seed, args.device,
-                    _layout(args), args.max_images)
+                    _layout(args), args.max_images, defence)
     print(format_drop(result))
     if args.json:
         from .atomic import write_json
@@ -217,15 +223,19 @@ def parser() -> argparse.ArgumentParser:
     ve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ve.add_argument("--threads", type=_positive, default=None)
     ve.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    ve.add_argument("--defence", default=None, metavar="KIND[:PARAM=VALUE,...]",
+                    help="what a scraper does before training, applied to both training folders: e.g. jpeg, "
+                         "jpeg:quality=30, resize:scale=0.5, blur:sigma=1, rare_words, wordlist, drop_first:k=3, "
+                         "strip_trigger:k=3, augment:scale_min=0.5")
     _layout_args(ve)
 
     ta = sub.add_parser("table", help="print a run's results as the README's markdown table (mean ± sd)")
     ta.add_argument("summary", help="results/summary.parquet of a finished run")
 
     co = sub.add_parser("cost", help="predict a grid's device-hours per stage from the bench's per-sample costs",
-                        description="Read GRID (merged over config/config.yaml, as snakemake --configfile does) "
+                        description="Read GRID (merged over the shipped config.yaml, as snakemake --configfile does) "
                         "and bench/mem_round.py JSON files (one per model), and print each stage's device-hours.")
-    co.add_argument("grid", help="a grid config, e.g. config/grids/paper.yaml")
+    co.add_argument("grid", help="a grid file (e.g. config/grids/paper.yaml), or the name of a shipped grid (paper)")
     co.add_argument("--bench", action="append", required=True, help="bench/mem_round.py --out JSON (repeatable)")
     co.add_argument("--pairs", action="append", default=[], help="NAME=N: training pairs of a dataset not on disk")
     co.add_argument("--assume-mfu", type=float, default=0.3,

@@ -18,24 +18,37 @@ import yaml
 from . import ConfigError
 from .configschema import check_references, validate_config
 from .grid import cells, expand_trigger_lengths
+from .paths import CONFIG_DIR
 from .protect.config import method_config
 from .train import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[2]
 # training pairs and test pairs (images x captions) under the paper's splits, for datasets not yet on disk
 KNOWN_SIZES = {"flickr8k": (6091 * 5, 1000 * 5), "flickr30k": (29783 * 5, 1000 * 5), "mscoco": (566747, 5000 * 5)}
 GPU_PEAK = {"H100": 989e12}
 
 
-def merged_config(grid_file: str | Path, base: str | Path = ROOT / "config" / "config.yaml") -> dict:
+def grid_path(grid: str | Path) -> Path:
+    """A grid file as given, else a shipped grid by name (`paper` or `paper.yaml`, see `config/grids/`)."""
+    if Path(grid).is_file():
+        return Path(grid)
+    shipped = CONFIG_DIR / "grids" / Path(grid).name
+    for candidate in (shipped, shipped.with_name(shipped.name + ".yaml")):
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(sorted(p.stem for p in (CONFIG_DIR / "grids").glob("*.yaml")))
+    raise ConfigError(f"{grid}: no such grid file, and no shipped grid of that name ({names})")
+
+
+def merged_config(grid_file: str | Path, base: str | Path = CONFIG_DIR / "config.yaml") -> dict:
     """The config Snakemake would run: `base` deep-updated by `grid_file`, validated, axes expanded."""
+    grid_file = grid_path(grid_file)
     def update(a: dict, b: dict) -> dict:
         for k, v in b.items():
             a[k] = update(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
         return a
 
     config = update(yaml.safe_load(Path(base).read_text()), yaml.safe_load(Path(grid_file).read_text()))
-    validate_config(config, ROOT / "config" / "schema.yaml", source=str(grid_file))
+    validate_config(config, CONFIG_DIR / "schema.yaml", source=str(grid_file))
     check_references(config, source=str(grid_file))
     return expand_trigger_lengths(config)
 

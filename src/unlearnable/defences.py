@@ -48,6 +48,23 @@ class Defence:
                               f"(allowed: {sorted(PARAMS[kind]) or 'none'})")
         return cls(kind, params)
 
+    @classmethod
+    def parse(cls, text: str, key: str = "--defence") -> "Defence":
+        """`kind` or `kind:param=value,...` (e.g. `jpeg:quality=30`), as given on the command line."""
+        kind, _, params = text.partition(":")
+        spec: dict = {"kind": kind.strip()}
+        for item in filter(None, (x.strip() for x in params.split(","))):
+            name, eq, value = item.partition("=")
+            if not eq:
+                raise ConfigError(f"{key} {text!r}: expected param=value, got {item!r}")
+            for convert in (int, float, str):
+                try:
+                    spec[name.strip()] = convert(value.strip())
+                    break
+                except ValueError:
+                    continue
+        return cls.from_config(text, spec, key=f"{key} {text}")
+
     @property
     def changes_images(self) -> bool:
         return self.kind in IMAGE_KINDS

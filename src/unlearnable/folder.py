@@ -14,6 +14,8 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from .paths import confined
+
 log = logging.getLogger(__name__)
 
 
@@ -25,7 +27,9 @@ def save_pngs(folder: Path, chunks: Iterable[tuple[list[str], np.ndarray]], work
 
     def save(item):
         name, px = item
-        Image.fromarray(px if transform is None else transform(px)).save(folder / name, compress_level=1)
+        dest = confined(folder, name)  # names come from image ids: nested (`a/x`), never outside
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(px if transform is None else transform(px)).save(dest, compress_level=1)
 
     done = 0
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -48,7 +52,7 @@ def write_layout(folder: Path, files: list[str], captions: list[str], resolution
     """Beside `folder/images`: `captions.csv` (file, caption per row), the checked rows as a train-only
     manifest, and the image store at `resolution`. Returns the kept rows and the row check's record."""
     from .image_store import build_image_store
-    from .manifest import build_manifest, check_rows, write_manifest
+    from .manifest import build_manifest, check_rows, default_ids, write_manifest
 
     write_captions_csv(folder / "captions.csv", files, captions)
     rows = pd.DataFrame({"image_path": ["images/" + n for n in files], "caption": captions,
@@ -56,7 +60,7 @@ def write_layout(folder: Path, files: list[str], captions: list[str], resolution
     kept, quality = check_rows(rows, folder, on_bad_sample=on_bad_sample)
     if kept.empty:
         return kept, quality
-    kept["image_id"] = [Path(p).stem for p in kept["image_path"]]
+    kept["image_id"] = default_ids(kept["image_path"])
     table = build_manifest(kept, {i: "train" for i in kept["image_id"]})
     write_manifest(table, folder / "manifest.parquet")
     build_image_store(table.to_pandas(), folder, folder / "images.npy", resolution, workers=max(1, workers))

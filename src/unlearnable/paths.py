@@ -11,6 +11,10 @@ from pathlib import Path
 
 from . import DataError
 
+# The shipped configuration: base config, JSON schema, grids and the paper's split lists. It lives in the
+# package (so an installed wheel has it) and the repository's top-level `config/` is a link to it.
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+
 
 def real(p: str | os.PathLike) -> Path:
     """The absolute path with every symlink resolved (also for paths that do not exist yet)."""

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import ConfigError, DataError
 from .manifest import SPLITS
+from .paths import CONFIG_DIR
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ class SplitConfig:
     test: float = 0.1  # random only
     seed: int = 0
     lists: str | None = None  # paper: NAME -> NAME_test.txt (+ NAME_val.txt when present) in lists_dir
-    lists_dir: str = "config/splits"
+    lists_dir: str = str(CONFIG_DIR / "splits")
     require_all_listed: bool = False  # paper: every listed image must exist (full datasets)
     max_train_images: int | None = None
     max_val_images: int | None = None

@@ -21,11 +21,12 @@ from PIL import Image
 
 from . import ConfigError
 from .atomic import atomic_path
+from .paths import CONFIG_DIR
 from .shapes import ShapesConfig, render_sample
 
 log = logging.getLogger(__name__)
 FLICKR8K_IMAGES = 8091
-LISTS_DIR = Path(__file__).resolve().parents[2] / "config" / "splits"
+LISTS_DIR = CONFIG_DIR / "splits"
 # (width, height) and weights: Flickr8k is mostly 500 px on the long side, landscape more often than portrait
 SIZES = (((500, 375), 0.45), ((500, 333), 0.2), ((375, 500), 0.15), ((333, 500), 0.1), ((500, 500), 0.05),
          ((500, 281), 0.05))
@@ -42,6 +43,8 @@ class StandinConfig:
 
 def file_names(cfg: StandinConfig, lists_dir: Path = LISTS_DIR) -> list[str]:
     listed = []
+    if not any((lists_dir / f"{cfg.lists}_{part}.txt").is_file() for part in ("val", "test")):
+        raise ConfigError(f"standin source: no split lists {cfg.lists}_val.txt / {cfg.lists}_test.txt in {lists_dir}")
     for part in ("val", "test"):
         path = lists_dir / f"{cfg.lists}_{part}.txt"
         if path.is_file():

@@ -6,10 +6,12 @@ which neither saw. The drop in retrieval between them is what the protection rem
 """
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from . import DataError
@@ -26,8 +28,10 @@ log = logging.getLogger(__name__)
 
 
 def published_base_id(image_path: str) -> str:
-    """A published file's clean image: the same stem, or `<stem>__<caption id>` for per-pair files."""
-    return Path(image_path).stem.split("__")[0]
+    """A model-size published file's clean image id: its path below `images/` without suffix (`<id>.png`, an
+    id may hold folders), less the `__<caption id>` of per-pair files."""
+    rel = Path(image_path.removeprefix("images/")).with_suffix("")
+    return str(rel.with_name(rel.name.split("__")[0]))
 
 
 def _stored(rows: pd.DataFrame, root: Path, split: str, path: Path, res: int) -> tuple[pd.DataFrame, object]:
@@ -37,12 +41,38 @@ def _stored(rows: pd.DataFrame, root: Path, split: str, path: Path, res: int) ->
     return table, open_image_store(build_image_store(table, root, path, res))
 
 
+def _defended(rows: pd.DataFrame, defence, tok) -> pd.DataFrame:
+    """The rows a scraper keeps after a caption defence: captions changed, emptied and repeated ones dropped."""
+    if not defence.changes_captions:
+        return rows
+    rows = rows.assign(caption=defence.captions(rows["image_id"].tolist(), rows["caption"].tolist(), tok))
+    rows = rows[rows["caption"].str.strip() != ""].drop_duplicates(["image_path", "caption"])
+    if rows.empty:
+        raise DataError(f"defence {defence.kind} {defence.params} left no caption to train on")
+    return rows
+
+
 def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec, cfg: TrainConfig, seed: int,
-                    device, work: Path, name: str) -> dict:
-    """`test`: (table, store, tokens) of the clean held-out images, shared by both victims."""
+                    device, work: Path, name: str, defence=None) -> dict:
+    """`test`: (table, store, tokens) of the clean held-out images, shared by both victims. `defence`: what a
+    scraper does to this folder before training on it (images at model resolution, as the workflow does)."""
+    from dataclasses import replace
+
     from .evaluate import evaluate_retrieval
 
+    if defence is not None:
+        rows = _defended(rows, defence, tokenizer(spec.name))
+        if defence.kind == "augment":
+            cfg = replace(cfg, augment_scale_min=defence.params["scale_min"])
     table, store = _stored(rows, root, "train", work / f"{name}.npy", image_resolution(spec.name))
+    if defence is not None and defence.changes_images:
+        from .rowfile import RowFile
+
+        writable = RowFile(work / f"{name}.npy", writable=True)
+        for s in range(0, len(writable), 256):
+            idx = np.arange(s, min(s + 256, len(writable)))
+            writable.write(idx, np.stack([defence.image(img) for img in writable[idx]]))
+        writable.close()
     generator = seed_everything(seed)
     model = create_model(spec)
     data = PairBatches(store, table["image_index"].to_numpy(),
@@ -53,20 +83,43 @@ def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec
     return evaluate_retrieval(model, test_store, test_table, test_tokens, device)
 
 
+def published_layout(published_root: Path) -> tuple[LayoutConfig, dict]:
+    """How to read a published folder, and its export record (`{}` for a folder without one)."""
+    try:
+        export = json.loads((published_root / "export.json").read_text())
+    except (OSError, ValueError):
+        export = {}
+    layout = export.get("layout") or {}
+    return LayoutConfig(kind="generic", **{k: v for k, v in layout.items() if k != "kind"}), export
+
+
+def matched_ids(published: pd.DataFrame, clean: pd.DataFrame, export: dict) -> pd.Series:
+    """Each published row's clean image id: by place for full-size copies (`sources` lists the moved files),
+    by file stem for model-size ones; None where the published file matches no clean image."""
+    if export.get("size") != "original":
+        base = published["image_path"].map(published_base_id)
+        return base.where(base.isin(set(clean["image_id"])))
+    id_of_path = dict(zip(clean["image_path"], clean["image_id"]))
+    sources = export.get("sources", {})
+    return published["image_path"].map(lambda p: id_of_path.get(sources.get(p, p)))
+
+
 def verify(clean_root: str | Path, published_root: str | Path, spec: ModelSpec, cfg: TrainConfig, test: float,
            seed: int = 0, device: str = "auto", layout: LayoutConfig = LayoutConfig(),
-           max_images: int | None = None) -> dict:
+           max_images: int | None = None, defence=None) -> dict:
+    """`defence` (a `defences.Defence`): what a scraper does to the published folder before training on it."""
     clean_root, published_root = Path(clean_root), Path(published_root)
     dev = resolve_device(device)
     configure_determinism(dev)
     clean, _ = read_dataset(clean_root, layout)
-    published, _ = read_dataset(published_root, LayoutConfig(kind="generic"))
+    pub_layout, export = published_layout(published_root)
+    published, _ = read_dataset(published_root, pub_layout)
     split = assign_split(sorted(set(clean["image_id"])), SplitConfig(val=0, test=test, seed=seed,
                                                                      max_train_images=max_images))
     clean["split"] = clean["image_id"].map(split)
     train_ids = set(clean.loc[clean["split"] == "train", "image_id"])
-    published["base"] = published["image_path"].map(published_base_id)
-    unknown = sorted(set(published["base"]) - set(clean["image_id"]))
+    published["base"] = matched_ids(published, clean, export)
+    unknown = sorted(set(published.loc[published["base"].isna(), "image_path"]))
     if unknown:
         raise DataError(f"{published_root}: {len(unknown)} published images match no image of {clean_root} "
                         f"(e.g. {unknown[0]}); was it published from this folder?")
@@ -81,17 +134,19 @@ def verify(clean_root: str | Path, published_root: str | Path, spec: ModelSpec, 
         test_table, test_store = _stored(clean_test, clean_root, "test", work / "test.npy",
                                          image_resolution(spec.name))
         test = (test_table, test_store, tokenize(tokenizer(spec.name), test_table["caption"].tolist()))
-        results = {name: _train_and_test(rows, root, test, spec, cfg, seed, dev, work, name)
+        results = {name: _train_and_test(rows, root, test, spec, cfg, seed, dev, work, name, defence)
                    for name, rows, root in (("clean", clean_train, clean_root),
                                             ("published", pub_train, published_root))}
     return {"train_images": len(train_ids), "test_images": int(clean_test["image_id"].nunique()),
-            "test_captions": len(clean_test), **results}
+            "test_captions": len(clean_test),
+            "defence": {"kind": defence.kind, **defence.params} if defence is not None else None, **results}
 
 
 def format_drop(result: dict) -> str:
     c, p = result["clean"], result["published"]
     lines = [f"clean test split: {result['test_images']} images, {result['test_captions']} captions; "
              f"victims trained on {result['train_images']} images",
+             *([f"both victims trained through the defence {result['defence']}"] if result.get("defence") else []),
              f"{'recall@1 (%)':<18}{'trained on clean':>18}{'on published':>14}{'drop':>8}{'chance':>8}"]
     for key, label in (("i2t_r1", "image -> text"), ("t2i_r1", "text -> image")):
         lines.append(f"{label:<18}{c[key]:>18.1f}{p[key]:>14.1f}{c[key] - p[key]:>8.1f}"

@@ -2,5 +2,5 @@
 
 `mem` (the paper's method), `em` (image-only error minimisation), `random_noise` and `random_trigger`
 (controls) all produce the same artifact, so export, retrain and evaluation treat them alike.
+Nothing is imported here: `artifact`, `publish_plan` and `fullsize` run in processes without torch.
 """
-from .config import ProtectConfig  # noqa: F401

@@ -7,7 +7,6 @@ its captions, each with the image's trigger.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -21,33 +20,22 @@ from ..folder import save_pngs, write_layout
 from ..image_store import open_image_store
 from ..rowfile import RowFile
 from ..text import insert_trigger, published_caption, tokenize
+from .artifact import aligned_units, protected_pixels
 
 log = logging.getLogger(__name__)
 APPLY = ("both", "noise", "trigger")
 
 
-def protected_pixels(clean: np.ndarray, noise: np.ndarray) -> np.ndarray:
-    """uint8 + int8 noise (units of 1/255), clamped: the one definition of a protected image."""
-    return np.clip(clean.astype(np.int16) + noise.astype(np.int16), 0, 255).astype(np.uint8)
-
-
-def aligned_units(train_rows: pd.DataFrame, protection: Path) -> tuple[np.ndarray, str]:
-    """Each training pair's unit, and the granularity the protection was made with (as it recorded it: one
-    caption per image makes image units unique, which says nothing about how they were made)."""
-    units = pd.read_parquet(protection / "units.parquet")
-    if len(units) != len(train_rows) or not np.array_equal(units["caption_id"].to_numpy(),
-                                                           train_rows["caption_id"].to_numpy()):
-        raise DataError(f"{protection}: protection was made for different training rows than this manifest")
-    try:
-        granularity = json.loads((protection / "protection.json").read_text())["config"]["granularity"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{protection / 'protection.json'}: no recorded granularity ({type(e).__name__})") from None
-    return units["unit"].to_numpy(np.int64), granularity
-
-
 def published_captions(train_rows: pd.DataFrame, unit_of_pair: np.ndarray, triggers: np.ndarray, tok) -> list[str]:
     """Each pair's caption with its unit's trigger in front, as published."""
     return [published_caption(tok, triggers[u], c) for u, c in zip(unit_of_pair, train_rows["caption"])]
+
+
+def caption_texts(train_rows: pd.DataFrame, protection: str | Path, tok) -> list[str]:
+    """Each row's caption as published with its unit's trigger (for exporters that run without the tokenizer)."""
+    unit_of_pair, _ = aligned_units(train_rows.reset_index(drop=True), Path(protection))
+    triggers = np.load(Path(protection) / "triggers.npy", allow_pickle=False)
+    return published_captions(train_rows, unit_of_pair, triggers, tok)
 
 
 def export_published(train_rows: pd.DataFrame, store_path: str | Path, protection: str | Path, apply: str, tok,

@@ -20,21 +20,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 
 from .. import DataError
 from ..atomic import atomic_path, write_json
 from ..decode import to_rgb
 from ..folder import write_captions_csv
+from ..lean import own_peak_rss_mib
 from ..image_store import load_square, open_image_store, square_geometry
 from ..paths import confined
 from ..rowfile import RowFile
-from .export import aligned_units, protected_pixels, published_captions
+from .artifact import aligned_units, protected_pixels
 from .publish_plan import PlannedImage, PublishPlan
 
 log = logging.getLogger(__name__)
-STRIP_ROWS = 256  # rows of the full-size noise held at once (256 x 8000 px x 3 x 4 B = 24 MB)
+STRIP_ROWS = 64  # rows of the full-size noise held at once (64 x 8000 px x 3 x 4 B = 6 MB)
 
 
 @functools.lru_cache(maxsize=64)
@@ -51,7 +51,7 @@ def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _pinv(n_in: int, n_out: int) -> np.ndarray:
-    return torch.linalg.pinv(torch.from_numpy(resize_matrix(n_in, n_out))).numpy()
+    return np.linalg.pinv(resize_matrix(n_in, n_out))
 
 
 class FullSizeNoise:
@@ -82,30 +82,33 @@ def full_size_noise(width: int, height: int, delta: np.ndarray) -> np.ndarray:
 
 
 def publish_image(src: Path, dest: Path, image: PlannedImage, delta: np.ndarray, jpeg_quality: int) -> None:
-    """Write `src` plus its full-size noise to `dest`, a strip of rows at a time, in the planned format."""
-    im = Image.open(src)
+    """Write `src` plus its full-size noise to `dest` in the planned format. The noise is added to the decoded
+    picture in place, a strip of rows at a time: memory is the decoded photo (3 bytes a pixel) plus a strip."""
+    try:
+        im = Image.open(src)
+    except OSError as e:  # the file changed since it was checked
+        raise DataError(f"{src}: cannot read the image to publish ({e.strerror or e})") from None
     try:
         rgb = to_rgb(im)
         icc = im.info.get("icc_profile")
         w, h = rgb.size
         noise = FullSizeNoise(w, h, delta.astype(np.float64))
-        out = np.empty((h, w, 3), dtype=np.uint8)
         for r0 in range(0, h, STRIP_ROWS):
             r1 = min(h, r0 + STRIP_ROWS)
-            strip = np.asarray(rgb.crop((0, r0, w, r1)), dtype=np.float32) + noise.rows(r0, r1)
-            out[r0:r1] = np.clip(np.rint(strip), 0, 255)
+            strip = np.asarray(rgb.crop((0, r0, w, r1)), dtype=np.float32)
+            strip += noise.rows(r0, r1)
+            np.clip(np.rint(strip, out=strip), 0, 255, out=strip)
+            rgb.paste(Image.fromarray(strip.astype(np.uint8)), (0, r0))
+        options = {"quality": jpeg_quality, "subsampling": 0} if image.format == "JPEG" else {}
+        if image.format == "WEBP":
+            options = {"lossless": True}  # lossy WebP would smear the noise
+        if icc and image.format in ("JPEG", "PNG", "WEBP", "TIFF"):
+            options["icc_profile"] = icc  # colours shown as in the original
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        rgb.save(dest, format=image.format, **options)
         rgb.close()
     finally:
         im.close()
-    options = {"quality": jpeg_quality, "subsampling": 0} if image.format == "JPEG" else {}
-    if image.format == "WEBP":
-        options = {"lossless": True}  # lossy WebP would smear the noise
-    if icc and image.format in ("JPEG", "PNG", "WEBP", "TIFF"):
-        options["icc_profile"] = icc  # colours shown as in the original
-    picture = Image.fromarray(out)
-    del out
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(dest, format=image.format, **options)
 
 
 def _write_captions(path: Path, plan: PublishPlan, captions: list[str]) -> None:
@@ -123,9 +126,12 @@ def _write_captions(path: Path, plan: PublishPlan, captions: list[str]) -> None:
 
 
 def export_full_size(train_rows: pd.DataFrame, dataset_root: str | Path, store_path: str | Path,
-                     protection: str | Path, tok, out_dir: str | Path, plan: PublishPlan,
+                     protection: str | Path, captions: list[str], out_dir: str | Path, plan: PublishPlan,
                      jpeg_quality: int = 95) -> dict:
-    """Every image at its own place, size and format (as `plan` says), carrying its image's noise."""
+    """Every image at its own place, size and format (as `plan` says), carrying its image's noise.
+
+    `captions`: each row's published caption (`export.published_captions`; made where the tokenizer is, so
+    this function needs no torch and can run in a lean process, see `lean`)."""
     protection, root = Path(protection), Path(dataset_root)
     train_rows = train_rows.reset_index(drop=True)
     if len(plan.row_files) != len(train_rows):
@@ -135,8 +141,9 @@ def export_full_size(train_rows: pd.DataFrame, dataset_root: str | Path, store_p
     if granularity == "pair":
         raise DataError(f"{protection}: full-size publishing needs one noise per image, but this protection "
                         "has one per caption row (granularity: pair)")
+    if len(captions) != len(train_rows):
+        raise DataError(f"{protection}: {len(captions)} published captions for {len(train_rows)} rows")
     noise = RowFile(protection / "noise.npy")
-    triggers = np.load(protection / "triggers.npy", allow_pickle=False)
     store = open_image_store(store_path)
     res = store.shape[1]
     first = train_rows.reset_index().drop_duplicates("image_path").set_index("image_path")
@@ -151,13 +158,13 @@ def export_full_size(train_rows: pd.DataFrame, dataset_root: str | Path, store_p
             gaps.append(np.abs(load_square(dest, res).astype(np.int16) - target.astype(np.int16)))
             if (k + 1) % 100 == 0 or k + 1 == len(plan.images):
                 log.info("published %d/%d full-size images", k + 1, len(plan.images))
-        captions = published_captions(train_rows, unit_of_pair, triggers, tok)
         _write_captions(confined(tmp, plan.captions_name), plan, captions)
         gap = np.stack(gaps)
         meta = {"apply": "both", "granularity": granularity, "files": len(plan.images), "captions": len(captions),
-                "size": "original", "jpeg_quality": jpeg_quality, "captions_file": plan.captions_name,
+                "size": "original", "jpeg_quality": jpeg_quality, "layout": plan.layout,
                 "changed": plan.changed,
                 "sources": {p.published: p.source for p in plan.images if p.published != p.source},
+                "publisher_peak_rss_mib": own_peak_rss_mib(),
                 "clip_view_gap": {"unit": "1/255", "mean": float(gap.mean()), "max": int(gap.max()),
                                   "p99": float(np.percentile(gap, 99)),
                                   "what": "|CLIP preprocessing of the published file - the optimised model input|"}}

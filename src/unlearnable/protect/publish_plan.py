@@ -47,6 +47,7 @@ class PublishPlan:
     records: list[list[str]] | None  # each caption row's fields, as the owner wrote them (generic layout)
     caption_file: CaptionFile | None
     captions_name: str  # the captions file, relative to the published folder
+    layout: dict  # how to read the published folder back (a generic LayoutConfig's fields)
 
     @property
     def changed(self) -> list[dict]:
@@ -117,4 +118,8 @@ def plan_publication(rows: pd.DataFrame, root: str | Path, layout: LayoutConfig)
                 rec[caption_file.image_field] = value
             records.append(rec)
     name = _relative(layout.captions_file, "captions file") if generic else "captions.csv"
-    return PublishPlan(list(planned.values()), row_files, records, caption_file, name)
+    columns = ([caption_file.header[caption_file.image_field].strip(), caption_file.header[caption_file.caption_field]
+                .strip()] if generic else ["image", "caption"])
+    read_back = {"images_dir": images_dir, "captions_file": name, "image_column": columns[0],
+                 "caption_column": columns[1]}
+    return PublishPlan(list(planned.values()), row_files, records, caption_file, name, read_back)
