@@ -51,17 +51,17 @@ def captions(n: int, rng: np.random.Generator) -> list[str]:
 def run(args) -> dict:
     import pandas as pd
     import torch
-
     from passes import measure_passes, peak_flops, round_floor, sync, utilisation
-    from unlearnable.encoders import Encoder
-    from unlearnable.image_store import open_image_store
-    from unlearnable.models import ModelSpec, create_model, image_resolution, tokenizer
+
+    from unlearnable.clip.encoders import Encoder
+    from unlearnable.clip.models import ModelSpec, create_model, image_resolution, tokenizer
+    from unlearnable.clip.text import tokenize, trigger_vocabulary
+    from unlearnable.data.image_store import open_image_store
+    from unlearnable.data.rowfile import RowFile
     from unlearnable.protect.config import ProtectConfig
     from unlearnable.protect.engine import ProtectData, Protector
     from unlearnable.protect.units import Units
     from unlearnable.provenance import resolve_device, versions
-    from unlearnable.rowfile import RowFile
-    from unlearnable.text import tokenize, trigger_vocabulary
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

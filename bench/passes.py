@@ -58,10 +58,10 @@ def flops(fn) -> int:
 def measure_passes(encoder, trainer, pixels, captions, trigger, vocab, candidates: int, reps: int = 3) -> dict:
     """Seconds and FLOPs of one batch of: a surrogate training step, a PGD step (text forward + image
     forward and input gradient), a HotFlip pass, and clean-test encoding (image and text forwards)."""
+    from unlearnable.clip.text import insert_trigger
     from unlearnable.protect.engine import frozen
     from unlearnable.protect.hotflip import hotflip
     from unlearnable.protect.loss import clip_loss
-    from unlearnable.text import insert_trigger
 
     dev, model = encoder.device, encoder.model
     texts = insert_trigger(captions, trigger)

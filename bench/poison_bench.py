@@ -27,17 +27,17 @@ sys.path.insert(0, str(Path(__file__).parent))
 def worker(args) -> dict:
     import pandas as pd
     import torch
-
     from mem_round import captions, photos
     from passes import measure_passes, round_floor
-    from unlearnable.encoders import Encoder
-    from unlearnable.image_store import open_image_store
-    from unlearnable.models import ModelSpec, create_model, image_resolution, tokenizer
+
+    from unlearnable.clip.encoders import Encoder
+    from unlearnable.clip.models import ModelSpec, create_model, image_resolution, tokenizer
+    from unlearnable.clip.text import tokenize, trigger_vocabulary
+    from unlearnable.data.image_store import open_image_store
+    from unlearnable.data.rowfile import RowFile
     from unlearnable.protect.config import ProtectConfig
     from unlearnable.protect.engine import ProtectData, Protector
     from unlearnable.protect.units import Units
-    from unlearnable.rowfile import RowFile
-    from unlearnable.text import tokenize, trigger_vocabulary
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO / "src"))
 
 
 def main() -> None:
-    from unlearnable import manifest as mf
-    from unlearnable.models import ModelSpec
+    from unlearnable.clip.models import ModelSpec
+    from unlearnable.data import manifest as mf
     from unlearnable.protect.config import method_config
     from unlearnable.protect.run import protect
     from unlearnable.provenance import versions

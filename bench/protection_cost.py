@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from unlearnable.mdtable import _published
+from unlearnable.report.mdtable import _published
 
 
 def table(summary: pd.DataFrame, results: str, reference: str) -> list[str]:

@@ -11,10 +11,10 @@ sys.path.insert(0, _SRC)
 os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
 
 from unlearnable import ConfigError, UnlearnableError
-from unlearnable.configschema import check_folders, check_references, validate_config
-from unlearnable.grid import (cells as grid_cells, defended, expand_trigger_lengths, protection_dirs, published_dir,
+from unlearnable.workflow.configschema import check_folders, check_references, validate_config
+from unlearnable.workflow.grid import (cells as grid_cells, defended, expand_trigger_lengths, protection_dirs, published_dir,
                              published_dirs, run_dir)
-from unlearnable.models import image_resolution
+from unlearnable.clip.models import image_resolution
 
 try:
     validate_config(config, workflow.source_path("../config/schema.yaml"), source="config")
@@ -157,7 +157,7 @@ _RESULTS_LOCK = []
 
 onstart:
     # only the main Snakemake process runs this (jobs get --no-hooks), and only when jobs will run
-    from unlearnable.results_lock import hold_results_lock
+    from unlearnable.workflow.results_lock import hold_results_lock
 
     try:
         _RESULTS_LOCK.append(hold_results_lock(RESULTS))

@@ -1,6 +1,6 @@
 """Snakemake adapter: apply a defence to a folder's train rows (told by params which manifest and store)."""
-from unlearnable.jobrunner import run_job
-from unlearnable.jobs import defend_job
+from unlearnable.workflow.jobrunner import run_job
+from unlearnable.workflow.jobs import defend_job
 
 smk = snakemake  # noqa: F821
 run_job(smk.log[0], smk.threads, lambda: defend_job(

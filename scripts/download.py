@@ -1,6 +1,6 @@
 """Snakemake adapter: fetch a Kaggle dataset into resources/, extracted and verified."""
-from unlearnable.jobrunner import run_job
-from unlearnable.kaggle_source import KaggleSource, download
+from unlearnable.data.kaggle_source import KaggleSource, download
+from unlearnable.workflow.jobrunner import run_job
 
 smk = snakemake  # noqa: F821
 run_job(smk.log[0], 1, lambda: download(KaggleSource(**smk.params.source), smk.output[0], smk.params.name),

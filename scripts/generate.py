@@ -1,7 +1,7 @@
 """Snakemake adapter: write a generated dataset (`shapes`, or the Flickr8k `standin`)."""
-from unlearnable.jobrunner import run_job
-from unlearnable.shapes import ShapesConfig, write_shapes
-from unlearnable.standin import StandinConfig, write_standin
+from unlearnable.data.shapes import ShapesConfig, write_shapes
+from unlearnable.data.standin import StandinConfig, write_standin
+from unlearnable.workflow.jobrunner import run_job
 
 smk = snakemake  # noqa: F821
 src = {k: v for k, v in smk.params.source.items() if k != "kind"}

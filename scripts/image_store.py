@@ -1,6 +1,6 @@
 """Snakemake adapter: decode a dataset's images once into a memory-mapped store."""
-from unlearnable.jobrunner import run_job
-from unlearnable.jobs import make_image_store
+from unlearnable.workflow.jobrunner import run_job
+from unlearnable.workflow.jobs import make_image_store
 
 smk = snakemake  # noqa: F821
 run_job(smk.log[0], smk.threads, lambda: make_image_store(smk.input.manifest, smk.input.root, smk.output.store,

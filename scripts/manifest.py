@@ -1,8 +1,8 @@
 """Snakemake adapter: read a dataset folder into a validated manifest and a data-quality summary."""
-from unlearnable.jobrunner import run_job
-from unlearnable.jobs import make_manifest
-from unlearnable.sources import LayoutConfig
-from unlearnable.splits import SplitConfig
+from unlearnable.data.sources import LayoutConfig
+from unlearnable.data.splits import SplitConfig
+from unlearnable.workflow.jobrunner import run_job
+from unlearnable.workflow.jobs import make_manifest
 
 smk = snakemake  # noqa: F821
 ds = smk.params.dataset

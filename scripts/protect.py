@@ -1,9 +1,9 @@
 """Snakemake adapter: compute a protection (noise + triggers) for a dataset's training split."""
-from unlearnable.jobrunner import run_job
-from unlearnable.jobs import protect_job
-from unlearnable.models import ModelSpec
+from unlearnable.clip.models import ModelSpec
 from unlearnable.protect.config import method_config
-from unlearnable.tracking import job_tracking
+from unlearnable.workflow.jobrunner import run_job
+from unlearnable.workflow.jobs import protect_job
+from unlearnable.workflow.tracking import job_tracking
 
 smk = snakemake  # noqa: F821
 m = smk.params.model

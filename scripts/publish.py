@@ -1,8 +1,8 @@
 """Snakemake adapter: write the protected dataset as a data owner would publish it."""
-from unlearnable.jobrunner import run_job
-from unlearnable.jobs import export_job
-from unlearnable.models import ModelSpec
-from unlearnable.tracking import job_tracking
+from unlearnable.clip.models import ModelSpec
+from unlearnable.workflow.jobrunner import run_job
+from unlearnable.workflow.jobs import export_job
+from unlearnable.workflow.tracking import job_tracking
 
 smk = snakemake  # noqa: F821
 m = smk.params.model

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from unlearnable.jobrunner import run_job
 from unlearnable.provenance import versions
-from unlearnable.report import write_report
+from unlearnable.report.html import write_report
+from unlearnable.workflow.jobrunner import run_job
 
 smk = snakemake  # noqa: F821
 run_job(smk.log[0], 1, lambda: write_report(

@@ -2,8 +2,8 @@
 from pathlib import Path
 
 from unlearnable.atomic import write_json
-from unlearnable.jobrunner import run_job
-from unlearnable.tracking import init_store, resolve_uri
+from unlearnable.workflow.jobrunner import run_job
+from unlearnable.workflow.tracking import init_store, resolve_uri
 
 smk = snakemake  # noqa: F821
 

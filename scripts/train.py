@@ -1,11 +1,11 @@
 """Snakemake adapter: train a CLIP on the train rows of the manifest and store in params.data, then evaluate it
 on the clean test split. One job for both: a separate evaluation job would spend more on starting Python,
 torch and MLflow than on evaluating."""
-from unlearnable.jobrunner import run_job
-from unlearnable.jobs import evaluate_job, train_job
-from unlearnable.models import ModelSpec
-from unlearnable.tracking import job_tracking
-from unlearnable.train import TrainConfig
+from unlearnable.clip.models import ModelSpec
+from unlearnable.clip.train import TrainConfig
+from unlearnable.workflow.jobrunner import run_job
+from unlearnable.workflow.jobs import evaluate_job, train_job
+from unlearnable.workflow.tracking import job_tracking
 
 smk = snakemake  # noqa: F821
 m = smk.params.model

@@ -19,7 +19,7 @@ def _no_exported_tracking_uri():
 @pytest.fixture(scope="session")
 def shapes_root(tmp_path_factory):
     """A small shapes dataset written once per test session."""
-    from unlearnable.shapes import ShapesConfig, write_shapes
+    from unlearnable.data.shapes import ShapesConfig, write_shapes
 
     root = tmp_path_factory.mktemp("shapes") / "shapes"
     write_shapes(root, ShapesConfig(n_images=60, image_size=32, seed=3))
@@ -29,10 +29,10 @@ def shapes_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def shapes_store(shapes_root, tmp_path_factory):
     """(manifest rows with 10 test images and the rest train, path of a 32 px image store)."""
-    from unlearnable import manifest as mf
-    from unlearnable.image_store import build_image_store
-    from unlearnable.sources import read_dataset
-    from unlearnable.splits import SplitConfig, assign_split
+    from unlearnable.data import manifest as mf
+    from unlearnable.data.image_store import build_image_store
+    from unlearnable.data.sources import read_dataset
+    from unlearnable.data.splits import SplitConfig, assign_split
 
     rows, _ = read_dataset(shapes_root)
     split = assign_split(rows["image_id"].tolist(), SplitConfig(val=0, test=10))

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from unlearnable.cli import main
-from unlearnable.image_store import load_square
+from unlearnable.data.image_store import load_square
 
 
 def test_protect_a_folder_end_to_end(shapes_root, tmp_path, capsys):
@@ -80,7 +80,7 @@ def test_help_states_units_and_choices_are_validated(capsys):
 
 def _mixed_folder(root):
     """Differently sized JPEGs and PNGs, as a photographer's folder holds them."""
-    from unlearnable.shapes import ShapesConfig, render_sample
+    from unlearnable.data.shapes import ShapesConfig, render_sample
 
     (root / "images").mkdir(parents=True)
     kinds = [((1024, 768), "jpg", "JPEG"), ((640, 480), "png", "PNG"), ((300, 500), "jpg", "JPEG")]
@@ -97,10 +97,10 @@ def _mixed_folder(root):
 
 
 def test_published_files_keep_name_size_and_format_and_reproduce_the_model_input(tmp_path):
-    from unlearnable.image_store import build_image_store
-    from unlearnable.manifest import build_manifest
+    from unlearnable.data.image_store import build_image_store
+    from unlearnable.data.manifest import build_manifest
+    from unlearnable.data.sources import read_dataset
     from unlearnable.protect.export import protected_pixels
-    from unlearnable.sources import read_dataset
 
     want = _mixed_folder(tmp_path / "photos")
     out = tmp_path / "out"

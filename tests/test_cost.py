@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import REPO
-from unlearnable.cost import KNOWN_SIZES, cost, estimate, merged_config, sample_passes
+
+from unlearnable.workflow.cost import KNOWN_SIZES, cost, estimate, merged_config, sample_passes
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def _bench_file(tmp_path, model="RN50", device="cpu"):
 
 def test_paper_grid_cost_counts_every_sample_pass_once(tmp_path):
     config = merged_config(REPO / "config/grids/paper.yaml")
-    from unlearnable.cost import Bench
+    from unlearnable.workflow.cost import Bench
 
     est = estimate(config, [Bench.load(_bench_file(tmp_path))])
     pairs = {d: KNOWN_SIZES[d][0] for d in ("flickr8k", "flickr30k", "mscoco")}

@@ -11,7 +11,7 @@ import pytest
 from test_grid import job_counts, jobs
 from wf import PROTECTION, TINY, snakemake
 
-from unlearnable.grid import cells, run_dir
+from unlearnable.workflow.grid import cells, run_dir
 
 DEFENDED = copy.deepcopy(TINY)
 DEFENDED["defences"] = {"gray": {"kind": "grayscale"}, "aug": {"kind": "augment", "scale_min": 0.6},
@@ -115,7 +115,7 @@ def test_bad_finetuning_configs_are_named(tmp_path, change, message):
 
 
 def test_protection_retained_is_undefined_where_clean_data_teaches_nothing():
-    from unlearnable.report import percent, retained
+    from unlearnable.report.html import percent, retained
 
     assert retained(44.0, 4.0, 0.5) == pytest.approx(40 / 43.5)
     assert retained(44.0, 44.0, 0.5) == 0.0

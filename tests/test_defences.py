@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from unlearnable import ConfigError, DataError
-from unlearnable.defences import Defence, english_words
-from unlearnable.models import tokenizer
-from unlearnable.text import published_caption
+from unlearnable.clip.models import tokenizer
+from unlearnable.clip.text import published_caption
+from unlearnable.defend.defences import Defence, english_words
 
 
 @pytest.fixture(scope="module")
@@ -97,9 +97,9 @@ def test_unknown_kind_or_parameter_names_the_key():
 def test_a_defended_folder_holds_the_defended_bytes_and_text(shapes_store, tmp_path):
     import pandas as pd
 
-    from unlearnable.defences import defend_folder
-    from unlearnable.image_store import open_image_store
-    from unlearnable.manifest import read_manifest
+    from unlearnable.data.image_store import open_image_store
+    from unlearnable.data.manifest import read_manifest
+    from unlearnable.defend.defences import defend_folder
 
     df, store = shapes_store
     train = df[df.split == "train"]

@@ -11,7 +11,7 @@ from fake_kaggle import FakeKaggle
 from wf import REPO, SNAKEMAKE
 
 from unlearnable import DataError
-from unlearnable.kaggle_source import CredentialsError, KaggleSource, download
+from unlearnable.data.kaggle_source import CredentialsError, KaggleSource, download
 
 USER, KEY = "tester", "k3y-value-that-must-never-leak-5a9f"
 F8K = [f"{x}" for x in (REPO / "config/splits/flickr8k_test.txt").read_text().split()[:3]] + \

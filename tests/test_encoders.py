@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearnable.encoders import Encoder, encode_text, text_length
-from unlearnable.models import ModelSpec, create_model, tokenizer
-from unlearnable.text import insert_trigger, tokenize
-from unlearnable.train import PairBatches, batch_loader
+from unlearnable.clip.encoders import Encoder, encode_text, text_length
+from unlearnable.clip.models import ModelSpec, create_model, tokenizer
+from unlearnable.clip.text import insert_trigger, tokenize
+from unlearnable.clip.train import PairBatches, batch_loader
 
 CAPTIONS = ["a dog runs on the grass", "two people ride bicycles down a long hill near the sea at sunset",
             "red", "a child in a pink dress is climbing up a set of stairs in an entry way"]
@@ -58,7 +58,7 @@ def test_input_is_normalised_the_same_from_uint8_and_from_float_pixels():
 
 def test_workers_gather_the_same_batches_in_the_same_order(shapes_store):
     df, store = shapes_store
-    from unlearnable.image_store import open_image_store
+    from unlearnable.data.image_store import open_image_store
 
     data = PairBatches(open_image_store(store), df["image_index"].to_numpy(),
                        torch.arange(len(df)).view(-1, 1))

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from wf import REPO, SNAKEMAKE, TINY, snakemake
 
-from unlearnable.grid import cells, expand_trigger_lengths
+from unlearnable.workflow.grid import cells, expand_trigger_lengths
 
 GPU_RULES = {"protect", "train_clean", "retrain", "train_clean_defended", "retrain_defended"}
 MODEL_JOBS = ("protect_job", "train_job", "evaluate_job")  # the library functions that build a model

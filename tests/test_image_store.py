@@ -1,10 +1,10 @@
 import numpy as np
 from PIL import Image
 
-from unlearnable import manifest as mf
-from unlearnable.image_store import build_image_store, load_square, open_image_store
-from unlearnable.sources import read_dataset
-from unlearnable.splits import SplitConfig, assign_split
+from unlearnable.data import manifest as mf
+from unlearnable.data.image_store import build_image_store, load_square, open_image_store
+from unlearnable.data.sources import read_dataset
+from unlearnable.data.splits import SplitConfig, assign_split
 
 
 def test_store_matches_decoded_images(shapes_root, tmp_path):

@@ -2,7 +2,7 @@ import re
 
 import numpy as np
 
-from unlearnable.jobrunner import run_job
+from unlearnable.workflow.jobrunner import run_job
 
 
 def test_every_job_logs_its_wall_time_and_peak_memory(tmp_path):

@@ -3,10 +3,10 @@ import shutil
 import pytest
 
 from unlearnable import ConfigError, DataError
-from unlearnable import manifest as mf
-from unlearnable.jobs import make_manifest
-from unlearnable.sources import LayoutConfig, read_dataset
-from unlearnable.splits import SplitConfig, assign_split
+from unlearnable.data import manifest as mf
+from unlearnable.data.sources import LayoutConfig, read_dataset
+from unlearnable.data.splits import SplitConfig, assign_split
+from unlearnable.workflow.jobs import make_manifest
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnable.metrics import chance_i2t, ranks_i2t, ranks_t2i, retrieval_metrics
+from unlearnable.clip.metrics import chance_i2t, ranks_i2t, ranks_t2i, retrieval_metrics
 
 
 def test_ranks_hand_computed_one_caption_per_image():

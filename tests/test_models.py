@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from unlearnable import ConfigError
-from unlearnable.models import ModelSpec, create_model, image_resolution, load_weights, save_weights
+from unlearnable.clip.models import ModelSpec, create_model, image_resolution, load_weights, save_weights
 
 
 def _same(a, b):
@@ -85,7 +85,7 @@ def test_every_shipped_architecture_shares_one_tokenizer():
     import re
     from pathlib import Path
 
-    from unlearnable.models import tokenizer
+    from unlearnable.clip.models import tokenizer
 
     repo = Path(__file__).resolve().parents[1]
     archs = set()

@@ -16,7 +16,7 @@ FAST = ["--rounds", "1", "--surrogate-steps", "1", "--pgd-steps", "2", "--hotfli
 
 
 def _scene(i: int, size: tuple[int, int]) -> Image.Image:
-    from unlearnable.shapes import ShapesConfig, render_sample
+    from unlearnable.data.shapes import ShapesConfig, render_sample
 
     img, caps = render_sample(i, ShapesConfig(image_size=64, seed=5))
     return img.resize(size, Image.Resampling.BICUBIC), caps
@@ -176,7 +176,7 @@ def test_same_stem_files_are_two_images(tmp_path):
 
 def test_an_image_id_on_two_paths_names_both_files():
     from unlearnable import DataError
-    from unlearnable.manifest import build_manifest
+    from unlearnable.data.manifest import build_manifest
 
     rows = pd.DataFrame({"image_path": ["images/img00.png", "images/img00.jpg"], "caption": ["a", "b"],
                          "image_id": ["img00", "img00"]})
@@ -238,7 +238,7 @@ def test_a_publishing_failure_never_loses_the_optimisation(tmp_path, monkeypatch
 
 def test_results_folder_that_cannot_be_made_is_one_line(tmp_path):
     from unlearnable import UnlearnableError
-    from unlearnable.results_lock import hold_results_lock
+    from unlearnable.workflow.results_lock import hold_results_lock
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(UnlearnableError, match=r"file/results: Not a directory"):
@@ -262,7 +262,7 @@ def test_workflow_start_up_turns_an_unusable_results_folder_into_one_line(tmp_pa
 
 def test_a_read_only_results_folder_is_named_at_start_up(tmp_path, monkeypatch):
     from unlearnable import ConfigError
-    from unlearnable.configschema import check_folders
+    from unlearnable.workflow.configschema import check_folders
 
     (tmp_path / "ro").mkdir()
     monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != tmp_path / "ro")  # root ignores mode bits
@@ -273,7 +273,7 @@ def test_a_read_only_results_folder_is_named_at_start_up(tmp_path, monkeypatch):
 
 def test_verify_reads_the_published_layout_and_trains_both_victims_through_the_defence(owner_run, tmp_path,
                                                                                        monkeypatch):
-    from unlearnable import defences
+    from unlearnable.defend import defences
 
     root, out, files = owner_run
     seen = []
@@ -291,7 +291,7 @@ def test_verify_reads_the_published_layout_and_trains_both_victims_through_the_d
 
 
 def test_a_caption_defence_reaches_the_victims_rows():
-    from unlearnable.defences import Defence
+    from unlearnable.defend.defences import Defence
     from unlearnable.verify import _defended
 
     rows = pd.DataFrame({"image_id": ["a", "b"], "image_path": ["a.jpg", "b.jpg"],
@@ -302,7 +302,7 @@ def test_a_caption_defence_reaches_the_victims_rows():
 
 def test_defence_flag_parses_kind_and_params_and_names_itself_in_errors():
     from unlearnable import ConfigError
-    from unlearnable.defences import Defence
+    from unlearnable.defend.defences import Defence
 
     assert Defence.parse("jpeg:quality=30") == Defence("jpeg", {"quality": 30})
     assert Defence.parse("blur") == Defence("blur", {"sigma": 1.0})
@@ -343,7 +343,7 @@ def test_full_size_work_runs_in_a_process_without_torch(tmp_path):
     from unlearnable.lean import run_lean
     from unlearnable.paths import confined, real
 
-    code = ("import sys, unlearnable.protect.fullsize, unlearnable.image_store, unlearnable.lean; "
+    code = ("import sys, unlearnable.protect.fullsize, unlearnable.data.image_store, unlearnable.lean; "
             "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "[]"

@@ -8,10 +8,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from unlearnable import manifest as mf
-from unlearnable.encoders import Encoder
-from unlearnable.image_store import open_image_store
-from unlearnable.models import ModelSpec, create_model, tokenizer
+from unlearnable.clip.encoders import Encoder
+from unlearnable.clip.models import ModelSpec, create_model, tokenizer
+from unlearnable.clip.text import EOT, SOT, insert_trigger, published_caption, tokenize, trigger_vocabulary
+from unlearnable.data import manifest as mf
+from unlearnable.data.image_store import open_image_store
+from unlearnable.data.rowfile import RowFile
 from unlearnable.protect.config import ProtectConfig, method_config
 from unlearnable.protect.engine import ProtectData, Protector
 from unlearnable.protect.export import export_published, protected_pixels
@@ -20,8 +22,6 @@ from unlearnable.protect.loss import clip_loss
 from unlearnable.protect.pgd import error_minimizing_pgd
 from unlearnable.protect.run import protect
 from unlearnable.protect.units import Units
-from unlearnable.rowfile import RowFile
-from unlearnable.text import EOT, SOT, insert_trigger, published_caption, tokenize, trigger_vocabulary
 
 TOK = tokenizer("tiny-vit")
 
@@ -290,7 +290,7 @@ def test_cluster_units_share_noise_by_caption_similarity(dataset, tmp_path):
 def test_eot_views_are_the_defence_forward_and_the_identity_backward():
     """BPDA: the surrogate sees exactly what the defence writes (the defended folder's bytes), and the
     gradient passes through as if the defence were not there."""
-    from unlearnable.defences import jpeg
+    from unlearnable.defend.defences import jpeg
     from unlearnable.protect.eot import ScraperTransforms
 
     eot = ScraperTransforms(({"kind": "jpeg", "quality": 30},))

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from unlearnable.plots import transfer_matrix, trigger_lengths
-from unlearnable.report import aggregate, paper_table_html, write_report
+from unlearnable.report.html import aggregate, paper_table_html, write_report
+from unlearnable.report.plots import transfer_matrix, trigger_lengths
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -79,7 +79,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
 
 def test_readme_table_is_mean_and_sample_sd_over_seeds_with_chance_and_machine():
-    from unlearnable.mdtable import markdown_table
+    from unlearnable.report.mdtable import markdown_table
 
     rows = []
     for seed, (clean, mem) in enumerate([(40.0, 2.0), (50.0, 4.0), (60.0, 9.0)]):
@@ -102,8 +102,8 @@ def test_readme_table_is_mean_and_sample_sd_over_seeds_with_chance_and_machine()
 def test_defence_table_has_a_row_per_defence_and_a_column_per_protection_for_each_victim():
     """Rows: undefended first, then defences by name; columns: clean first; retained against the clean
     baseline under the same defence and victim; a cell the grid lacks stays empty."""
-    from unlearnable.mdtable import defence_table
-    from unlearnable.report import defence_table_html
+    from unlearnable.report.html import defence_table_html
+    from unlearnable.report.mdtable import defence_table
 
     rows = []
     values = {("scratch", "none"): (50.0, 5.0), ("scratch", "jpeg"): (40.0, 30.0), ("scratch", "blur"): (40.0, 39.0),

@@ -21,9 +21,9 @@ from wf import PROTECTION, REPO, SNAKEMAKE, TINY, snakemake
 
 from unlearnable import ConfigError, DataError
 from unlearnable.cli import main
-from unlearnable.image_store import build_image_store, load_square
-from unlearnable.manifest import build_manifest
-from unlearnable.sources import read_dataset
+from unlearnable.data.image_store import build_image_store, load_square
+from unlearnable.data.manifest import build_manifest
+from unlearnable.data.sources import read_dataset
 
 FAST = ["--rounds", "2", "--surrogate-steps", "2", "--pgd-steps", "2", "--hotflip-rounds", "1", "--candidates", "2",
         "--granularity", "image", "--batch-size", "16", "--device", "cpu", "--model", "tiny-vit"]
@@ -262,7 +262,7 @@ def _fixture(kind: str, path: Path) -> np.ndarray:
 def test_each_mode_decodes_to_the_pixels_a_viewer_shows(kind, suffix, tmp_path):
     path = tmp_path / f"{kind}{suffix}"
     want = _fixture(kind, path)
-    from unlearnable.decode import to_rgb
+    from unlearnable.data.decode import to_rgb
 
     with Image.open(path) as im:
         got = np.asarray(to_rgb(im))
@@ -303,7 +303,7 @@ def test_stale_temporaries_of_a_killed_writer_are_removed(tmp_path):
 def test_runs_left_running_by_a_killed_job_are_marked_failed(tmp_path):
     import mlflow
 
-    from unlearnable.tracking import init_store, tracked_run
+    from unlearnable.workflow.tracking import init_store, tracked_run
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     init_store(uri, "e", tmp_path / "art")
@@ -371,7 +371,7 @@ def _tmpfs(path: Path, size_mb: int) -> None:
 def test_full_disk_mid_protection_is_one_line_no_running_run_and_resumes_identically(finished, tmp_path):
     import torch
 
-    from unlearnable.models import ModelSpec, create_model
+    from unlearnable.clip.models import ModelSpec, create_model
 
     disk = tmp_path / "disk"
     _tmpfs(disk, 96)
@@ -436,8 +436,8 @@ def test_config_mistakes_are_one_short_line_before_any_job(mutate, words, tmp_pa
 
 
 def test_a_split_without_test_images_is_refused_at_the_manifest(owner_data, tmp_path):
-    from unlearnable.jobs import make_manifest
-    from unlearnable.splits import SplitConfig
+    from unlearnable.data.splits import SplitConfig
+    from unlearnable.workflow.jobs import make_manifest
 
     lines = (owner_data / "captions.csv").read_text().splitlines()
     (owner_data / "captions.csv").write_text("\n".join(lines[:6]) + "\n")  # one image

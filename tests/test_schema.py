@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from unlearnable import ConfigError
-from unlearnable.configschema import check_references, validate_config
+from unlearnable.workflow.configschema import check_references, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "config" / "schema.yaml"

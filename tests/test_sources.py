@@ -9,11 +9,11 @@ import pytest
 from PIL import Image
 
 from unlearnable import ConfigError, DataError
-from unlearnable import manifest as mf
-from unlearnable.archive import safe_extract
-from unlearnable.jobs import make_manifest
-from unlearnable.sources import LayoutConfig, detect_layout, read_dataset
-from unlearnable.splits import SplitConfig, assign_split
+from unlearnable.data import manifest as mf
+from unlearnable.data.archive import safe_extract
+from unlearnable.data.sources import LayoutConfig, detect_layout, read_dataset
+from unlearnable.data.splits import SplitConfig, assign_split
+from unlearnable.workflow.jobs import make_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 NAMES8K = [f"{1000 + i}_abc{i}.jpg" for i in range(8)]

@@ -2,12 +2,12 @@
 import subprocess
 
 import numpy as np
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
-from unlearnable.sources import LayoutConfig, detect_layout, read_dataset
-from unlearnable.splits import SplitConfig, assign_split
-from unlearnable.standin import SIZES, StandinConfig, file_names, write_standin
+from unlearnable.data.sources import LayoutConfig, detect_layout, read_dataset
+from unlearnable.data.splits import SplitConfig, assign_split
+from unlearnable.data.standin import SIZES, StandinConfig, file_names, write_standin
 
 
 def test_standin_has_flickr8k_layout_and_the_papers_names_in_proportion(tmp_path):
@@ -38,8 +38,8 @@ def test_standin_names_are_unique_and_stable():
 
 
 def test_rehearsal_plans_the_papers_dag(tmp_path):
-    from wf import SNAKEMAKE
     from test_grid import job_counts
+    from wf import SNAKEMAKE
 
     res = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow/Snakefile"), "-d", str(tmp_path), "-n",
                           "--configfile", str(REPO / "config/grids/rehearsal.yaml")],

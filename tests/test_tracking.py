@@ -2,7 +2,7 @@
 import multiprocessing as mp
 import os
 
-from unlearnable.tracking import cell_parent, init_store, log_to_run, resolve_uri, tracked_run
+from unlearnable.workflow.tracking import cell_parent, init_store, log_to_run, resolve_uri, tracked_run
 
 N_JOBS = 8
 

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from unlearnable.image_store import open_image_store
-from unlearnable.models import ModelSpec, create_model, tokenizer
+from unlearnable.clip.models import ModelSpec, create_model, tokenizer
+from unlearnable.clip.text import tokenize
+from unlearnable.clip.train import PairBatches, TrainConfig, param_groups, train_clip, warmup_cosine
+from unlearnable.data.image_store import open_image_store
 from unlearnable.provenance import seed_everything
-from unlearnable.text import tokenize
-from unlearnable.train import PairBatches, TrainConfig, param_groups, train_clip, warmup_cosine
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_batches_gather_the_right_images(pairs):
 
 
 def test_augmentation_crops_flips_and_is_seeded():
-    from unlearnable.train import random_resized_crop_flip
+    from unlearnable.clip.train import random_resized_crop_flip
 
     x = torch.arange(8 * 32 * 3, dtype=torch.int64).remainder(256).to(torch.uint8).view(1, 8, 32, 3)
     x = x.repeat(64, 1, 1, 1)

@@ -17,11 +17,11 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import DataError, UnlearnableError
+from .clip.models import ModelSpec, image_resolution, tokenizer
+from .data.manifest import build_manifest
+from .data.sources import LAYOUTS, LayoutConfig, read_dataset
 from .faults import describe_fault
-from .manifest import build_manifest
-from .models import ModelSpec, image_resolution, tokenizer
 from .protect.config import METHODS, ProtectConfig, method_config
-from .sources import LAYOUTS, LayoutConfig, read_dataset
 
 PRIVATE_NOTE = """This folder holds the raw protection: the noise added to every image (noise.npy, int8, 1/255 units,
 at the model's resolution) and the trigger tokens (triggers.npy), with protection.json (settings, losses, timings).
@@ -73,7 +73,7 @@ def _selected(rows, max_images: int | None, seed: int):
     """All rows, or those of a seeded random subset of `max_images` images."""
     if not max_images:
         return rows
-    from .splits import SplitConfig, assign_split
+    from .data.splits import SplitConfig, assign_split
 
     keep = assign_split(sorted(set(rows["image_id"])), SplitConfig(val=0, test=0, seed=seed,
                                                                   max_train_images=max_images))
@@ -82,7 +82,7 @@ def _selected(rows, max_images: int | None, seed: int):
 
 def _protect(args) -> None:
     """Checks first (output apart from the input, settings valid), then resumable work in a staging folder."""
-    from .image_store import build_image_store
+    from .data.image_store import build_image_store
     from .lean import run_lean
     from .outdir import OutputFolder
     from .paths import real
@@ -137,10 +137,9 @@ def _protect(args) -> None:
 
 
 def _verify(args) -> None:
-    from .train import TrainConfig
+    from .clip.train import TrainConfig
+    from .defend.defences import Defence
     from .verify import format_drop, verify
-
-    from .defences import Defence
 
     defence = Defence.parse(args.defence) if args.defence else None  # checked before any training
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
@@ -252,17 +251,17 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         if args.command == "shapes":
-            from .shapes import ShapesConfig, write_shapes
+            from .data.shapes import ShapesConfig, write_shapes
 
             write_shapes(args.out, ShapesConfig(n_images=args.n_images, seed=args.seed))
         elif args.command == "protect":
             _protect(args)
         elif args.command == "table":
-            from .mdtable import table_command
+            from .report.mdtable import table_command
 
             print(table_command(args.summary))
         elif args.command == "cost":
-            from .cost import cost
+            from .workflow.cost import cost
 
             print(cost(args.grid, args.bench, args.pairs, args.assume_mfu))
         else:

@@ -15,24 +15,13 @@ import importlib
 import logging
 import os
 import pickle
-import resource
 import subprocess
 import sys
 from typing import Any, Callable
 
+from .usage import own_peak_rss_mib
+
 log = logging.getLogger(__name__)
-
-
-def own_peak_rss_mib() -> float:
-    """This process's own peak resident memory since it started its program: `VmHWM`. (`ru_maxrss` would
-    also count the parent's peak, which a child inherits through fork and exec.)"""
-    try:
-        for line in open("/proc/self/status"):
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_lean(fn: Callable, *args, **kwargs) -> Any:

@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 
 from . import DataError
-from .image_store import build_image_store, open_image_store
-from .manifest import build_manifest
-from .models import ModelSpec, create_model, image_resolution, tokenizer
+from .clip.models import ModelSpec, create_model, image_resolution, tokenizer
+from .clip.text import tokenize
+from .clip.train import PairBatches, TrainConfig, train_clip
+from .data.image_store import build_image_store, open_image_store
+from .data.manifest import build_manifest
+from .data.sources import LayoutConfig, read_dataset
+from .data.splits import SplitConfig, assign_split
 from .provenance import configure_determinism, resolve_device, seed_everything
-from .sources import LayoutConfig, read_dataset
-from .splits import SplitConfig, assign_split
-from .text import tokenize
-from .train import PairBatches, TrainConfig, train_clip
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec
     scraper does to this folder before training on it (images at model resolution, as the workflow does)."""
     from dataclasses import replace
 
-    from .evaluate import evaluate_retrieval
+    from .clip.evaluate import evaluate_retrieval
 
     if defence is not None:
         rows = _defended(rows, defence, tokenizer(spec.name))
@@ -66,7 +66,7 @@ def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec
             cfg = replace(cfg, augment_scale_min=defence.params["scale_min"])
     table, store = _stored(rows, root, "train", work / f"{name}.npy", image_resolution(spec.name))
     if defence is not None and defence.changes_images:
-        from .rowfile import RowFile
+        from .data.rowfile import RowFile
 
         writable = RowFile(work / f"{name}.npy", writable=True)
         for s in range(0, len(writable), 256):

@@ -21,11 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from ..atomic import atomic_path
-from ..encoders import Encoder
-from ..jobrunner import peak_rss_mib
-from ..rowfile import RowFile
-from ..text import insert_trigger
-from ..train import ContrastiveTrainer, make_optimizer
+from ..clip.encoders import Encoder
+from ..clip.text import insert_trigger
+from ..clip.train import ContrastiveTrainer, make_optimizer
+from ..data.rowfile import RowFile
+from ..usage import peak_rss_mib
 from .config import ProtectConfig
 from .eot import ScraperTransforms
 from .hotflip import hotflip

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from .. import ConfigError
-from ..defences import IMAGE_KINDS, Defence
+from ..defend.defences import IMAGE_KINDS, Defence
 
 
 class ScraperTransforms:

@@ -16,10 +16,10 @@ import torch
 
 from .. import DataError
 from ..atomic import atomic_path, write_json
-from ..folder import save_pngs, write_layout
-from ..image_store import open_image_store
-from ..rowfile import RowFile
-from ..text import insert_trigger, published_caption, tokenize
+from ..clip.text import insert_trigger, published_caption, tokenize
+from ..data.folder import save_pngs, write_layout
+from ..data.image_store import open_image_store
+from ..data.rowfile import RowFile
 from .artifact import aligned_units, protected_pixels
 
 log = logging.getLogger(__name__)

@@ -24,12 +24,12 @@ from PIL import Image
 
 from .. import DataError
 from ..atomic import atomic_path, write_json
-from ..decode import to_rgb
-from ..folder import write_captions_csv
-from ..lean import own_peak_rss_mib
-from ..image_store import load_square, open_image_store, square_geometry
+from ..data.decode import to_rgb
+from ..data.folder import write_captions_csv
+from ..data.image_store import load_square, open_image_store, square_geometry
+from ..data.rowfile import RowFile
 from ..paths import confined
-from ..rowfile import RowFile
+from ..usage import own_peak_rss_mib
 from .artifact import aligned_units, protected_pixels
 from .publish_plan import PlannedImage, PublishPlan
 

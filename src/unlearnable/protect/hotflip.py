@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from ..encoders import Encoder
-from ..text import insert_trigger
+from ..clip.encoders import Encoder
+from ..clip.text import insert_trigger
 from .loss import clip_loss
 
 

@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from ..encoders import Encoder
+from ..clip.encoders import Encoder
 from .loss import clip_loss
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from PIL import Image
 
 from .. import DataError
-from ..sources import CaptionFile, LayoutConfig
+from ..data.sources import CaptionFile, LayoutConfig
 
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".png": "PNG", ".webp": "WEBP",
            ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}

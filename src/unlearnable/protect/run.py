@@ -19,12 +19,12 @@ import pandas as pd
 import torch
 
 from ..atomic import atomic_path, write_json
-from ..image_store import open_image_store
-from ..encoders import Encoder
-from ..models import ModelSpec, create_model, tokenizer
+from ..clip.encoders import Encoder
+from ..clip.models import ModelSpec, create_model, tokenizer
+from ..clip.text import tokenize, trigger_vocabulary
+from ..data.image_store import open_image_store
+from ..data.rowfile import RowFile
 from ..provenance import configure_determinism, resolve_device, seed_everything, versions
-from ..rowfile import RowFile
-from ..text import tokenize, trigger_vocabulary
 from .config import ProtectConfig
 from .engine import ProtectData, Protector
 from .units import Units

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import ConfigError
-from .atomic import atomic_path
-from .paths import CONFIG_DIR
+from .. import ConfigError
+from ..atomic import atomic_path
+from ..paths import CONFIG_DIR
 from .shapes import ShapesConfig, render_sample
 
 log = logging.getLogger(__name__)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import yaml
 
-from . import ConfigError
+from .. import ConfigError
+from ..clip.train import TrainConfig
+from ..paths import CONFIG_DIR
+from ..protect.config import method_config
 from .configschema import check_references, validate_config
 from .grid import cells, expand_trigger_lengths
-from .paths import CONFIG_DIR
-from .protect.config import method_config
-from .train import TrainConfig
 
 # training pairs and test pairs (images x captions) under the paper's splits, for datasets not yet on disk
 KNOWN_SIZES = {"flickr8k": (6091 * 5, 1000 * 5), "flickr30k": (29783 * 5, 1000 * 5), "mscoco": (566747, 5000 * 5)}
@@ -73,7 +73,7 @@ def _generated_size(ds: dict) -> tuple[int, int] | None:
     """(train pairs, test pairs) of a generated dataset, from its source and split settings."""
     src, split = ds.get("source", {}), ds.get("split", {})
     if src.get("kind") == "shapes":
-        from .shapes import ShapesConfig
+        from ..data.shapes import ShapesConfig
 
         n, per = src.get("n_images", ShapesConfig.n_images), src.get("captions_per_image", 5)
 
@@ -83,7 +83,7 @@ def _generated_size(ds: dict) -> tuple[int, int] | None:
         test = count(split.get("test", 0.1))
         return (n - test - count(split.get("val", 0.1))) * per, test * per
     if src.get("kind") == "standin":
-        from .standin import FLICKR8K_IMAGES
+        from ..data.standin import FLICKR8K_IMAGES
 
         n, per = src.get("n_images", FLICKR8K_IMAGES), src.get("captions_per_image", 5)
         listed = round(1000 * n / FLICKR8K_IMAGES)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 
-from . import ConfigError
+from .. import ConfigError
 
 TRIGGER_KINDS = ("mem", "random_trigger")
 
@@ -23,7 +23,7 @@ def expand_trigger_lengths(config: dict) -> dict:
     lengths = grid.get("trigger_lengths") or []
     if not lengths:
         return config
-    from .protect.config import method_config
+    from ..protect.config import method_config
 
     methods, runs = config.setdefault("methods", {}), []
     for run in grid["runs"]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import ConfigError, DataError
+from .. import ConfigError, DataError
 from .manifest import Quality, check_rows, default_ids
 
 LAYOUTS = ("auto", "flickr8k", "flickr30k", "coco2017", "generic")

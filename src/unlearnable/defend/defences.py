@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
-from . import ConfigError, DataError
+from .. import ConfigError, DataError
 
-WORDLIST = Path(__file__).parent / "data" / "web2_words.txt.gz"  # Webster's 2nd (1934, public domain)
+WORDLIST = Path(__file__).resolve().parents[1] / "data" / "web2_words.txt.gz"  # Webster's 2nd (1934, public domain)
 IMAGE_KINDS = ("jpeg", "resize", "grayscale", "blur", "bits")
 TEXT_KINDS = ("rare_words", "wordlist", "drop_first", "strip_trigger")
 TRAIN_KINDS = ("augment",)
@@ -178,9 +178,9 @@ def defend_folder(rows, store_path: str | Path, defence: Defence, tok, out_dir: 
     (defended), `manifest.parquet`, `images.npy` and `defence.json`. Captions a defence empties, and rows it
     makes duplicates, are dropped and counted, as a scraper would drop them.
     """
-    from .atomic import atomic_path, write_json
-    from .folder import save_pngs, write_layout
-    from .image_store import open_image_store
+    from ..atomic import atomic_path, write_json
+    from ..data.folder import save_pngs, write_layout
+    from ..data.image_store import open_image_store
 
     rows = rows.reset_index(drop=True)
     images = open_image_store(store_path)

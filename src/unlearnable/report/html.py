@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..atomic import atomic_path
 from . import gallery, plots
-from .atomic import atomic_path
 
 RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
 GROUP = ["dataset", "method", "apply", "surrogate", "victim", "defence"]

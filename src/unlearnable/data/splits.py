@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import ConfigError, DataError
+from .. import ConfigError, DataError
+from ..paths import CONFIG_DIR
 from .manifest import SPLITS
-from .paths import CONFIG_DIR
 
 log = logging.getLogger(__name__)
 

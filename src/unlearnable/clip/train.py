@@ -14,7 +14,7 @@ import numpy as np
 import open_clip
 import torch
 
-from . import ConfigError
+from .. import ConfigError
 from .encoders import Encoder
 
 log = logging.getLogger(__name__)

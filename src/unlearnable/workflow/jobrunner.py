@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import resource
 import sys
 import time
 from typing import Callable
 
-from . import UnlearnableError
-from .faults import describe_fault
+from .. import UnlearnableError
+from ..faults import describe_fault
+from ..usage import peak_rss_mib
 
 
 def run_job(log_path: str | None, threads: int, fn: Callable[[], object], where: str | None = None) -> None:
@@ -52,11 +52,6 @@ def run_job(log_path: str | None, threads: int, fn: Callable[[], object], where:
         if log_file:
             with contextlib.suppress(OSError):
                 log_file.flush()
-
-
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process and of any child it waited for (Linux reports KiB)."""
-    return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
 
 
 def _fail(line: str, log_file) -> None:

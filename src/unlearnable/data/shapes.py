@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .atomic import atomic_path
+from ..atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def render_sample(index: int, cfg: ShapesConfig) -> tuple[Image.Image, list[str]
 def write_shapes(out_dir: str | Path, cfg: ShapesConfig = ShapesConfig()) -> Path:
     """Write the dataset atomically: a half-written folder never appears under `out_dir`."""
     if cfg.n_images < 1 or cfg.image_size < 8 or not 1 <= cfg.captions_per_image <= len(TEMPLATES):
-        from . import ConfigError
+        from .. import ConfigError
 
         raise ConfigError(f"shapes source: invalid settings {cfg}")
     out_dir = Path(out_dir)

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .image_store import open_image_store
-from .manifest import read_manifest
+from ..data.image_store import open_image_store
+from ..data.manifest import read_manifest
 
 
 @dataclass

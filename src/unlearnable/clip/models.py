@@ -14,10 +14,10 @@ import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
-from . import ConfigError
+from .. import ConfigError
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = Path(__file__).parent / "model_configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "model_configs"
 open_clip.add_model_config(CONFIG_DIR)
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -17,9 +17,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from . import ConfigError, DataError
-from .atomic import atomic_path
-from .paths import escapes, real
+from .. import ConfigError, DataError
+from ..atomic import atomic_path
+from ..paths import escapes, real
 
 log = logging.getLogger(__name__)
 

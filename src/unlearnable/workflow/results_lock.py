@@ -13,7 +13,7 @@ import os
 import socket
 from pathlib import Path
 
-from . import DataError
+from .. import DataError
 
 LOCK_NAME = ".unlearnable.lock"
 

@@ -14,10 +14,10 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from . import DataError
-from .atomic import atomic_path, write_json
+from .. import DataError
+from ..atomic import atomic_path, write_json
+from ..paths import confined
 from .decode import to_rgb
-from .paths import confined
 from .rowfile import RowFile
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from .paths import confined
+from ..paths import confined
 
 log = logging.getLogger(__name__)
 

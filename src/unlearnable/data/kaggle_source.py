@@ -15,9 +15,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from . import DataError, UnlearnableError
+from .. import DataError, UnlearnableError
+from ..atomic import atomic_path
 from .archive import safe_extract
-from .atomic import atomic_path
 from .sources import LayoutConfig, parse_layout
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from . import ConfigError
+from .. import ConfigError
 
 
 def _with_defaults(cls):
@@ -96,7 +96,7 @@ def check_references(config: dict, source: str = "config") -> None:
     for name, spec in config.get("methods", {}).items():
         if name == "clean":
             raise ConfigError(f"{source}: key 'methods.clean': 'clean' is reserved for the unprotected baseline")
-        from .protect.config import method_config
+        from ..protect.config import method_config
 
         try:
             method_config(spec)
@@ -108,7 +108,7 @@ def check_models(config: dict, source: str = "config") -> None:
     """Every model's architecture exists and its `pretrained` weights file is there, before any job runs."""
     from pathlib import Path
 
-    from .models import looks_like_file, pretrained_tags, suggest_models
+    from ..clip.models import looks_like_file, pretrained_tags, suggest_models
 
     for name, m in config["models"].items():
         arch, pre = m["arch"], m.get("pretrained", "none")
@@ -152,7 +152,7 @@ def unwritable(folder: str | os.PathLike) -> str | None:
 
 def check_folders(config: dict, source: str = "config") -> None:
     """`results` and `resources` (written by the workflow) never overlap each other or a local dataset."""
-    from .paths import overlap
+    from ..paths import overlap
 
     inputs = {f"datasets.{n}.source.path": d["source"]["path"] for n, d in config["datasets"].items()
               if d["source"]["kind"] == "local"}

@@ -9,7 +9,7 @@ import time
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from . import DataError
+from .. import DataError
 
 log = logging.getLogger(__name__)
 

@@ -15,18 +15,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from . import manifest as mf
-from .atomic import atomic_path, write_json
-from .evaluate import evaluate_retrieval
-from .jobrunner import peak_rss_mib
-from .image_store import build_image_store, open_image_store
-from .models import ModelSpec, create_model, load_weights, save_weights, tokenizer
-from .provenance import configure_determinism, resolve_device, seed_everything, versions
-from .sources import LayoutConfig, read_dataset
-from .splits import SplitConfig, assign_split
-from .text import tokenize
+from ..atomic import atomic_path, write_json
+from ..clip.evaluate import evaluate_retrieval
+from ..clip.models import ModelSpec, create_model, load_weights, save_weights, tokenizer
+from ..clip.text import tokenize
+from ..clip.train import PairBatches, TrainConfig, train_clip
+from ..data import manifest as mf
+from ..data.image_store import build_image_store, open_image_store
+from ..data.sources import LayoutConfig, read_dataset
+from ..data.splits import SplitConfig, assign_split
+from ..provenance import configure_determinism, resolve_device, seed_everything, versions
+from ..usage import peak_rss_mib
 from .tracking import cell_parent, log_to_run, tracked_run
-from .train import PairBatches, TrainConfig, train_clip
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def _tags(cell: dict, stage: str) -> dict[str, str]:
     tags = {k: str(v) for k, v in cell.items() if not isinstance(v, dict)}
     params = cell.get("method_params") or {}
     if params:
-        from .protect.config import method_config
+        from ..protect.config import method_config
 
         resolved = method_config(params)
         tags.update(kind=resolved.method, token_num=str(resolved.trigger_len), eps=str(resolved.eps))
@@ -197,7 +197,7 @@ def protect_job(manifest_path: str | Path, store_path: str | Path, surrogate: Mo
     """Run a protection method on the train rows; MLflow gets its config, timings and loss trajectory."""
     import mlflow
 
-    from .protect.run import protect
+    from ..protect.run import protect
 
     train = _train_rows(manifest_path)
     params = {"cell": cell, "protect": asdict(cfg), "surrogate": asdict(surrogate), "seed": seed, "device": device}
@@ -218,7 +218,7 @@ def export_job(manifest_path: str | Path, store_path: str | Path, protection: st
     """Write the folder a data owner would publish; MLflow gets its size and trigger round-trip rate."""
     import mlflow
 
-    from .protect.export import export_published
+    from ..protect.export import export_published
 
     train = _train_rows(manifest_path)
     t0 = time.time()
@@ -238,7 +238,7 @@ def defend_job(manifest_path: str | Path, store_path: str | Path, name: str, spe
     """A scraper's defence applied to the train rows of a folder (published, or the clean dataset). A
     token-level defence counts CLIP BPE tokens: every architecture here shares open_clip's one tokenizer
     (tests/test_models.py checks it), so the defended folder does not depend on the victim."""
-    from .defences import Defence, defend_folder
+    from ..defend.defences import Defence, defend_folder
 
     defence = Defence.from_config(name, spec)
     t0 = time.time()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .report import NO_DIFFERENCE_NOTE, aggregate, defence_grids, effect_label, protection_label
+from .html import NO_DIFFERENCE_NOTE, aggregate, defence_grids, effect_label, protection_label
 
 COLUMNS = [("t2i_r1", "t2i R@1"), ("i2t_r1", "i2t R@1"), ("t2i_r10", "t2i R@10"), ("rsum", "rsum")]
 
@@ -24,7 +24,7 @@ def _published(apply: str, method_params: str) -> str:
     """What the victim saw: `noise`, `trigger` or `both`, given what the method makes and what was applied."""
     import json
 
-    from .protect.config import method_config
+    from ..protect.config import method_config
 
     cfg = method_config(json.loads(method_params))
     has = {"noise": cfg.method != "random_trigger", "trigger": cfg.trigger_len > 0}

@@ -1,0 +1,1 @@
+"""CLIP models, encoders, tokenisation, training, retrieval evaluation and its metrics."""

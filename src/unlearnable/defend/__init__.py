@@ -1,0 +1,1 @@
+"""What a scraper can do to a published folder before training on it."""

@@ -1,0 +1,1 @@
+"""Results as tables, plots, a gallery and the HTML report."""

@@ -1,0 +1,41 @@
+"""The library's rooms: the method (data, protect, defend, clip) never reaches into the workflow app, the
+report or the command line, so it can be used, and read, without them."""
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[1] / "src" / "unlearnable"
+METHOD = ("data", "protect", "defend", "clip")
+APP = ("unlearnable.workflow", "unlearnable.report", "unlearnable.cli")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Absolute names of every module a file imports, relative imports resolved, at any depth in the file."""
+    package = ["unlearnable", *path.relative_to(PKG).parent.parts]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            found.add(module)
+            found |= {f"{module}.{a.name}" for a in node.names}  # `from . import report` names a module
+    return found
+
+
+@pytest.mark.parametrize("room", METHOD)
+def test_the_method_never_imports_the_app_the_report_or_the_cli(room):
+    files = sorted((PKG / room).rglob("*.py"))
+    assert files
+    for path in files:
+        bad = {m for m in imported_modules(path) if any(m == a or m.startswith(a + ".") for a in APP)}
+        assert not bad, f"{path.relative_to(PKG)} imports {sorted(bad)}"
+
+
+def test_the_import_reader_resolves_relative_imports():
+    """The guard above is only as good as this reader: `from ..usage import x` and `from .config import y` in
+    protect/engine.py must resolve to their absolute modules."""
+    found = imported_modules(PKG / "protect" / "engine.py")
+    assert {"unlearnable.usage", "unlearnable.protect.config"} <= found
