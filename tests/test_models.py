@@ -1,4 +1,6 @@
+import os
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,3 +100,82 @@ def test_every_shipped_architecture_shares_one_tokenizer():
         tok = tokenizer(arch)
         assert [tok.encode(t) for t in text] == want, arch
         assert tok.clean_fn(text[0]) == text[0].lower(), arch  # strip_trigger cuts this cleaned text
+
+
+def _claim_in_child(uid: int, lock_dir: Path, count: int = 2):
+    """claim_gpu in a forked child running as `uid` (no exec: the child needs no access to the interpreter's
+    files). Returns what it claimed (or its error) and a function that lets it exit, releasing its lock."""
+    from unlearnable import provenance
+
+    result_r, result_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(result_r)
+            os.close(hold_w)
+            os.setgid(uid)
+            os.setuid(uid)
+            provenance._HELD_GPUS.clear()
+            os.write(result_w, str(provenance.claim_gpu(count, str(lock_dir))).encode())
+        except BaseException as e:  # noqa: BLE001 - reported to the parent, whatever it is
+            os.write(result_w, f"{type(e).__name__}: {e}".encode())
+        finally:
+            os.close(result_w)
+            os.read(hold_r, 1)  # hold the lock until the parent lets go
+            os._exit(0)
+    os.close(result_w)
+    os.close(hold_r)
+    got = os.read(result_r, 1000).decode()
+    os.close(result_r)
+
+    def release():
+        os.close(hold_w)
+        os.waitpid(pid, 0)
+
+    return got, release
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as two users")
+def test_two_users_on_one_host_both_get_a_gpu():
+    """A shared /tmp: root's job holds its lock, and `nobody`'s job must still get a GPU, never an error. A
+    lock file nobody cannot open (planted by another owner) counts as a busy GPU: nobody takes the next."""
+    import shutil
+    import tempfile
+
+    nobody = 65534
+    shared = Path(tempfile.mkdtemp(prefix="unlearnable-shared-tmp-"))  # pytest's own tmp is root's alone (0700)
+    shared.chmod(0o1777)
+    try:
+        _two_users(shared, nobody)
+    finally:
+        shutil.rmtree(shared)
+
+
+def _two_users(shared: Path, nobody: int) -> None:
+    root_got, release_root = _claim_in_child(0, shared)
+    try:
+        assert root_got == "0"
+        planted = shared / f"unlearnable-{nobody}-gpu0.lock"
+        planted.write_text("")
+        planted.chmod(0o600)
+        nobody_got, release_nobody = _claim_in_child(nobody, shared)
+        release_nobody()
+    finally:
+        release_root()
+    assert nobody_got == "1"
+
+
+def test_a_claimed_gpu_becomes_the_current_device(monkeypatch):
+    import torch
+
+    from unlearnable import provenance
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(provenance, "claim_gpu", lambda count: 1)
+    current = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: current.append(torch.device(d)))
+    assert provenance.resolve_device("cuda") == torch.device("cuda", 1)
+    assert current == [torch.device("cuda", 1)]
+    assert provenance.resolve_device("cuda:0") == torch.device("cuda", 0) and current[-1] == torch.device("cuda", 0)

@@ -72,19 +72,26 @@ def resolve_device(device: str) -> torch.device:
 
         raise ConfigError(f"config key 'device': {device!r} requested but CUDA is not available")
     if device == "cuda":
-        return torch.device("cuda", claim_gpu(torch.cuda.device_count()))
-    return torch.device(device)
+        device = f"cuda:{claim_gpu(torch.cuda.device_count())}"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)  # kernels, caches and `torch.cuda.*` calls without an index go to this GPU
+    return dev
 
 
 _HELD_GPUS: dict[int, int] = {}
 
 
 def claim_gpu(count: int, lock_dir: str | None = None) -> int:
-    """The index of a GPU no other process holds, locked until this process exits.
+    """The index of a GPU no other process of this user holds, locked until this process exits.
 
     With `--resources gpu=N` Snakemake runs at most N GPU jobs at once on a workstation, but does not say which
     GPU each should use; this lock makes each take a different one. Where a scheduler already exposes one GPU
     per job (SLURM sets CUDA_VISIBLE_DEVICES), index 0 is that job's own GPU either way.
+
+    Lock files are per user (`unlearnable-<uid>-gpuN.lock`, mode 0600), so one user's files never stand in
+    another's way on a shared host or a shared /tmp; a lock file this process cannot open (another owner, a
+    symlink planted in /tmp) counts as a busy GPU, never as an error.
     """
     import fcntl
     import tempfile
@@ -93,10 +100,14 @@ def claim_gpu(count: int, lock_dir: str | None = None) -> int:
         return next(iter(_HELD_GPUS))
     folder = lock_dir or tempfile.gettempdir()
     for i in range(count):
-        fd = os.open(os.path.join(folder, f"unlearnable-gpu{i}.lock"), os.O_CREAT | os.O_RDWR, 0o666)
+        path = os.path.join(folder, f"unlearnable-{os.getuid()}-gpu{i}.lock")
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+        except OSError:  # not ours, or not a plain file: as good as busy
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError:
             os.close(fd)
             continue
         _HELD_GPUS[i] = fd
