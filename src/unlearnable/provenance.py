@@ -116,7 +116,8 @@ def claim_gpu(count: int, lock_dir: str | None = None) -> int:
 
 
 def configure_determinism(device: torch.device) -> None:
-    """Bit-identical reruns on the CPU; on CUDA, deterministic kernels where PyTorch has them."""
+    """Bit-identical reruns on the CPU. On CUDA only where PyTorch has deterministic kernels: the others (the
+    attention backward among them) run with a warning (`warn_only`), so GPU runs are not bit-repeatable."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     if device.type == "cuda":
