@@ -1,4 +1,4 @@
-# Raw dataset -> validated manifest -> memory-mapped image store at model resolution.
+# Raw dataset -> validated manifest -> image store at model resolution (rows read and written with pread/pwrite).
 
 # Downloads need the internet: on a cluster they run where Snakemake runs, not on a compute node.
 # The MLflow store, the summary and the report are small and also run there.

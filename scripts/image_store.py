@@ -1,4 +1,4 @@
-"""Snakemake adapter: decode a dataset's images once into a memory-mapped store."""
+"""Snakemake adapter: decode a dataset's images once into the image store (see data/image_store.py)."""
 from unlearnable.workflow.jobrunner import run_job
 from unlearnable.workflow.jobs import make_image_store
 

@@ -132,3 +132,21 @@ def test_defence_table_has_a_row_per_defence_and_a_column_per_protection_for_eac
     page = defence_table_html(agg)
     assert page.count("<table") == 2 and "retained 25%" in page and "victim ft" in page
     assert page.count("≈ clean</small>") == 1
+
+
+def test_runs_table_finds_each_run_by_its_whole_cell_defence_included():
+    """Two runs of one cell, undefended and under jpeg75: each row shows its own training run, not the other's."""
+    from unlearnable.report.html import runs_table_html
+
+    summary = _summary()
+    summary = summary[(summary["method"] == "mem3") & (summary["surrogate"] == "vit") & (summary["victim"] == "vit")
+                      & (summary["seed"] == 0)]
+    summary = pd.concat([summary.assign(defence="none"), summary.assign(defence="jpeg75")], ignore_index=True)
+    cell = {"dataset": "d", "method": "mem3", "apply": "both", "surrogate": "vit", "victim": "vit", "seed": 0}
+    records = [{"cell": {**cell, "defence": d}, "seed": 0, "seconds": s, "mlflow_run_id": f"train-{d}",
+                "mlflow_parent_run_id": f"cell-{d}"} for d, s in (("none", 11.0), ("jpeg75", 22.0))]
+    rows = re.findall(r"<tr>(.*?)</tr>", runs_table_html(summary, records, []), flags=re.S)  # body rows
+    cells = [re.findall(r"<td>(.*?)</td>", row) for row in rows]
+    assert [[c for c in row if c.startswith(("train-", "cell-"))] for row in cells] == [
+        ["cell-none", "train-none"], ["cell-jpeg75", "train-jpeg75"]]
+    assert [row[4] for row in cells] == ["11", "22"]  # train seconds

@@ -1,7 +1,8 @@
-"""Decode images once, at model resolution, into a memory-mapped uint8 array.
+"""Decode images once, at model resolution, into a uint8 NHWC array file (an .npy).
 
-Training and poisoning read batches straight from the map, so no JPEG/PNG is decoded twice and resident
-memory does not grow with the dataset. Row `i` holds the image whose manifest `image_index` is `i`.
+Training and poisoning read the rows of each batch with pread and the store is written with pwrite (see
+`rowfile`), not through a memory map: no JPEG/PNG is decoded twice, and resident memory does not grow with
+the dataset. Row `i` holds the image whose manifest `image_index` is `i`.
 """
 from __future__ import annotations
 

@@ -23,7 +23,6 @@ from .. import ConfigError, DataError
 WORDLIST = Path(__file__).resolve().parents[1] / "data" / "web2_words.txt.gz"  # Webster's 2nd (1934, public domain)
 IMAGE_KINDS = ("jpeg", "resize", "grayscale", "blur", "bits")
 TEXT_KINDS = ("rare_words", "wordlist", "drop_first", "strip_trigger")
-TRAIN_KINDS = ("augment",)
 PARAMS = {"none": {}, "jpeg": {"quality": 75}, "resize": {"scale": 0.5}, "grayscale": {}, "blur": {"sigma": 1.0},
           "bits": {"bits": 4}, "rare_words": {}, "wordlist": {}, "drop_first": {"k": 3}, "strip_trigger": {"k": 3},
           "augment": {"scale_min": 0.5}}

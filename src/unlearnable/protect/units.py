@@ -45,15 +45,13 @@ class Units:
         self.pair_image_row = rows["image_index"].to_numpy(np.int64)
         if granularity == "pair":
             self.unit_of_pair = np.arange(len(rows), dtype=np.int64)
-            self.unit_image_row = self.pair_image_row
         elif granularity == "cluster":
             images, image_of_pair = np.unique(self.pair_image_row, return_inverse=True)
             cluster_of_image = caption_clusters(self.pair_image_row, rows["caption"].tolist(), clusters, seed)
             self.unit_of_pair = cluster_of_image[image_of_pair]
             self.images, self.cluster_of_image = images, cluster_of_image
-            self.unit_image_row = None  # a unit holds many images
         else:
-            self.unit_image_row, self.unit_of_pair = np.unique(self.pair_image_row, return_inverse=True)
+            _, self.unit_of_pair = np.unique(self.pair_image_row, return_inverse=True)
         order = np.argsort(self.unit_of_pair, kind="stable")
         self._pairs_sorted = order
         self._first = np.searchsorted(self.unit_of_pair[order], np.arange(len(self)))

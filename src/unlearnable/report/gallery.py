@@ -15,7 +15,6 @@ from ..data.manifest import read_manifest
 
 @dataclass
 class Sample:
-    title: str
     clean: bytes  # PNG
     protected: bytes
     noise: bytes  # amplified: mid-grey is zero, full range is +-eps
@@ -54,6 +53,6 @@ def samples(published: str | Path, manifest: str | Path, store: str | Path, n: i
         protected = pub_store[int(row["image_index"])][0]
         diff = protected.astype(np.int16) - clean.astype(np.int16)
         amplified = np.clip(127.5 + diff * (127.5 / max(eps, 1)), 0, 255).astype(np.uint8)
-        out.append(Sample(base, _png(clean), _png(protected), _png(amplified), str(row["caption"]),
+        out.append(Sample(_png(clean), _png(protected), _png(amplified), str(row["caption"]),
                           str((original if not original.empty else src)["caption"].iat[0]), int(np.abs(diff).max())))
     return out

@@ -170,13 +170,16 @@ def paper_table_html(agg: pd.DataFrame) -> str:
 
 def runs_table_html(summary: pd.DataFrame, train_records: list[dict], protections: list[dict]) -> str:
     """Per evaluated model: timings and MLflow run ids (parent run of the cell, training, evaluation)."""
-    rec = {(r["cell"]["dataset"], r["cell"]["method"], r["cell"].get("apply", "none"),
-            r["cell"].get("surrogate", "none"), r["cell"]["victim"], int(r["seed"])): r for r in train_records}
+    def cell_key(cell: dict, seed) -> tuple:  # the full cell: a defended run is a run of its own
+        return (cell["dataset"], cell["method"], cell.get("apply") or "none", cell.get("surrogate") or "none",
+                cell["victim"], cell.get("defence") or "none", int(seed))
+
+    rec = {cell_key(r["cell"], r["seed"]): r for r in train_records}
     prot = {(p["cell"]["dataset"], p["cell"]["method"], p["cell"]["surrogate"], int(p["cell"]["seed"])): p
             for p in protections}
     rows = []
-    for r in summary.to_dict("records"):
-        t = rec.get((r["dataset"], r["method"], r["apply"], r["surrogate"], r["victim"], int(r["seed"])), {})
+    for r in with_defence(summary).to_dict("records"):
+        t = rec.get(cell_key(r, r["seed"]), {})
         p = prot.get((r["dataset"], r["method"], r["surrogate"], int(r["seed"])), {})
         rows.append({"dataset": r["dataset"], "cell": plots.label(r), "seed": r["seed"],
                      "protect s": f"{p['seconds']:.0f}" if p else "",

@@ -1,6 +1,7 @@
 """One function per workflow stage, taking plain paths and dataclasses.
 
-Snakemake scripts and the command line are thin adapters over these; nothing here knows about Snakemake.
+The Snakemake scripts are thin adapters over these (the owner's command line calls the library directly);
+nothing here knows about Snakemake.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """MLflow tracking: one store created once; one parent run per grid cell with a nested run per step.
 
-A grid cell is (dataset, method, apply, surrogate, victim, seed). Its training job creates the cell's parent
+A grid cell is (dataset, method, apply, surrogate, victim, defence, seed). Its training job creates the cell's parent
 run (or finds it again on a re-run) and nests its own run under it; evaluation nests under the same parent
 and copies the final metrics onto it, so the MLflow UI can filter and compare cells by their axis tags.
 Steps shared by several cells (a protection used by every victim) are logged once, tagged with their axes,
