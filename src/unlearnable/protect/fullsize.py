@@ -7,9 +7,9 @@ inside the crop and zero outside it: `Δ = R_h⁺ δ (R_w⁺)ᵀ`, with the pseu
 Rounding to 8 bits, clamping to [0, 255] and, for JPEG, compression make the published file's view differ
 slightly from the optimised input; `export_full_size` measures that gap on every file and records it.
 
-Memory stays at the decoded photo plus its output: Δ is computed a strip of rows at a time from the half
-product `δ (R_w⁺)ᵀ` (model rows x full width), never as one full-size float array (a 64 MP photo would need
-1.5 GB of float64 noise). Which files are written where, in which format, is `publish_plan`'s decision.
+Memory stays at the decoded photo (PIL holds RGB in 4 bytes a pixel): Δ is added to it in place, computed a
+strip of rows at a time from the half product `δ (R_w⁺)ᵀ` (model rows x full width), never as one full-size
+float array (a 64 MP photo would need 1.5 GB of float64 noise). Which files are written where, in which format, is `publish_plan`'s decision.
 """
 from __future__ import annotations
 
@@ -76,14 +76,9 @@ class FullSizeNoise:
         return np.tensordot(self.rows_map[r0:r1], self.half, axes=1)
 
 
-def full_size_noise(width: int, height: int, delta: np.ndarray) -> np.ndarray:
-    """Model-resolution noise δ [res, res, 3] -> the whole full-size noise Δ [height, width, 3] (for tests)."""
-    return FullSizeNoise(width, height, delta).rows(0, height)
-
-
 def publish_image(src: Path, dest: Path, image: PlannedImage, delta: np.ndarray, jpeg_quality: int) -> None:
     """Write `src` plus its full-size noise to `dest` in the planned format. The noise is added to the decoded
-    picture in place, a strip of rows at a time: memory is the decoded photo (3 bytes a pixel) plus a strip."""
+    picture in place, a strip of rows at a time: memory is the decoded photo (4 bytes a pixel) plus a strip."""
     try:
         im = Image.open(src)
     except OSError as e:  # the file changed since it was checked
