@@ -12,8 +12,8 @@ os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYT
 
 from unlearnable import ConfigError, UnlearnableError
 from unlearnable.workflow.configschema import check_folders, check_references, validate_config
-from unlearnable.workflow.grid import (cells as grid_cells, defended, expand_trigger_lengths, protection_dirs, published_dir,
-                             published_dirs, run_dir)
+from unlearnable.workflow.grid import (cells as grid_cells, defence, defended, defended_files, expand_trigger_lengths,
+                                       protection_dirs, published_dir, published_dirs, run_dir)
 from unlearnable.clip.models import image_resolution
 
 try:
@@ -134,8 +134,8 @@ def gallery_entries(wildcards=None):
     chosen = {}
     for c in grid_cells(config):
         if c["method"] != "clean" and c["seed"] == GRID["seeds"][0]:
-            if c["defence"] != "none" and config["defences"][c["defence"]]["kind"] == "augment":
-                continue  # augmentation changes no file
+            if c["defence"] != "none" and not defended_files(config, c["defence"]):
+                continue  # augmentation alone changes no file
             key = (c["dataset"], c["method"], c["surrogate"], c["defence"])
             if key not in chosen or c["apply"] == "both":
                 chosen[key] = c

@@ -8,12 +8,11 @@ def defence_spec(name):
 
 
 def trains_on_defended_files(name):
-    return defence_spec(name)["kind"] != "augment"
+    return defended_files(config, name)
 
 
 def train_augment(name):
-    spec = defence_spec(name)
-    return spec.get("scale_min", 0.5) if spec["kind"] == "augment" else None
+    return defence(config, name).augment_scale_min
 
 
 rule defend_clean:

@@ -6,11 +6,12 @@ rule protect:
         manifest=f"{RESULTS}/{{dataset}}/data/manifest.parquet",
         store=lambda w: store_path(w.dataset, w.surrogate),
         tracking=f"{RESULTS}/tracking.json",
+        pretrained=lambda w: workflow_checkpoint(w.surrogate) or [],  # the owner's surrogate may start from it
     output:
         directory(f"{RESULTS}/{{dataset}}/protect/{{method}}/{{surrogate}}/seed{{seed}}"),
     params:
         method=lambda w: config["methods"][w.method],
-        model=lambda w: config["models"][w.surrogate],
+        model=lambda w: model_spec(w.surrogate),
         device=config["device"],
         cell=lambda w: {"dataset": w.dataset, "method": w.method, "surrogate": w.surrogate, "seed": int(w.seed),
                         "method_params": config["methods"][w.method]},
@@ -34,7 +35,7 @@ rule publish:
     output:
         directory(f"{RESULTS}/{{dataset}}/published/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}"),
     params:
-        model=lambda w: config["models"][w.surrogate],
+        model=lambda w: model_spec(w.surrogate),
         cell=lambda w: {"dataset": w.dataset, "method": w.method, "apply": w.apply, "surrogate": w.surrogate,
                         "seed": int(w.seed), "method_params": config["methods"][w.method]},
     log:

@@ -15,15 +15,15 @@ from unlearnable.workflow.grid import cells, run_dir
 
 DEFENDED = copy.deepcopy(TINY)
 DEFENDED["defences"] = {"gray": {"kind": "grayscale"}, "aug": {"kind": "augment", "scale_min": 0.6},
-                        "strip": {"kind": "strip_trigger", "k": 3}}
-DEFENDED["grid"]["defences"] = ["none", "gray", "aug", "strip"]
+                        "strip": {"kind": "strip_trigger", "k": 3}, "scraper": {"kind": "scraper"}}
+DEFENDED["grid"]["defences"] = ["none", "gray", "aug", "strip", "scraper"]
 
 
 def test_cells_cross_every_run_with_every_defence():
     cs = cells(copy.deepcopy(DEFENDED))
-    assert len(cs) == 2 * 4
+    assert len(cs) == 2 * 5
     assert {(c["method"], c["defence"]) for c in cs} == {(m, d) for m in ("clean", "mem")
-                                                         for d in ("none", "gray", "aug", "strip")}
+                                                         for d in ("none", "gray", "aug", "strip", "scraper")}
     undefended = [c for c in cs if c["defence"] == "none"]
     assert {run_dir("results", c) for c in undefended} == {  # where they always were: old results reused
         "results/shapes/clean/tiny-vit/seed0", "results/shapes/retrain/mem/both/tiny-vit/tiny-vit/seed0"}
@@ -36,9 +36,13 @@ def test_plan_defends_each_folder_once_and_augments_without_files(tmp_path):
     counts = job_counts(res.stdout)
     assert {k: counts.get(k, 0) for k in ("protect", "publish", "defend_published", "defend_clean", "train_clean",
                                           "train_clean_defended", "retrain", "retrain_defended")} == {
-        "protect": 1, "publish": 1, "defend_published": 2, "defend_clean": 2, "train_clean": 1,
-        "train_clean_defended": 3, "retrain": 1, "retrain_defended": 3}  # 8 models, each evaluated by its job
-    assert {j["wildcards"]["defence"] for j in jobs(res.stdout) if j["rule"].startswith("defend")} == {"gray", "strip"}
+        "protect": 1, "publish": 1, "defend_published": 3, "defend_clean": 3, "train_clean": 1,
+        "train_clean_defended": 4, "retrain": 1, "retrain_defended": 4}  # 10 models, each evaluated by its job
+    assert {j["wildcards"]["defence"] for j in jobs(res.stdout)
+            if j["rule"].startswith("defend")} == {"gray", "strip", "scraper"}
+    # a chain that ends in augmentation trains its victims with it, on its defended files
+    trains = [b for b in res.stdout.split("\n\n") if "rule retrain_defended:" in b and "defended/scraper/" in b]
+    assert trains and "defended/scraper/published/mem" in trains[0]
 
 
 def test_an_undefined_defence_is_named(tmp_path):
@@ -101,14 +105,30 @@ def test_finetuned_victims_start_from_a_clean_clip_trained_on_other_data(tmp_pat
     assert ft and "results/pretrain/clean/tiny-vit/seed0/model.safetensors" in ft[0]
 
 
+def test_a_pretrained_surrogate_waits_for_its_checkpoint(tmp_path):
+    """The owner's threat model: the noise is made against the very CLIP the fine-tuning scraper starts from,
+    so the plan trains that CLIP before the protection, and the protection job is told its weights."""
+    cfg = copy.deepcopy(FINETUNED)
+    cfg["grid"]["surrogates"] = ["tiny-vit-ft"]
+    res = snakemake(tmp_path / "wd", cfg, "-n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    block = next(b for b in res.stdout.split("\n\n") if "rule protect:" in b)
+    assert "results/pretrain/clean/tiny-vit/seed0/model.safetensors" in block
+    assert "shapes/protect/mem/tiny-vit-ft/seed0" in block
+    order = [j["rule"] + ":" + j["wildcards"].get("dataset", "") for j in jobs(res.stdout)]
+    assert order.index("train_clean:pretrain") < order.index("protect:shapes")
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["models"]["tiny-vit-ft"]["pretrained"].update(dataset="nope"), "pretrained.dataset'"),
     (lambda c: c["models"].update({"tiny-rn": {"arch": "tiny-rn"}}) or c["models"]["tiny-vit-ft"]["pretrained"]
      .update(model="tiny-rn"), "is a tiny-rn, not a tiny-vit"),
-    (lambda c: c["grid"].update(surrogates=["tiny-vit-ft"]), "grid.surrogates.0"),
+    (lambda c: c["defences"].update(bad={"kind": "chain", "steps": [{"kind": "jpeg", "sigma": 2}]}),
+     "defences.bad.steps[0]"),
 ])
 def test_bad_finetuning_configs_are_named(tmp_path, change, message):
     cfg = copy.deepcopy(FINETUNED)
+    cfg.setdefault("defences", {})
     change(cfg)
     res = snakemake(tmp_path / "wd", cfg, "-n")
     assert res.returncode != 0 and message in res.stderr, res.stderr[-1500:]

@@ -87,6 +87,65 @@ def test_adaptive_attacker_removes_exactly_the_trigger():
     assert d("strip_trigger", k=1).captions(["a"], ["snowboarders ride"], tok) == ["boarders ride"]  # inside a word
 
 
+def test_unlikely_words_drops_the_k_words_rarest_in_the_folder():
+    caps = ["a red square", "a red circle", "a blue square", "a red square zebra"]
+    # counts: a 4, red 3, square 3, circle 1, blue 1, zebra 1: each caption loses its rarest word; ties keep
+    # the earlier word and drop the later ones only when k reaches them
+    assert d("unlikely_words", k=1).captions(list("abcd"), caps) == ["a square", "a red", "a square",
+                                                                    "a red square"]
+    assert d("unlikely_words", k=2).captions(["a"], ["one"]) == [""]
+
+
+def test_a_chain_applies_its_image_steps_in_order(photo):
+    """resize then JPEG differs from JPEG then resize: each order gives exactly its steps in that order."""
+    steps = [{"kind": "resize", "scale": 0.5}, {"kind": "jpeg", "quality": 30}]
+    forward = Defence.from_config("c", {"kind": "chain", "steps": steps})
+    backward = Defence.from_config("c", {"kind": "chain", "steps": steps[::-1]})
+    want = d("jpeg", quality=30).image(d("resize", scale=0.5).image(photo))
+    assert np.array_equal(forward.image(photo), want)
+    assert np.array_equal(backward.image(photo), d("resize", scale=0.5).image(d("jpeg", quality=30).image(photo)))
+    assert not np.array_equal(forward.image(photo), backward.image(photo))
+
+
+def test_a_chain_applies_its_caption_steps_in_order_and_images_separately(photo):
+    """drop_first then rare_words differs from the reverse; image steps leave the text, caption steps the
+    pixels, and augmentation is only a training setting."""
+    ids, caps = ["i1", "i2", "i3"], ["zebra the dog runs", "the dog sits", "dog the cat"]
+    chain = Defence.parse("drop_first:k=1+blur:sigma=1+rare_words+augment:scale_min=0.3")
+    assert chain.captions(ids, caps) == d("rare_words").captions(ids, d("drop_first", k=1).captions(ids, caps))
+    rev = Defence.parse("rare_words+drop_first:k=1")
+    assert chain.captions(ids, caps) == ["the dog", "dog", "the"] != rev.captions(ids, caps)
+    assert np.array_equal(chain.image(photo), d("blur", sigma=1).image(photo))
+    assert chain.augment_scale_min == 0.3 and chain.changes_images and chain.changes_captions
+    only_aug = Defence.parse("augment")
+    assert only_aug.augment_scale_min == 0.5 and not only_aug.changes_files
+    assert d("jpeg").augment_scale_min is None
+
+
+def test_the_shipped_scraper_chains_run_caption_cleaning_images_then_augmentation(photo):
+    tok = tokenizer("tiny-vit")
+    scraper, hard = d("scraper"), d("scraper_hard")
+    assert [p.kind for p in scraper.parts] == ["strip_trigger", "rare_words", "resize", "jpeg", "augment"]
+    assert [p.kind for p in hard.parts] == ["strip_trigger", "rare_words", "blur", "jpeg", "augment"]
+    assert hard.parts[3].params == {"quality": 30} and scraper.parts[3].params == {"quality": 75}
+    assert np.array_equal(scraper.image(photo), d("jpeg", quality=75).image(d("resize", scale=0.5).image(photo)))
+    published = [published_caption(tok, tok.encode("zebra umbrella violin"), c)
+                 for c in ("a dog runs", "a dog sits", "a cat sits")]
+    assert scraper.captions(["i1", "i2", "i3"], published, tok) == ["a dog", "a dog sits", "a sits"]
+    assert scraper.describe()["steps"][2] == {"kind": "resize", "scale": 0.5}
+
+
+def test_bad_chains_name_the_step():
+    with pytest.raises(ConfigError, match=r"defences.c.steps\[1\].kind"):
+        Defence.from_config("c", {"kind": "chain", "steps": [{"kind": "jpeg"}, {"kind": "jpg"}]})
+    with pytest.raises(ConfigError, match="at least one step"):
+        Defence.from_config("c", {"kind": "chain", "steps": []})
+    with pytest.raises(ConfigError, match="augmentation appears 2 times"):
+        Defence.parse("augment+jpeg+augment")
+    with pytest.raises(ConfigError, match="takes no parameters"):
+        Defence.from_config("c", {"kind": "scraper", "quality": 30})
+
+
 def test_unknown_kind_or_parameter_names_the_key():
     with pytest.raises(ConfigError, match="defences.test.kind"):
         Defence.from_config("test", {"kind": "jpg"})

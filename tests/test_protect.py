@@ -232,6 +232,30 @@ def test_em_and_controls(dataset, tmp_path):
     assert np.isin(np.load(tmp_path / "rt" / "triggers.npy"), trigger_vocabulary(TOK).numpy()).all()
 
 
+def test_a_surrogate_made_from_a_checkpoint_starts_from_its_weights(dataset, tmp_path):
+    """The owner's threat model: noise made against the public CLIP a fine-tuning scraper starts from."""
+    from safetensors.torch import save_model
+
+    from unlearnable.clip.models import load_weights, weights_digest
+
+    train, store = dataset
+    trained = _model(seed=7)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ckpt = tmp_path / "public.safetensors"
+    save_model(trained, str(ckpt))
+    cfg = method_config({"kind": "em", "rounds": 1, "surrogate_steps": 0, "pgd_steps": 2, "batch_size": 32})
+    pre = protect(train, store, ModelSpec("tiny-vit", str(ckpt)), cfg, 0, "cpu", tmp_path / "pre")
+    scratch = protect(train, store, ModelSpec("tiny-vit"), cfg, 0, "cpu", tmp_path / "scratch")
+    fresh = create_model(ModelSpec("tiny-vit"))
+    load_weights(fresh, ckpt)
+    assert pre["surrogate_start_sha256"] == weights_digest(fresh) == weights_digest(trained)
+    assert scratch["surrogate_start_sha256"] != pre["surrogate_start_sha256"]
+    # with no surrogate step, the noise is the starting weights' error-minimising noise: it differs
+    assert not np.array_equal(np.load(tmp_path / "pre" / "noise.npy"), np.load(tmp_path / "scratch" / "noise.npy"))
+
+
 def test_a_protection_keeps_one_uncommitted_round_file_and_never_copies_its_noise(dataset, tmp_path, monkeypatch):
     """Disk: while round r is written, only round r-1's committed file exists beside it; the finished noise
     reaches the output as a link to the same blocks, not as a copy."""

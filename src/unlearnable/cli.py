@@ -222,10 +222,11 @@ def parser() -> argparse.ArgumentParser:
     ve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ve.add_argument("--threads", type=_positive, default=None)
     ve.add_argument("--json", default=None, help="also write the metrics to this JSON file")
-    ve.add_argument("--defence", default=None, metavar="KIND[:PARAM=VALUE,...]",
+    ve.add_argument("--defence", default=None, metavar="KIND[:PARAM=VALUE,...][+...]",
                     help="what a scraper does before training, applied to both training folders: e.g. jpeg, "
                          "jpeg:quality=30, resize:scale=0.5, blur:sigma=1, rare_words, wordlist, drop_first:k=3, "
-                         "strip_trigger:k=3, augment:scale_min=0.5")
+                         "strip_trigger:k=3, unlikely_words:k=3, augment:scale_min=0.5; steps joined by + run in "
+                         "order (strip_trigger+rare_words+jpeg); scraper and scraper_hard are the shipped chains")
     _layout_args(ve)
 
     ta = sub.add_parser("table", help="print a run's results as the README's markdown table (mean ± sd)")

@@ -48,7 +48,7 @@ def _defended(rows: pd.DataFrame, defence, tok) -> pd.DataFrame:
     rows = rows.assign(caption=defence.captions(rows["image_id"].tolist(), rows["caption"].tolist(), tok))
     rows = rows[rows["caption"].str.strip() != ""].drop_duplicates(["image_path", "caption"])
     if rows.empty:
-        raise DataError(f"defence {defence.kind} {defence.params} left no caption to train on")
+        raise DataError(f"defence {defence.describe()} left no caption to train on")
     return rows
 
 
@@ -62,8 +62,8 @@ def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec
 
     if defence is not None:
         rows = _defended(rows, defence, tokenizer(spec.name))
-        if defence.kind == "augment":
-            cfg = replace(cfg, augment_scale_min=defence.params["scale_min"])
+        if defence.augment_scale_min is not None:
+            cfg = replace(cfg, augment_scale_min=defence.augment_scale_min)
     table, store = _stored(rows, root, "train", work / f"{name}.npy", image_resolution(spec.name))
     if defence is not None and defence.changes_images:
         from .data.rowfile import RowFile
@@ -139,7 +139,7 @@ def verify(clean_root: str | Path, published_root: str | Path, spec: ModelSpec, 
                                             ("published", pub_train, published_root))}
     return {"train_images": len(train_ids), "test_images": int(clean_test["image_id"].nunique()),
             "test_captions": len(clean_test),
-            "defence": {"kind": defence.kind, **defence.params} if defence is not None else None, **results}
+            "defence": defence.describe() if defence is not None else None, **results}
 
 
 def format_drop(result: dict) -> str:

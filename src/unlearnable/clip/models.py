@@ -95,6 +95,19 @@ def save_weights(model: torch.nn.Module, path: str | Path, metadata: dict[str, s
     save_file(state, str(path), metadata=metadata or {})
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over the state dict's names, dtypes, shapes and bytes: which weights a model holds, recorded so
+    that a run says what it started from (a checkpoint, a tag, or a random init)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load safetensors or a plain (possibly wrapped) state dict; never unpickles arbitrary objects."""
     path = Path(path)

@@ -20,7 +20,7 @@ import torch
 
 from ..atomic import atomic_path, write_json
 from ..clip.encoders import Encoder
-from ..clip.models import ModelSpec, create_model, tokenizer
+from ..clip.models import ModelSpec, create_model, tokenizer, weights_digest
 from ..clip.text import tokenize, trigger_vocabulary
 from ..data.image_store import open_image_store
 from ..data.rowfile import RowFile
@@ -61,13 +61,16 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
     gen = torch.Generator().manual_seed(seed)
     t0 = time.time()
     history: list[dict] = []
+    start_digest = None
     shape = (len(units),) + images.shape[1:]
     workdir.mkdir(parents=True, exist_ok=True)
     log.info("%s: %d units (%s granularity) from %d pairs, eps %d/255, k=%d", cfg.method, len(units),
              cfg.granularity, len(train_rows), cfg.eps, cfg.trigger_len)
     if cfg.optimises:
         data = ProtectData(images, units, tokenize(tok, train_rows["caption"].tolist()), vocab)
-        protector = Protector(cfg, Encoder(create_model(surrogate), dev), data, workdir, seed, progress=progress)
+        model = create_model(surrogate)
+        start_digest = weights_digest(model)  # what the surrogate starts from: a checkpoint, a tag, or scratch
+        protector = Protector(cfg, Encoder(model, dev), data, workdir, seed, progress=progress)
         protector.run()
         noise_file, triggers, history = protector.noise_path, protector.triggers, protector.history
     else:
@@ -85,7 +88,8 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
         place(noise_file, tmp / "noise.npy")
         np.save(tmp / "triggers.npy", triggers.numpy().astype(np.int64))
         units.table.to_parquet(tmp / "units.parquet", index=False)
-        meta = {"config": asdict(cfg), "surrogate": asdict(surrogate), "seed": seed, "device": str(dev),
+        meta = {"config": asdict(cfg), "surrogate": asdict(surrogate), "surrogate_start_sha256": start_digest,
+                "seed": seed, "device": str(dev),
                 "units": len(units), "pairs": len(train_rows), "noise_shape": list(shape),
                 "noise_units": "1/255, int8, added to the uint8 NHWC image store then clamped to [0, 255]",
                 "trigger_vocabulary": len(vocab), "history": history, "seconds": time.time() - t0,

@@ -79,15 +79,15 @@ def check_references(config: dict, source: str = "config") -> None:
             raise ConfigError(f"{source}: key 'grid.runs.{i}.method': {method!r} is not defined under 'methods'")
         if method != "clean" and not grid.get("surrogates"):
             raise ConfigError(f"{source}: key 'grid.surrogates': protected runs need at least one surrogate model")
-    for i, name in enumerate(grid.get("surrogates", [])):
-        if isinstance(config["models"][name].get("pretrained"), dict):
-            raise ConfigError(f"{source}: key 'grid.surrogates.{i}': {name!r} starts from a workflow checkpoint; "
-                              "only victims can (use a file path for a pretrained surrogate)")
     for i, name in enumerate(grid.get("defences") or []):
         if name != "none" and name not in config.get("defences", {}):
             raise ConfigError(f"{source}: key 'grid.defences.{i}': defence {name!r} is not defined under 'defences'")
     if "none" in config.get("defences", {}):
         raise ConfigError(f"{source}: key 'defences.none': 'none' is reserved for the undefended data")
+    from ..defend.defences import Defence
+
+    for name, spec in config.get("defences", {}).items():
+        Defence.from_config(name, spec)  # a chain's steps are checked here
     for name, ds in config["datasets"].items():
         if ds.get("split", {}).get("kind") == "paper" and not ds["split"].get("lists"):
             raise ConfigError(f"{source}: key 'datasets.{name}.split.lists': `kind: paper` needs the lists to use "

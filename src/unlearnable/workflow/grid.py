@@ -63,6 +63,19 @@ def cells(config: dict) -> list[dict]:
     return list(unique.values())
 
 
+def defence(config: dict, name: str):
+    """The `defences.<name>` entry as a `Defence` (a chain with its steps); `none` is the identity."""
+    from ..defend.defences import Defence
+
+    return Defence() if name == "none" else Defence.from_config(name, config["defences"][name])
+
+
+def defended_files(config: dict, name: str) -> bool:
+    """Whether the victim trains on a defended copy of the folder (False for none, and for augmentation
+    alone, which changes no file)."""
+    return defence(config, name).changes_files
+
+
 def defended(results: str, cell: dict) -> str:
     """`results/<dataset>`, or `results/<dataset>/defended/<defence>` under a defence."""
     base = f"{results}/{cell['dataset']}"
@@ -100,7 +113,7 @@ def published_dirs(results: str, config: dict) -> list[str]:
         if c["method"] == "clean":
             continue
         out.append(published_dir(results, c))
-        if c["defence"] != "none" and config["defences"][c["defence"]]["kind"] != "augment":
+        if defended_files(config, c["defence"]):
             out.append(f"{defended(results, c)}/published/{c['method']}/{c['apply']}/{c['surrogate']}/"
                        f"seed{c['seed']}")
     return list(dict.fromkeys(out))
