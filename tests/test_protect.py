@@ -311,6 +311,61 @@ def test_cluster_units_share_noise_by_caption_similarity(dataset, tmp_path):
         assert np.array_equal(pub[[row]][0], want)
 
 
+def _blocks_constant(noise, b):
+    h, w = noise.shape[1:3]
+    low = noise[:, ::b, ::b]
+    return np.array_equal(noise, low.repeat(b, 1).repeat(b, 2)[:, :h, :w])
+
+
+@pytest.mark.parametrize("kind, granularity", [("em", "image"), ("mem", "pair"), ("em", "cluster")])
+def test_low_frequency_noise_is_constant_over_its_squares_and_optimised(dataset, tmp_path, kind, granularity):
+    """noise_block 8 on 32 px images: a 4 x 4 grid of squares per channel, moved by PGD, within eps; what is
+    stored is what publishing adds (before the range clamp), so every published square is one colour shift."""
+    train, store = dataset
+    spec = {"kind": kind, "granularity": granularity, "rounds": 2, "surrogate_steps": 2, "pgd_steps": 3,
+            "batch_size": 16, "noise_block": 8, "eps": 6}
+    if kind == "mem":
+        spec.update(token_num=2, hotflip_rounds=1, candidates=2)
+    if granularity == "cluster":
+        spec["clusters"] = 3
+    protect(train, store, ModelSpec("tiny-vit"), method_config(spec), 0, "cpu", tmp_path / "p")
+    noise = np.load(tmp_path / "p" / "noise.npy")
+    assert _blocks_constant(noise, 8) and not _blocks_constant(noise, 16)  # squares of 8, not of 16
+    assert np.abs(noise).max() == 6  # optimised to the budget, which it never leaves
+    pixel = method_config({**spec, "noise_block": 1})
+    protect(train, store, ModelSpec("tiny-vit"), pixel, 0, "cpu", tmp_path / "px")
+    assert not _blocks_constant(np.load(tmp_path / "px" / "noise.npy"), 2)
+
+
+def test_random_low_frequency_noise_is_the_control_at_the_same_budget(dataset, tmp_path):
+    train, store = dataset
+    protect(train, store, ModelSpec("tiny-vit"), method_config({"kind": "random_noise", "eps": 16, "noise_block": 4}),
+            0, "cpu", tmp_path / "rb")
+    noise = np.load(tmp_path / "rb" / "noise.npy")
+    assert _blocks_constant(noise, 4) and noise.min() == -16 and noise.max() == 16
+    protect(train, store, ModelSpec("tiny-vit"), method_config({"kind": "random_noise", "eps": 16}), 0, "cpu",
+            tmp_path / "rp")
+    assert not _blocks_constant(np.load(tmp_path / "rp" / "noise.npy"), 2)
+
+
+def test_low_frequency_noise_survives_the_scraper_images_better_than_pixel_noise():
+    """Why the family exists: after 0.5x resize and JPEG 75, far more of a square noise is left than of a
+    per-pixel noise of the same budget (energy of what is left, relative to what was added)."""
+    from unlearnable.defend.defences import Defence
+
+    scraper = Defence.from_config("s", {"kind": "scraper"})
+    rng = np.random.default_rng(0)
+    base = np.full((64, 64, 3), 128, dtype=np.int16)
+    kept = {}
+    for b in (1, 8):
+        low = rng.integers(-16, 17, (-(-64 // b), -(-64 // b), 3))
+        noise = low.repeat(b, 0).repeat(b, 1)[:64, :64]
+        out = scraper.image((base + noise).astype(np.uint8)).astype(np.int16) - scraper.image(
+            base.astype(np.uint8)).astype(np.int16)
+        kept[b] = float((out * noise).sum() / (noise * noise).sum())
+    assert kept[8] > 0.8 and kept[1] < 0.4, kept
+
+
 def test_eot_views_are_the_defence_forward_and_the_identity_backward():
     """BPDA: the surrogate sees exactly what the defence writes (the defended folder's bytes), and the
     gradient passes through as if the defence were not there."""

@@ -28,6 +28,7 @@ class ProtectConfig:
     lr: float = 1e-4
     weight_decay: float = 0.2
     eot: tuple = ()  # image defences (specs as under `defences`) the noise is optimised through, with the identity
+    noise_block: int = 1  # low-frequency noise: constant over noise_block x noise_block pixel squares (1: per pixel)
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -42,6 +43,10 @@ class ProtectConfig:
                               f"random_noise), not {self.method}")
         if not 0 <= self.eps <= 127 or self.step < 1 or self.pgd_steps < 0:
             raise ConfigError("method: eps must be in [0, 127], step >= 1 and pgd_steps >= 0 (units of 1/255)")
+        if self.noise_block < 1:
+            raise ConfigError("method: noise_block must be >= 1 (pixels per side of a square of equal noise)")
+        if self.noise_block > 1 and self.method == "random_trigger":
+            raise ConfigError("method: noise_block shapes image noise; kind random_trigger has none")
         if self.token_num < 0 or self.candidates < 1 or self.batch_size < 2:
             raise ConfigError("method: token_num >= 0, candidates >= 1 and batch_size >= 2 are required")
         ScraperTransforms(self.eot)  # parses and checks each spec

@@ -29,7 +29,7 @@ from ..usage import peak_rss_mib
 from .config import ProtectConfig
 from .eot import ScraperTransforms
 from .hotflip import hotflip
-from .pgd import error_minimizing_pgd, shared_noise_pgd
+from .pgd import block_expand, block_reduce, error_minimizing_pgd, shared_noise_pgd
 from .units import Units
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,7 @@ class Batch:
     captions: torch.Tensor
     trigger: torch.Tensor
     features: torch.Tensor | None = None
+    noise: torch.Tensor | None = None  # low-frequency noise: what is stored (before the range clamp), else None
 
 
 @contextlib.contextmanager
@@ -106,6 +107,7 @@ class Protector:
         self.trainer = ContrastiveTrainer(encoder, self.opt)
         self.stream = BatchStream(len(self.captions), cfg.batch_size, self.gen)
         self.eot = ScraperTransforms(cfg.eot)
+        self.expand = block_expand(cfg.noise_block, self.res[:2])
         k = cfg.trigger_len
         self.triggers = data.vocab[torch.randint(len(data.vocab), (len(self.units), k), generator=self.gen)]
         self.round, self.history = 0, []
@@ -217,7 +219,7 @@ class Protector:
                     stats["flip_after"].append(after)
                 if self.cfg.pgd_steps > 0:
                     stats["pgd_loss"].append(self._pgd(b))
-                new_noise.write(units, self.noise_rows(b.x_adv - b.x))
+                new_noise.write(units, self.noise_rows(b.x_adv - b.x if b.noise is None else b.noise))
                 self.bar.update(1)
         return {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
 
@@ -238,11 +240,12 @@ class Protector:
                 def text_features(t: int) -> torch.Tensor:
                     return self.encoder.text(captions if perms[t] is None else captions[perms[t]])
 
-                d, loss = shared_noise_pgd(self.encoder, x, d, torch.as_tensor(index, device=self.device),
-                                           text_features, self.cfg.eps, self.cfg.step, self.cfg.pgd_steps,
-                                           self.model.logit_scale.exp().detach(), view)
+                d, loss = shared_noise_pgd(self.encoder, x, block_reduce(d, self.cfg.noise_block),
+                                           torch.as_tensor(index, device=self.device), text_features, self.cfg.eps,
+                                           self.cfg.step, self.cfg.pgd_steps, self.model.logit_scale.exp().detach(),
+                                           view, self.expand)
                 stats["pgd_loss"].append(loss)
-                new_noise.write(units, self.noise_rows(d))
+                new_noise.write(units, self.noise_rows(d if self.expand is None else self.expand(d)))
                 written[units] = True
                 self.bar.update(1)
         return {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
@@ -269,7 +272,7 @@ class Protector:
         pairs = self.units.pick_pairs(units, self.gen)
         x, d = self.noisy_pixels(pairs, noise[units])
         b = Batch(units, pairs, x, (x + d).clamp(0, 255), self.captions[torch.as_tensor(pairs)].to(self.device),
-                  self.triggers[torch.as_tensor(units)].to(self.device))
+                  self.triggers[torch.as_tensor(units)].to(self.device), noise=None if self.expand is None else d)
         if with_features:
             grad = self.cfg.pgd_steps > 0
             b.x_adv.requires_grad_(grad)
@@ -293,6 +296,13 @@ class Protector:
             caps = b.captions if perms[t] is None else b.captions[perms[t]]
             return self.encoder.text(insert_trigger(caps, b.trigger))
 
+        if self.expand is not None:  # low-frequency noise: its squares move together, kept before the clamp
+            low, loss = shared_noise_pgd(self.encoder, b.x, block_reduce(b.noise, self.cfg.noise_block), torch.arange(len(b.units), device=self.device),
+                                         text_features, self.cfg.eps, self.cfg.step, self.cfg.pgd_steps,
+                                         self.model.logit_scale.exp().detach(), view, self.expand)
+            b.noise = self.expand(low)
+            b.x_adv, b.features = (b.x + b.noise).clamp(0, 255), None
+            return loss
         delta, loss = error_minimizing_pgd(self.encoder, b.x, b.x_adv, text_features, self.cfg.eps, self.cfg.step,
                                            self.cfg.pgd_steps, self.model.logit_scale.exp().detach(), b.features,
                                            view)

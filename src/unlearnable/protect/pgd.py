@@ -43,20 +43,36 @@ def error_minimizing_pgd(encoder: Encoder, x: torch.Tensor, x_adv: torch.Tensor,
     return (x_adv - x).detach(), loss
 
 
+def block_expand(block: int, size: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Low-frequency noise: a [U,3,h,w] noise at 1/block of the resolution, repeated over block x block pixel
+    squares and cut to `size` (None when block is 1). Repetition keeps every pixel an exact integer."""
+    if block <= 1:
+        return None
+    h, w = size
+    return lambda z: z.repeat_interleave(block, 2).repeat_interleave(block, 3)[:, :, :h, :w]
+
+
+def block_reduce(d: torch.Tensor, block: int) -> torch.Tensor:
+    """A block-constant [U,3,H,W] noise back to its [U,3,ceil(H/block),ceil(W/block)] parameters."""
+    return d if block <= 1 else d[:, :, ::block, ::block]
+
+
 def shared_noise_pgd(encoder: Encoder, x: torch.Tensor, delta: torch.Tensor, index: torch.Tensor,
                      text_features: Callable[[int], torch.Tensor], eps: int, step: int, steps: int,
                      logit_scale: torch.Tensor,
-                     view: Callable[[torch.Tensor, int], torch.Tensor] | None = None) -> tuple[torch.Tensor, float]:
-    """Error-minimising PGD on noises shared by several images (cluster units): image i gets
-    delta[index[i]], and each step moves a shared noise by the sign of the gradient summed over its images.
+                     view: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+                     expand: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, float]:
+    """Error-minimising PGD on noises shared by several images or pixels: image i gets expand(delta)[index[i]],
+    and each step moves a shared value by the sign of the gradient summed over everything that shares it
+    (cluster units share a noise between images; `expand`, e.g. `block_expand`, shares it between pixels).
 
-    x: [B,3,H,W] in 0..255; delta: [U,3,H,W] whole numbers within +-eps. The noise is kept before the range
-    clamp (images of a cluster clamp differently); a published image is clamp(x + delta), as seen here.
+    x: [B,3,H,W] in 0..255; delta: [U,3,h,w] whole numbers within +-eps. The noise is kept before the range
+    clamp (images of a cluster clamp differently); a published image is clamp(x + expand(delta)), as seen here.
     """
     loss = math.nan
     for t in range(steps):
         d = delta.detach().requires_grad_(True)
-        x_adv = (x + d[index]).clamp(0, 255)
+        x_adv = (x + (d if expand is None else expand(d))[index]).clamp(0, 255)
         step_loss = clip_loss(encoder.image(x_adv if view is None else view(x_adv, t)), text_features(t), logit_scale)
         grad, = torch.autograd.grad(step_loss, d)
         loss = float(step_loss.detach())

@@ -79,8 +79,10 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
         if cfg.method == "random_noise":
             for s in range(0, len(units), 4096):
                 idx = np.arange(s, min(s + 4096, len(units)))
-                noise.write(idx, torch.randint(-cfg.eps, cfg.eps + 1, (len(idx),) + shape[1:], generator=gen,
-                                               dtype=torch.int16).numpy())
+                b, (h, w) = cfg.noise_block, shape[1:3]
+                low = torch.randint(-cfg.eps, cfg.eps + 1, (len(idx), -(-h // b), -(-w // b), 3), generator=gen,
+                                    dtype=torch.int16).numpy()
+                noise.write(idx, low.repeat(b, 1).repeat(b, 2)[:, :h, :w])  # b = 1: per-pixel noise
         noise.close()
         triggers = vocab[torch.randint(len(vocab), (len(units), cfg.trigger_len), generator=gen)]
     with atomic_path(out_dir) as tmp:
