@@ -1,8 +1,9 @@
 """Caption tokens, trigger insertion and the trigger vocabulary.
 
 A trigger is k CLIP-BPE tokens inserted right after start-of-text (the reference's "The "*k placeholder
-prefix, overwritten). Trigger tokens are drawn only from whole-word tokens that survive decode -> encode as
-themselves, so the published text re-tokenizes to exactly the optimised trigger.
+prefix, overwritten), or between two words of the caption. Trigger tokens are drawn only from whole-word
+tokens that survive decode -> encode as themselves, so the published text re-tokenizes to exactly the
+optimised trigger.
 """
 from __future__ import annotations
 
@@ -17,13 +18,22 @@ def tokenize(tok, captions: list[str]) -> torch.Tensor:
     return tok(list(captions)).to(torch.int64)
 
 
-def insert_trigger(tokens: torch.Tensor, trigger: torch.Tensor) -> torch.Tensor:
-    """[B, L] caption tokens + [B, k] trigger -> [B, L] tokens `SOT trigger caption...`, EOT kept."""
+def insert_trigger(tokens: torch.Tensor, trigger: torch.Tensor, at: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, L] caption tokens + [B, k] trigger -> [B, L] tokens `SOT trigger caption...`, EOT kept.
+
+    `at`: [B] token index each trigger starts at (`token_positions`); None: 1, right after start-of-text."""
     if trigger.shape[1] == 0:
         return tokens
     k = trigger.shape[1]
     length = tokens.shape[1]
-    out = torch.cat([tokens[:, :1], trigger.to(tokens.dtype), tokens[:, 1:length - k]], dim=1)
+    if at is None:
+        out = torch.cat([tokens[:, :1], trigger.to(tokens.dtype), tokens[:, 1:length - k]], dim=1)
+    else:
+        j = torch.arange(length, device=tokens.device).expand(len(tokens), length)
+        a = at.to(tokens.device).view(-1, 1).clamp(1, length - 1 - k)
+        out = tokens.gather(1, torch.where(j < a, j, j - k).clamp(min=0))
+        inside = (j >= a) & (j < a + k)
+        out = torch.where(inside, trigger.to(tokens.dtype).gather(1, (j - a).clamp(0, k - 1)), out)
     lost = ~(out == EOT).any(dim=1)  # the caption was long enough that its EOT fell off: restore it
     out[lost, -1] = EOT
     return out
@@ -46,6 +56,20 @@ def trigger_text(tok, trigger_ids) -> str:
     return tok.decode([int(t) for t in trigger_ids]).strip()
 
 
-def published_caption(tok, trigger_ids, caption: str) -> str:
-    prefix = trigger_text(tok, trigger_ids) if len(trigger_ids) else ""
-    return f"{prefix} {caption}".strip()
+def published_caption(tok, trigger_ids, caption: str, word: int = 0) -> str:
+    """The caption with its trigger's words put before its word number `word` (0: in front)."""
+    text = trigger_text(tok, trigger_ids) if len(trigger_ids) else ""
+    if not text:
+        return caption.strip()
+    words = caption.split()
+    return " ".join(words[:word] + [text] + words[word:])
+
+
+def token_positions(tok, captions: list[str], words: list[int] | None) -> torch.Tensor | None:
+    """Where a trigger put before word number words[i] of caption i starts among its tokens (1 + the tokens
+    of the words before it; BPE never joins across whitespace, so words tokenize alone as in the caption).
+    None when every trigger is in front."""
+    if words is None or not any(words):
+        return None
+    return torch.tensor([1 + sum(len(tok.encode(w)) for w in c.split()[:n]) for c, n in zip(captions, words)],
+                        dtype=torch.int64)

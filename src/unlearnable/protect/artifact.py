@@ -16,6 +16,15 @@ def protected_pixels(clean: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return np.clip(clean.astype(np.int16) + noise.astype(np.int16), 0, 255).astype(np.uint8)
 
 
+def trigger_words(protection: Path) -> np.ndarray:
+    """Per pair, the word of its caption the trigger goes before (0: in front; artifacts made before the
+    column existed put every trigger in front)."""
+    units = pd.read_parquet(protection / "units.parquet")
+    if "trigger_word" not in units:
+        return np.zeros(len(units), dtype=np.int64)
+    return units["trigger_word"].to_numpy(np.int64)
+
+
 def aligned_units(train_rows: pd.DataFrame, protection: Path) -> tuple[np.ndarray, str]:
     """Each training pair's unit, and the granularity the protection was made with (as it recorded it: one
     caption per image makes image units unique, which says nothing about how they were made)."""

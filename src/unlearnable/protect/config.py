@@ -29,6 +29,8 @@ class ProtectConfig:
     weight_decay: float = 0.2
     eot: tuple = ()  # image defences (specs as under `defences`) the noise is optimised through, with the identity
     noise_block: int = 1  # low-frequency noise: constant over noise_block x noise_block pixel squares (1: per pixel)
+    common_words: int = 0  # trigger words from this many common English words absent from the captions (0: any)
+    trigger_position: str = "start"  # start: right after start-of-text (paper); inside: before a seeded word
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -43,6 +45,11 @@ class ProtectConfig:
                               f"random_noise), not {self.method}")
         if not 0 <= self.eps <= 127 or self.step < 1 or self.pgd_steps < 0:
             raise ConfigError("method: eps must be in [0, 127], step >= 1 and pgd_steps >= 0 (units of 1/255)")
+        if self.common_words < 0 or self.trigger_position not in ("start", "inside"):
+            raise ConfigError("method: common_words must be >= 0 and trigger_position 'start' or 'inside'")
+        if (self.common_words or self.trigger_position != "start") and self.trigger_len == 0:
+            raise ConfigError(f"method: common_words and trigger_position shape a trigger; kind {self.method} "
+                              "has none")
         if self.noise_block < 1:
             raise ConfigError("method: noise_block must be >= 1 (pixels per side of a square of equal noise)")
         if self.noise_block > 1 and self.method == "random_trigger":

@@ -64,6 +64,7 @@ class ProtectData:
     units: Units
     captions: torch.Tensor
     vocab: torch.Tensor
+    at: torch.Tensor | None = None  # per pair, the token index its trigger starts at (None: after start-of-text)
 
 
 @dataclass
@@ -76,6 +77,7 @@ class Batch:
     x_adv: torch.Tensor
     captions: torch.Tensor
     trigger: torch.Tensor
+    at: torch.Tensor | None = None
     features: torch.Tensor | None = None
     noise: torch.Tensor | None = None  # low-frequency noise: what is stored (before the range clamp), else None
 
@@ -156,9 +158,12 @@ class Protector:
         """Float NCHW noise (whole units of 1/255) back to the int8 NHWC rows the noise file stores."""
         return d.round().to(torch.int8).permute(0, 2, 3, 1).cpu().numpy()
 
+    def at(self, pairs: np.ndarray) -> torch.Tensor | None:
+        return None if self.data.at is None else self.data.at[torch.as_tensor(pairs)].to(self.device)
+
     def tokens(self, pairs: np.ndarray, units: np.ndarray) -> torch.Tensor:
-        return insert_trigger(self.captions[torch.as_tensor(pairs)], self.triggers[torch.as_tensor(units)]
-                              ).to(self.device)
+        return insert_trigger(self.captions[torch.as_tensor(pairs)], self.triggers[torch.as_tensor(units)],
+                              self.at(pairs)).to(self.device)
 
     # -- the loop --------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -272,7 +277,8 @@ class Protector:
         pairs = self.units.pick_pairs(units, self.gen)
         x, d = self.noisy_pixels(pairs, noise[units])
         b = Batch(units, pairs, x, (x + d).clamp(0, 255), self.captions[torch.as_tensor(pairs)].to(self.device),
-                  self.triggers[torch.as_tensor(units)].to(self.device), noise=None if self.expand is None else d)
+                  self.triggers[torch.as_tensor(units)].to(self.device), self.at(pairs),
+                  noise=None if self.expand is None else d)
         if with_features:
             grad = self.cfg.pgd_steps > 0
             b.x_adv.requires_grad_(grad)
@@ -282,7 +288,7 @@ class Protector:
 
     def _flip(self, b: Batch) -> tuple[float, float]:
         b.trigger, before, after = hotflip(self.encoder, b.features.detach(), b.captions, b.trigger, self.vocab,
-                                           self.cfg.candidates, self.model.logit_scale.exp().detach())
+                                           self.cfg.candidates, self.model.logit_scale.exp().detach(), b.at)
         self.triggers[torch.as_tensor(b.units)] = b.trigger.cpu()
         return before, after
 
@@ -293,8 +299,10 @@ class Protector:
 
         @torch.no_grad()
         def text_features(t: int) -> torch.Tensor:
-            caps = b.captions if perms[t] is None else b.captions[perms[t]]
-            return self.encoder.text(insert_trigger(caps, b.trigger))
+            if perms[t] is None:
+                return self.encoder.text(insert_trigger(b.captions, b.trigger, b.at))
+            at = None if b.at is None else b.at[perms[t]]  # a caption's trigger goes where its words allow
+            return self.encoder.text(insert_trigger(b.captions[perms[t]], b.trigger, at))
 
         if self.expand is not None:  # low-frequency noise: its squares move together, kept before the clamp
             low, loss = shared_noise_pgd(self.encoder, b.x, block_reduce(b.noise, self.cfg.noise_block), torch.arange(len(b.units), device=self.device),

@@ -16,26 +16,29 @@ import torch
 
 from .. import DataError
 from ..atomic import atomic_path, write_json
-from ..clip.text import insert_trigger, published_caption, tokenize
+from ..clip.text import insert_trigger, published_caption, token_positions, tokenize
 from ..data.folder import save_pngs, write_layout
 from ..data.image_store import open_image_store
 from ..data.rowfile import RowFile
-from .artifact import aligned_units, protected_pixels
+from .artifact import aligned_units, protected_pixels, trigger_words
 
 log = logging.getLogger(__name__)
 APPLY = ("both", "noise", "trigger")
 
 
-def published_captions(train_rows: pd.DataFrame, unit_of_pair: np.ndarray, triggers: np.ndarray, tok) -> list[str]:
-    """Each pair's caption with its unit's trigger in front, as published."""
-    return [published_caption(tok, triggers[u], c) for u, c in zip(unit_of_pair, train_rows["caption"])]
+def published_captions(train_rows: pd.DataFrame, unit_of_pair: np.ndarray, triggers: np.ndarray, tok,
+                       words: np.ndarray | None = None) -> list[str]:
+    """Each pair's caption with its unit's trigger before word `words[i]` (default: in front), as published."""
+    words = np.zeros(len(unit_of_pair), dtype=np.int64) if words is None else words
+    return [published_caption(tok, triggers[u], c, int(w))
+            for u, c, w in zip(unit_of_pair, train_rows["caption"], words)]
 
 
 def caption_texts(train_rows: pd.DataFrame, protection: str | Path, tok) -> list[str]:
     """Each row's caption as published with its unit's trigger (for exporters that run without the tokenizer)."""
     unit_of_pair, _ = aligned_units(train_rows.reset_index(drop=True), Path(protection))
     triggers = np.load(Path(protection) / "triggers.npy", allow_pickle=False)
-    return published_captions(train_rows, unit_of_pair, triggers, tok)
+    return published_captions(train_rows, unit_of_pair, triggers, tok, trigger_words(Path(protection)))
 
 
 def export_published(train_rows: pd.DataFrame, store_path: str | Path, protection: str | Path, apply: str, tok,
@@ -67,11 +70,15 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
                 yield [names[i] for i in p], protected_pixels(px, noise[unit_of_pair[p]]) if use_noise else px
 
         save_pngs(tmp / "images", chunks(), workers)
-        captions = published_captions(train_rows, unit_of_pair, triggers if use_trigger else triggers[:, :0], tok)
+        words = trigger_words(protection)
+        captions = published_captions(train_rows, unit_of_pair, triggers if use_trigger else triggers[:, :0], tok,
+                                      words)
         write_layout(tmp, names, captions, images.shape[1], workers)
-        # the published text must re-tokenize to the optimised trigger
-        expected = insert_trigger(tokenize(tok, train_rows["caption"].tolist()),
-                                  torch.from_numpy(triggers[unit_of_pair] if use_trigger else triggers[:, :0]))
+        # the published text must re-tokenize to the optimised trigger, where it was optimised
+        clean = train_rows["caption"].tolist()
+        expected = insert_trigger(tokenize(tok, clean),
+                                  torch.from_numpy(triggers[unit_of_pair] if use_trigger else triggers[:, :0]),
+                                  token_positions(tok, clean, words.tolist()))
         got = tokenize(tok, captions)
         roundtrip = float((got == expected).all(dim=1).float().mean())
         meta = {"apply": apply, "granularity": granularity, "files": len(pairs), "captions": len(captions),

@@ -18,7 +18,7 @@ from .loss import clip_loss
 
 
 def trigger_gradients(encoder: Encoder, img: torch.Tensor, captions: torch.Tensor, trigger: torch.Tensor,
-                      logit_scale: torch.Tensor) -> tuple[torch.Tensor, float]:
+                      logit_scale: torch.Tensor, at: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
     """(d(batch loss)/d(token embedding) at the trigger positions [B, k, D], the batch loss)."""
     captured = {}
 
@@ -30,30 +30,38 @@ def trigger_gradients(encoder: Encoder, img: torch.Tensor, captions: torch.Tenso
     handle = encoder.model.token_embedding.register_forward_hook(hook)
     try:
         with torch.enable_grad():
-            txt = encoder.text(insert_trigger(captions, trigger))
+            txt = encoder.text(insert_trigger(captions, trigger, at))
             loss = clip_loss(img, txt, logit_scale)
             grad, = torch.autograd.grad(loss, captured["emb"])
     finally:
         handle.remove()
-    return grad[:, 1:1 + trigger.shape[1]].float(), float(loss)
+    if at is None:
+        return grad[:, 1:1 + trigger.shape[1]].float(), float(loss)
+    where = (at.view(-1, 1).clamp(1, grad.shape[1] - 1 - trigger.shape[1])
+             + torch.arange(trigger.shape[1], device=grad.device))  # as insert_trigger places it
+    return grad.gather(1, where.unsqueeze(-1).expand(-1, -1, grad.shape[2])).float(), float(loss)
 
 
 @torch.no_grad()
 def hotflip(encoder: Encoder, img: torch.Tensor, captions: torch.Tensor, trigger: torch.Tensor,
-            vocab: torch.Tensor, candidates: int, logit_scale: torch.Tensor) -> tuple[torch.Tensor, float, float]:
-    """One flip pass over all positions. img: normalised image features [B, D] (fixed).
+            vocab: torch.Tensor, candidates: int, logit_scale: torch.Tensor,
+            at: torch.Tensor | None = None) -> tuple[torch.Tensor, float, float]:
+    """One flip pass over all positions. img: normalised image features [B, D] (fixed). `at`: where each
+    sample's trigger starts among its tokens (None: right after start-of-text).
 
     Returns (new trigger, loss before, loss after).
     """
     k = trigger.shape[1]
-    grad, before = trigger_gradients(encoder, img, captions, trigger, logit_scale)  # [B, k, D]
+    grad, before = trigger_gradients(encoder, img, captions, trigger, logit_scale, at)  # [B, k, D]
     emb = encoder.model.token_embedding.weight[vocab].float()  # [V, D]
+    candidates = min(candidates, len(vocab))  # a small vocabulary (common words) has fewer to offer
     cand = vocab[torch.topk(-(grad @ emb.T), candidates, dim=-1).indices]  # [B, k, C]
     after = before
     for j in range(k):
         alts = trigger.unsqueeze(0).repeat(candidates, 1, 1)  # [C, B, k]
         alts[:, :, j] = cand[:, j, :].T
-        toks = insert_trigger(captions.repeat(candidates, 1), alts.flatten(0, 1))
+        toks = insert_trigger(captions.repeat(candidates, 1), alts.flatten(0, 1),
+                              None if at is None else at.repeat(candidates))
         txt = encoder.texts(toks).view(candidates, len(captions), -1)
         losses = clip_loss(img.unsqueeze(0), txt, logit_scale)  # [C]
         best = int(torch.argmin(losses))

@@ -1,8 +1,9 @@
 """Produce a protection artifact for the training split of a dataset.
 
 Artifact folder: `noise.npy` (int8 [units, H, W, 3], units of 1/255, added to the uint8 image store),
-`triggers.npy` (int64 [units, k] CLIP token ids), `units.parquet` (unit -> image_id, caption_id) and
-`protection.json` (config, seed, timings, per-round losses, versions).
+`triggers.npy` (int64 [units, k] CLIP token ids), `units.parquet` (per pair: unit, image_id, caption_id, and
+trigger_word, the word of the caption its trigger goes before) and `protection.json` (config, seed,
+timings, per-round losses, versions).
 """
 from __future__ import annotations
 
@@ -21,12 +22,13 @@ import torch
 from ..atomic import atomic_path, write_json
 from ..clip.encoders import Encoder
 from ..clip.models import ModelSpec, create_model, tokenizer, weights_digest
-from ..clip.text import tokenize, trigger_vocabulary
+from ..clip.text import token_positions, tokenize, trigger_vocabulary
 from ..data.image_store import open_image_store
 from ..data.rowfile import RowFile
 from ..provenance import configure_determinism, resolve_device, seed_everything, versions
 from .config import ProtectConfig
 from .engine import ProtectData, Protector
+from .trigger_words import common_word_vocabulary, inside_positions
 from .units import Units
 
 log = logging.getLogger(__name__)
@@ -57,8 +59,12 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
     images = open_image_store(store_path)
     units = Units(train_rows, cfg.granularity, cfg.clusters, seed)
     tok = tokenizer(surrogate.name)
-    vocab = trigger_vocabulary(tok)
+    captions = train_rows["caption"].tolist()
+    vocab = common_word_vocabulary(tok, cfg.common_words, captions) if cfg.common_words else trigger_vocabulary(tok)
     gen = torch.Generator().manual_seed(seed)
+    words = inside_positions(captions, torch.Generator().manual_seed(seed + 1)) if cfg.trigger_position == "inside" \
+        else np.zeros(len(captions), dtype=np.int64)  # its own stream: the paper's runs keep theirs
+    units.table["trigger_word"] = words
     t0 = time.time()
     history: list[dict] = []
     start_digest = None
@@ -67,7 +73,8 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
     log.info("%s: %d units (%s granularity) from %d pairs, eps %d/255, k=%d", cfg.method, len(units),
              cfg.granularity, len(train_rows), cfg.eps, cfg.trigger_len)
     if cfg.optimises:
-        data = ProtectData(images, units, tokenize(tok, train_rows["caption"].tolist()), vocab)
+        data = ProtectData(images, units, tokenize(tok, captions), vocab,
+                           token_positions(tok, captions, words.tolist()))
         model = create_model(surrogate)
         start_digest = weights_digest(model)  # what the surrogate starts from: a checkpoint, a tag, or scratch
         protector = Protector(cfg, Encoder(model, dev), data, workdir, seed, progress=progress)
