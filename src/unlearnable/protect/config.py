@@ -29,6 +29,7 @@ class ProtectConfig:
     weight_decay: float = 0.2
     eot: tuple = ()  # image defences (specs as under `defences`) the noise is optimised through, with the identity
     noise_block: int = 1  # low-frequency noise: constant over noise_block x noise_block pixel squares (1: per pixel)
+    colour_eps: int = 0  # a per-unit colour transform (gain + offset per channel) moving no channel more than this
     common_words: int = 0  # trigger words from this many common English words absent from the captions (0: any)
     trigger_position: str = "start"  # start: right after start-of-text (paper); inside: before a seeded word
 
@@ -50,6 +51,15 @@ class ProtectConfig:
         if (self.common_words or self.trigger_position != "start") and self.trigger_len == 0:
             raise ConfigError(f"method: common_words and trigger_position shape a trigger; kind {self.method} "
                               "has none")
+        if not 0 <= self.colour_eps <= 64:
+            raise ConfigError("method: colour_eps must be in [0, 64] (units of 1/255)")
+        if self.colour_eps and (self.granularity == "cluster" or self.method not in ("mem", "em", "strong_em",
+                                                                                    "random_noise")):
+            raise ConfigError("method: colour_eps is a per-image or per-pair colour transform (kinds mem, em, "
+                              f"strong_em, random_noise; granularity pair or image), not {self.method} at "
+                              f"granularity {self.granularity}")
+        if self.eps + self.colour_eps > 127:
+            raise ConfigError("method: eps + colour_eps must be at most 127 (the noise is stored as int8)")
         if self.noise_block < 1:
             raise ConfigError("method: noise_block must be >= 1 (pixels per side of a square of equal noise)")
         if self.noise_block > 1 and self.method == "random_trigger":

@@ -29,7 +29,8 @@ from ..usage import peak_rss_mib
 from .config import ProtectConfig
 from .eot import ScraperTransforms
 from .hotflip import hotflip
-from .pgd import block_expand, block_reduce, error_minimizing_pgd, shared_noise_pgd
+from .pgd import (block_expand, block_reduce, colour_noise_pgd, colour_shift, error_minimizing_pgd,
+                  shared_noise_pgd)
 from .units import Units
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,8 @@ class Protector:
         self.expand = block_expand(cfg.noise_block, self.res[:2])
         k = cfg.trigger_len
         self.triggers = data.vocab[torch.randint(len(data.vocab), (len(self.units), k), generator=self.gen)]
+        # per unit colour transform (gain, offset per channel, 1/255), or None without the colour branch
+        self.colour = torch.zeros(len(self.units), 2, 3) if cfg.colour_eps else None
         self.round, self.history = 0, []
         self.noise_path = self.workdir / "noise_init.npy"
 
@@ -129,6 +132,7 @@ class Protector:
         self.gen.set_state(s["rng"])
         self.stream.load(s["stream"])
         self.triggers, self.round, self.history = s["triggers"], int(s["round"]), list(s["history"])
+        self.colour = s.get("colour")
         self.noise_path = self.workdir / s["noise_file"]
         log.info("resumed from %s at round %d", self.state_path, self.round)
         return True
@@ -136,7 +140,7 @@ class Protector:
     def _commit(self, noise_file: Path) -> None:
         state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "rng": self.gen.get_state(),
                  "stream": self.stream.state(), "triggers": self.triggers, "round": self.round,
-                 "history": self.history, "noise_file": noise_file.name}
+                 "history": self.history, "noise_file": noise_file.name, "colour": self.colour}
         # streamed through a Python file, never held in memory whole (RN50 with AdamW: 1.2 GB); a full disk
         # then surfaces as torch's writer error chained to the OSError, which the job runner names
         with atomic_path(self.state_path) as tmp, open(tmp, "wb") as f:
@@ -278,7 +282,7 @@ class Protector:
         x, d = self.noisy_pixels(pairs, noise[units])
         b = Batch(units, pairs, x, (x + d).clamp(0, 255), self.captions[torch.as_tensor(pairs)].to(self.device),
                   self.triggers[torch.as_tensor(units)].to(self.device), self.at(pairs),
-                  noise=None if self.expand is None else d)
+                  noise=None if self.expand is None and self.colour is None else d)
         if with_features:
             grad = self.cfg.pgd_steps > 0
             b.x_adv.requires_grad_(grad)
@@ -304,6 +308,17 @@ class Protector:
             at = None if b.at is None else b.at[perms[t]]  # a caption's trigger goes where its words allow
             return self.encoder.text(insert_trigger(b.captions[perms[t]], b.trigger, at))
 
+        if self.colour is not None:  # colour transform + spatial noise; the stored noise holds both, unclamped
+            colour = self.colour[torch.as_tensor(b.units)].to(self.device)
+            delta = b.noise - colour_shift(b.x, colour)
+            delta, colour, loss = colour_noise_pgd(
+                self.encoder, b.x, block_reduce(delta, self.cfg.noise_block), colour, text_features, self.cfg.eps,
+                self.cfg.colour_eps, self.cfg.step, self.cfg.pgd_steps, self.model.logit_scale.exp().detach(), view,
+                self.expand)
+            self.colour[torch.as_tensor(b.units)] = colour.cpu()
+            b.noise = colour_shift(b.x, colour) + (delta if self.expand is None else self.expand(delta))
+            b.x_adv, b.features = (b.x + b.noise).clamp(0, 255), None
+            return loss
         if self.expand is not None:  # low-frequency noise: its squares move together, kept before the clamp
             low, loss = shared_noise_pgd(self.encoder, b.x, block_reduce(b.noise, self.cfg.noise_block), torch.arange(len(b.units), device=self.device),
                                          text_features, self.cfg.eps, self.cfg.step, self.cfg.pgd_steps,

@@ -79,3 +79,41 @@ def shared_noise_pgd(encoder: Encoder, x: torch.Tensor, delta: torch.Tensor, ind
         with torch.no_grad():
             delta = (d - step * grad.sign()).clamp(-eps, eps)
     return delta.detach(), loss
+
+
+def colour_bounds(colour_eps: int) -> torch.Tensor:
+    """[2, 3] bounds of a colour transform's (gain, offset) per channel, in 1/255: they add up to colour_eps,
+    the most it moves any channel of any pixel."""
+    half = colour_eps // 2
+    return torch.tensor([[half] * 3, [colour_eps - half] * 3], dtype=torch.float32)
+
+
+def colour_shift(x: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
+    """A smooth colour transform as a noise: per image and channel, offset + gain * (x - 127.5) / 127.5, in
+    1/255 (x: [B,3,H,W] in 0..255; colour: [B,2,3] gain and offset). Rounded to whole units, as stored, with
+    the gradient of the unrounded shift (straight through)."""
+    gain, offset = colour[:, 0, :, None, None], colour[:, 1, :, None, None]
+    shift = offset + gain * (x - 127.5) / 127.5
+    return shift + (shift.round() - shift).detach()
+
+
+def colour_noise_pgd(encoder: Encoder, x: torch.Tensor, delta: torch.Tensor, colour: torch.Tensor,
+                     text_features: Callable[[int], torch.Tensor], eps: int, colour_eps: int, step: int, steps: int,
+                     logit_scale: torch.Tensor, view: Callable[[torch.Tensor, int], torch.Tensor] | None = None,
+                     expand: Callable[[torch.Tensor], torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Error-minimising PGD on two branches at once (the dual-branch idea): a per-image colour transform
+    (`colour_shift`, within `colour_bounds`) and a spatial noise delta (within +-eps; `expand` as in
+    `shared_noise_pgd`). Each moves by the sign of its own gradient. Returns (delta, colour, last loss); the
+    image seen is clamp(x + colour_shift(x, colour) + expand(delta)), as published."""
+    loss, bound = math.nan, colour_bounds(colour_eps).to(x.device)
+    for t in range(steps):
+        d, c = delta.detach().requires_grad_(True), colour.detach().requires_grad_(True)
+        x_adv = (x + colour_shift(x, c) + (d if expand is None else expand(d))).clamp(0, 255)
+        step_loss = clip_loss(encoder.image(x_adv if view is None else view(x_adv, t)), text_features(t), logit_scale)
+        gd, gc = torch.autograd.grad(step_loss, [d, c])
+        loss = float(step_loss.detach())
+        with torch.no_grad():
+            delta = (d - step * gd.sign()).clamp(-eps, eps)
+            colour = torch.maximum(torch.minimum(c - step * gc.sign(), bound), -bound)
+    return delta.detach(), colour.detach(), loss

@@ -1,7 +1,8 @@
 """Produce a protection artifact for the training split of a dataset.
 
 Artifact folder: `noise.npy` (int8 [units, H, W, 3], units of 1/255, added to the uint8 image store),
-`triggers.npy` (int64 [units, k] CLIP token ids), `units.parquet` (per pair: unit, image_id, caption_id, and
+`triggers.npy` (int64 [units, k] CLIP token ids), `colour.npy` (float32 [units, 2, 3]: each unit's colour
+transform, gain and offset per channel in 1/255, when the method has one; the noise already holds it), `units.parquet` (per pair: unit, image_id, caption_id, and
 trigger_word, the word of the caption its trigger goes before) and `protection.json` (config, seed,
 timings, per-round losses, versions).
 """
@@ -28,6 +29,7 @@ from ..data.rowfile import RowFile
 from ..provenance import configure_determinism, resolve_device, seed_everything, versions
 from .config import ProtectConfig
 from .engine import ProtectData, Protector
+from .pgd import colour_bounds, colour_shift
 from .trigger_words import common_word_vocabulary, inside_positions
 from .units import Units
 
@@ -44,6 +46,27 @@ def place(src: Path, dst: Path) -> None:
         if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
             raise
         shutil.copyfile(src, dst)
+
+
+def _random_noise(noise: RowFile, images, units: Units, cfg: ProtectConfig, gen: torch.Generator):
+    """The random control at the method's budget: uniform whole-unit noise within +-eps (constant over
+    noise_block squares), plus, with colour_eps, a uniform random colour transform within its bounds.
+    Returns the colour transforms (or None)."""
+    shape, colour = noise.shape, None
+    b, (h, w) = cfg.noise_block, shape[1:3]
+    if cfg.colour_eps:
+        bound = colour_bounds(cfg.colour_eps)
+        colour = ((torch.rand(len(units), 2, 3, generator=gen, dtype=torch.float64) * 2 - 1) * bound).round().float()
+    for s in range(0, len(units), 4096):
+        idx = np.arange(s, min(s + 4096, len(units)))
+        low = torch.randint(-cfg.eps, cfg.eps + 1, (len(idx), -(-h // b), -(-w // b), 3), generator=gen,
+                            dtype=torch.int16).numpy()
+        rows = low.repeat(b, 1).repeat(b, 2)[:, :h, :w]  # b = 1: per-pixel noise
+        if colour is not None:
+            x = torch.from_numpy(images[units.pair_image_row[units.first_pair(idx)]]).permute(0, 3, 1, 2).float()
+            rows = rows + colour_shift(x, colour[idx]).permute(0, 2, 3, 1).to(torch.int16).numpy()
+        noise.write(idx, rows)
+    return colour
 
 
 def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSpec, cfg: ProtectConfig, seed: int,
@@ -80,22 +103,21 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
         protector = Protector(cfg, Encoder(model, dev), data, workdir, seed, progress=progress)
         protector.run()
         noise_file, triggers, history = protector.noise_path, protector.triggers, protector.history
+        colour = protector.colour
     else:
         noise_file = workdir / "noise_random.npy"
         noise = RowFile.create(noise_file, shape, np.int8)
+        colour = None
         if cfg.method == "random_noise":
-            for s in range(0, len(units), 4096):
-                idx = np.arange(s, min(s + 4096, len(units)))
-                b, (h, w) = cfg.noise_block, shape[1:3]
-                low = torch.randint(-cfg.eps, cfg.eps + 1, (len(idx), -(-h // b), -(-w // b), 3), generator=gen,
-                                    dtype=torch.int16).numpy()
-                noise.write(idx, low.repeat(b, 1).repeat(b, 2)[:, :h, :w])  # b = 1: per-pixel noise
+            colour = _random_noise(noise, images, units, cfg, gen)
         noise.close()
         triggers = vocab[torch.randint(len(vocab), (len(units), cfg.trigger_len), generator=gen)]
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
         place(noise_file, tmp / "noise.npy")
         np.save(tmp / "triggers.npy", triggers.numpy().astype(np.int64))
+        if colour is not None:
+            np.save(tmp / "colour.npy", colour.numpy().astype(np.float32))
         units.table.to_parquet(tmp / "units.parquet", index=False)
         meta = {"config": asdict(cfg), "surrogate": asdict(surrogate), "surrogate_start_sha256": start_digest,
                 "seed": seed, "device": str(dev),

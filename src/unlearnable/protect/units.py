@@ -77,6 +77,10 @@ class Units:
         k = np.minimum((r * count).astype(np.int64), count - 1)
         return self._img_sorted[self._img_first[image_positions] + k]
 
+    def first_pair(self, units: np.ndarray) -> np.ndarray:
+        """The first pair of each unit (its image, for pair and image units)."""
+        return self._pairs_sorted[self._first[units]]
+
     def pick_pairs(self, units: np.ndarray, generator: torch.Generator) -> np.ndarray:
         """One caption pair per unit: the pair itself, or a random caption of the image."""
         if self.granularity == "pair":
