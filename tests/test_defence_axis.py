@@ -135,7 +135,7 @@ def test_bad_finetuning_configs_are_named(tmp_path, change, message):
 
 
 def test_protection_retained_is_undefined_where_clean_data_teaches_nothing():
-    from unlearnable.report.html import percent, retained
+    from unlearnable.report.stats import percent, retained
 
     assert retained(44.0, 4.0, 0.5) == pytest.approx(40 / 43.5)
     assert retained(44.0, 44.0, 0.5) == 0.0

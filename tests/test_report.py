@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from unlearnable.report.html import aggregate, paper_table_html, write_report
+from unlearnable.report.html import paper_table_html, write_report
 from unlearnable.report.plots import transfer_matrix, trigger_lengths
+from unlearnable.report.stats import aggregate
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 
@@ -70,7 +71,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
                           "--enable-logging=stderr", "--v=0", "--window-size=1400,2400", f"--screenshot={shot}",
                           (tmp_path / "report" / "index.html").as_uri()], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
-    console = [l for l in res.stderr.splitlines() if "CONSOLE" in l or "Uncaught" in l or "Failed to load" in l]
+    console = [ln for ln in res.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln or "Failed to load" in ln]
     assert console == []
     px = np.asarray(Image.open(shot).convert("RGB"))
     assert px.shape == (2400, 1400, 3)

@@ -21,6 +21,7 @@ from ..data.folder import save_pngs, write_layout
 from ..data.image_store import open_image_store
 from ..data.rowfile import RowFile
 from .artifact import aligned_units, protected_pixels, trigger_words
+from .visibility import Visibility
 
 log = logging.getLogger(__name__)
 APPLY = ("both", "noise", "trigger")
@@ -62,12 +63,15 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
         (tmp / "images").mkdir(parents=True)
         pairs = first_pair_of_file.to_numpy()
         image_index = train_rows["image_index"].to_numpy()
+        seen = Visibility()
 
         def chunks():
             for s in range(0, len(pairs), 1024):
                 p = pairs[s:s + 1024]
                 px = images[image_index[p]]
-                yield [names[i] for i in p], protected_pixels(px, noise[unit_of_pair[p]]) if use_noise else px
+                out = protected_pixels(px, noise[unit_of_pair[p]]) if use_noise else px
+                seen.add(px, out)
+                yield [names[i] for i in p], out
 
         save_pngs(tmp / "images", chunks(), workers)
         words = trigger_words(protection)
@@ -82,7 +86,8 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
         got = tokenize(tok, captions)
         roundtrip = float((got == expected).all(dim=1).float().mean())
         meta = {"apply": apply, "granularity": granularity, "files": len(pairs), "captions": len(captions),
-                "trigger_roundtrip_rate": roundtrip, "protection": str(protection), **(provenance or {})}
+                "trigger_roundtrip_rate": roundtrip, "protection": str(protection),
+                "visibility": seen.result(), **(provenance or {})}
         write_json(tmp / "export.json", meta)
     log.info("published %d files, %d captions (apply=%s); trigger round-trip %.4f", len(pairs), len(captions),
              apply, roundtrip)

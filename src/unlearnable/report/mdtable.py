@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .html import NO_DIFFERENCE_NOTE, aggregate, defence_grids, effect_label, protection_label
+from .stats import NO_DIFFERENCE_NOTE, aggregate, defence_grids, effect_label, protection_label
 
 COLUMNS = [("t2i_r1", "t2i R@1"), ("i2t_r1", "i2t R@1"), ("t2i_r10", "t2i R@10"), ("rsum", "rsum")]
 

@@ -80,11 +80,12 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
                        _tokens(spec, rows["caption"].tolist()))
     params = {"cell": cell, "model": asdict(spec), "train": asdict(cfg), "seed": seed, "device": str(dev),
               "train_pairs": len(data), "train_images": int(rows["image_id"].nunique())}
-    export = Path(manifest_path).parent / "export.json"  # a published folder says which runs made it
-    upstream = {}
-    if export.is_file():
+    export = _published_export(Path(manifest_path).parent)  # a published folder says which runs made it
+    upstream, visibility = {}, {}
+    if export is not None:
         meta = json.loads(export.read_text())
         upstream = {"publish": meta.get("mlflow_run_id"), "protect": meta.get("protect_mlflow_run_id")}
+        visibility = meta.get("visibility") or {}
     t0 = time.time()
     parent = cell_parent(tracking["uri"], tracking["experiment"], _cell_name(cell), _tags(cell, "cell"),
                          tracking.get("artifacts"))
@@ -95,10 +96,22 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
         with atomic_path(out_model) as tmp:
             save_weights(model, tmp, {"model": spec.name, "seed": str(seed)})
         record = {**params, "history": history, "seconds": time.time() - t0, "versions": versions(),
+                  "visibility": visibility,
                   "mlflow_run_id": run.info.run_id, "mlflow_parent_run_id": parent, "upstream_runs": upstream}
         write_json(out_record, record)
         mlflow.log_artifact(str(out_record))
     return history
+
+
+def _published_export(folder: Path) -> Path | None:
+    """export.json of the published folder a victim trains on: the folder's own, or, for a defended copy, that
+    of the folder it was made from (its defence.json names the source store)."""
+    if (folder / "export.json").is_file():
+        return folder / "export.json"
+    if (folder / "defence.json").is_file():
+        source = Path(json.loads((folder / "defence.json").read_text())["source_store"]).parent / "export.json"
+        return source if source.is_file() else None
+    return None
 
 
 def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path: str | Path,
@@ -130,6 +143,7 @@ def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path
         mlflow.log_metrics(metrics)
         result = {"cell": cell, "seed": seed, "model": asdict(spec), "metrics": metrics,
                   "train_config": record.get("train"), "train_seconds": record.get("seconds"),
+                  "visibility": record.get("visibility") or {},
                   "eval_seconds": time.time() - t0, "versions": versions(),
                   "mlflow_run_id": run.info.run_id, "train_mlflow_run_id": record.get("mlflow_run_id")}
         write_json(out_json, result)
@@ -145,6 +159,7 @@ def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path
 
 
 CELL_KEYS = ("dataset", "method", "apply", "surrogate", "victim")
+VISIBILITY_KEYS = ("psnr", "ssim", "mean_shift_max")
 
 
 def summary_row(result: dict) -> dict:
@@ -154,6 +169,9 @@ def summary_row(result: dict) -> dict:
     row["method_params"] = json.dumps(cell.get("method_params", {}), sort_keys=True)
     row["seed"] = int(result["seed"])
     row.update({k: float(v) for k, v in result["metrics"].items()})
+    vis = result.get("visibility") or {}
+    for k in VISIBILITY_KEYS:  # the published images against the clean ones (NaN for clean training data)
+        row[k] = float(vis.get(k, float("nan")))
     row["mlflow_run_id"] = result.get("mlflow_run_id", "")
     row["cpu"] = str(result.get("versions", {}).get("cpu", ""))
     row["torch_threads"] = str(result.get("versions", {}).get("torch_threads", ""))

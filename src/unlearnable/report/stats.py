@@ -1,0 +1,95 @@
+"""Statistics over seeds: each cell's mean and spread, the protection retained against clean data under the
+same defence, and whether a difference is inside the spread. The report and the markdown tables share them.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
+GROUP = ["dataset", "method", "apply", "surrogate", "victim", "defence"]
+VISIBILITY = ["psnr", "ssim", "mean_shift_max"]  # of the published images against the clean ones
+
+
+def with_defence(summary: pd.DataFrame) -> pd.DataFrame:
+    """Summaries written before the defence axis existed hold undefended cells."""
+    return summary if "defence" in summary else summary.assign(defence="none")
+
+
+def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation over seeds for every grid cell."""
+    summary = with_defence(summary)
+    cols = RECALLS + ["rsum", "i2t_medr", "t2i_medr"] + [k for k in VISIBILITY if k in summary]
+    g = summary.groupby(GROUP, sort=False)
+    mean = g[cols].mean()
+    std = g[cols].std(ddof=1).fillna(0.0).add_suffix("_std")
+    chance = g[[f"chance_{c}" for c in RECALLS] + ["chance_rsum", "method_params"]].first()
+    out = pd.concat([mean, std, chance, g.size().rename("seeds")], axis=1).reset_index()
+    return out
+
+
+def retained(clean: float, protected: float, chance: float) -> float:
+    """The share of what a victim learns from clean data (above chance) that the protection takes away;
+    undefined (NaN) where clean data teaches less than one point above chance."""
+    return (clean - protected) / (clean - chance) if clean - chance >= 1.0 else float("nan")  # recall in %
+
+
+def within_spread(clean: float, clean_sd: float, protected: float, protected_sd: float, seeds: int) -> bool:
+    """No difference: the means differ by no more than the larger sd over seeds. One seed has no spread, so
+    nothing is within it."""
+    return seeds >= 2 and abs(clean - protected) <= max(clean_sd, protected_sd)
+
+
+NO_DIFFERENCE = "≈ clean"
+NO_DIFFERENCE_NOTE = (f"{NO_DIFFERENCE}: protected and clean differ by no more than the larger sd over seeds "
+                      "(no difference).")
+
+
+def effect_label(record: dict, retained: str = "{}") -> str:
+    """What a protected cell of `defence_matrix` says against clean: no difference, or the share retained
+    (formatted into `retained`)."""
+    return NO_DIFFERENCE if record["within_spread"] else retained.format(percent(record["retained"]))
+
+
+def defence_matrix(agg: pd.DataFrame, metric: str = "t2i_r1") -> pd.DataFrame:
+    """One row per protected cell (and clean), one column group per defence: mean, sd, seeds, the protection
+    retained against the clean baseline of the same dataset, victim and defence, and whether the two differ
+    by no more than their spread."""
+    clean = agg[agg["method"] == "clean"].set_index(["dataset", "victim", "defence"])
+    rows = []
+    for r in agg.to_dict("records"):
+        key = (r["dataset"], r["victim"], r["defence"])
+        c = clean[metric].get(key, float("nan"))
+        protected = r["method"] != "clean"
+        same = protected and key in clean.index and within_spread(
+            c, clean[f"{metric}_std"][key], r[metric], r[f"{metric}_std"], min(r["seeds"], clean["seeds"][key]))
+        rows.append({**{k: r[k] for k in GROUP}, "mean": r[metric], "std": r[f"{metric}_std"], "seeds": r["seeds"],
+                     "method_params": r["method_params"], "within_spread": same,
+                     "retained": retained(c, r[metric], r[f"chance_{metric}"]) if protected else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def defence_order(m: pd.DataFrame) -> list[str]:
+    """Undefended first, then the defences by name."""
+    names = set(m["defence"])
+    return (["none"] if "none" in names else []) + sorted(names - {"none"})
+
+
+def percent(x: float) -> str:
+    return "–" if x != x else f"{100 * x:.0f}%"
+
+
+def defence_grids(agg: pd.DataFrame, metric: str = "t2i_r1"):
+    """Per dataset and victim: the defences (rows: undefended first), the protections (columns: clean first,
+    as (method, apply, surrogate)) and each cell's record from `defence_matrix`, keyed (defence, protection)."""
+    m = defence_matrix(agg, metric)
+    defences = defence_order(m)
+    for (dataset, victim), sub in m.groupby(["dataset", "victim"], sort=False):
+        records = sub.to_dict("records")
+        protections = sorted(dict.fromkeys((r["method"], r["apply"], r["surrogate"]) for r in records),
+                             key=lambda p: p[0] != "clean")
+        cells = {(r["defence"], (r["method"], r["apply"], r["surrogate"])): r for r in records}
+        yield dataset, victim, defences, protections, cells
+
+
+def protection_label(method: str, apply: str, surrogate: str) -> str:
+    return method if method == "clean" else method + ("" if apply == "both" else f" [{apply} only]") + f" ({surrogate})"
