@@ -28,6 +28,10 @@ rule report:
                         caption="../report/transfer.rst"),
         trigger_lengths=report(f"{RESULTS}/report/trigger_lengths.png", category="Results",
                                caption="../report/trigger_lengths.rst"),
+        heatmap=report(f"{RESULTS}/report/retained_heatmap.png", category="Defences",
+                       caption="../report/retained_heatmap.rst"),
+        visibility=report(f"{RESULTS}/report/visibility_scraper.png", category="Defences",
+                          caption="../report/visibility.rst"),
         table=report(f"{RESULTS}/report/results.csv", category="Results", caption="../report/results.rst"),
     params:
         config=config,

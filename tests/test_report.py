@@ -135,6 +135,40 @@ def test_defence_table_has_a_row_per_defence_and_a_column_per_protection_for_eac
     assert page.count("≈ clean</small>") == 1
 
 
+def test_variants_table_heatmap_and_visibility_plot_put_visibility_next_to_efficacy():
+    from unlearnable.report.html import variants_table_html
+    from unlearnable.report.mdtable import variants_markdown
+    from unlearnable.report.plots import retained_heatmap, visibility_vs_retained
+    from unlearnable.report.stats import variants_table
+
+    rows = []
+    for seed in (0, 1, 2):
+        for defence, clean, lf, px in (("none", 50.0, 5.0, 4.0), ("scraper", 40.0, 15.0, 39.5)):
+            for method, value, psnr, params in (("clean", clean, np.nan, {}),
+                                                ("lf8", lf, 30.0, {"kind": "strong_em", "noise_block": 8}),
+                                                ("px", px, 34.0, {"kind": "strong_em", "eps": 16})):
+                rows.append({"dataset": "d", "method": method, "apply": "none" if method == "clean" else "both",
+                             "surrogate": "none" if method == "clean" else "rn", "victim": "scratch",
+                             "defence": defence, "seed": seed, "t2i_r1": value + seed - 1, "psnr": psnr,
+                             "ssim": 0.9, "mean_shift_max": 1.5, "method_params": json.dumps(params)})
+    df = pd.DataFrame(rows)
+    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r5", "t2i_r10", "rsum", "i2t_medr", "t2i_medr"):
+        df[c] = df["t2i_r1"]
+    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
+        df[f"chance_{c}"] = 0.0
+    every = aggregate(df)
+    v = variants_table(every).set_index("protection")
+    assert v.loc["lf8 (rn)", "settings"] == "strong_em noise_block 8" and v.loc["lf8 (rn)", "psnr"] == 30.0
+    assert v.loc["lf8 (rn)", "scratch / scraper"] == "62%"  # (40 - 15) / 40
+    assert v.loc["px (rn)", "scratch / scraper"] == "≈ clean" and v.loc["px (rn)", "scratch / none"] == "92%"
+    md = variants_markdown(every)
+    assert "| lf8 (rn) | strong_em noise_block 8 | 30.0 | 0.900 | 1.5 | 90% | 62% |" in md
+    assert "62%" in variants_table_html(every)
+    assert retained_heatmap(every)[:4] == b"\x89PNG" and visibility_vs_retained(every)[:4] == b"\x89PNG"
+    undefended = aggregate(df[df.defence == "none"])
+    assert retained_heatmap(undefended) is None and visibility_vs_retained(undefended) is None
+
+
 def test_runs_table_finds_each_run_by_its_whole_cell_defence_included():
     """Two runs of one cell, undefended and under jpeg75: each row shows its own training run, not the other's."""
     from unlearnable.report.html import runs_table_html

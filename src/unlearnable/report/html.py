@@ -14,7 +14,7 @@ import pandas as pd
 from ..atomic import atomic_path
 from . import gallery, plots
 from .stats import (NO_DIFFERENCE_NOTE, RECALLS, aggregate, defence_grids, defence_matrix, defence_order, effect_label,
-                    protection_label, with_defence)
+                    protection_label, variants_table, with_defence)
 
 
 def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
@@ -42,6 +42,22 @@ def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
     return ("".join(out) + "<p>Text→image R@1 on clean test data after the victim trained on defended data; "
             "retained = (clean<sub>d</sub> − protected<sub>d</sub>) / (clean<sub>d</sub> − chance) under the same "
             f"defence d; {html.escape(NO_DIFFERENCE_NOTE)}</p>")
+
+
+def variants_table_html(every: pd.DataFrame) -> str:
+    """Every protection variant: settings, visibility and the share retained per victim and defence."""
+    v = variants_table(every)
+    if v.empty or set(every["defence"]) == {"none"}:
+        return ""
+    cols = ["dataset", "protection", "settings", "psnr", "ssim", "mean_shift_max"] + list(v.columns[6:])
+    fmt = {"psnr": "{:.1f}", "ssim": "{:.3f}", "mean_shift_max": "{:.1f}"}
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(fmt[c].format(r[c]) if c in fmt else str(r[c]))}</td>"
+                                    for c in cols) + "</tr>" for r in v.to_dict("records"))
+    return (f'<table class="defences"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+            "<p>PSNR (dB) and SSIM of the published images against the clean ones, and the largest per-channel "
+            "mean shift (1/255); then, per victim / defence, the protection retained (text→image R@1). "
+            f"{html.escape(NO_DIFFERENCE_NOTE)}</p>")
 
 
 def _fmt(mean: float, std: float, seeds: int) -> str:
@@ -139,6 +155,8 @@ MISSING = {
     "transfer_matrix.png": "This grid has one surrogate and one victim: no transfer axis.",
     "trigger_lengths.png": "No methods in this grid differ only in trigger length (set grid.trigger_lengths).",
     "training_curves.png": "No training curves.",
+    "retained_heatmap.png": "This grid has no defence axis.",
+    "visibility_scraper.png": "This grid has no defence named scraper, or no visibility was recorded.",
 }
 
 
@@ -154,6 +172,8 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
         "training_curves.png": plots.training_curves(prots, records),
         "trigger_lengths.png": plots.trigger_lengths(agg),
         "transfer_matrix.png": plots.transfer_matrix(agg),
+        "retained_heatmap.png": plots.retained_heatmap(every),
+        "visibility_scraper.png": plots.visibility_vs_retained(every, "scraper"),
     }
     entries = [{"title": e["title"], "samples": gallery.samples(e["path"], e["manifest"], e["store"])}
                for e in published]
@@ -174,7 +194,11 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
             "protected rows: ▼ lowest recall (strongest protection), ▲ highest. rsum is the sum of the six "
             "recalls.</p>",
             paper_table_html(agg),
-            *(["<h2>Protection under defences</h2>", defence_table_html(every)]
+            *(["<h2>Protection under defences</h2>", defence_table_html(every),
+               "<h3>Protection retained: protection × defence</h3>", fig("retained_heatmap.png"),
+               "<h3>Visibility against protection retained under the scraper chain</h3>",
+               fig("visibility_scraper.png"),
+               "<h3>Every variant tried</h3>", variants_table_html(every)]
               if set(every["defence"]) != {"none"} else []),
             "<h2>Recall@1 by method and dataset</h2>", fig("recall.png"),
             "<h2>Transfer: surrogate × victim</h2>", fig("transfer_matrix.png"),

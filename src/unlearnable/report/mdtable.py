@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .stats import NO_DIFFERENCE_NOTE, aggregate, defence_grids, effect_label, protection_label
+from .stats import NO_DIFFERENCE_NOTE, aggregate, defence_grids, effect_label, protection_label, variants_table
 
 COLUMNS = [("t2i_r1", "t2i R@1"), ("i2t_r1", "i2t R@1"), ("t2i_r10", "t2i R@10"), ("rsum", "rsum")]
 
@@ -57,6 +57,21 @@ def defence_table(agg: pd.DataFrame) -> list[str]:
     return out
 
 
+def variants_markdown(every: pd.DataFrame) -> list[str]:
+    """Every variant tried, its visibility and the share retained per victim and defence."""
+    v = variants_table(every)
+    if v.empty or set(every["defence"]) == {"none"}:
+        return []
+    head = ["protection", "settings", "PSNR", "SSIM", "shift"] + list(v.columns[6:])
+    out = ["Every variant (PSNR in dB and SSIM of the published images against the clean ones; shift: the "
+           "largest per-channel mean shift in 1/255; then the protection retained, t2i R@1):", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in v.to_dict("records"):
+        vis = [f"{r['psnr']:.1f}", f"{r['ssim']:.3f}", f"{r['mean_shift_max']:.1f}"]
+        out.append("| " + " | ".join([r["protection"], r["settings"]] + vis + [r[c] for c in head[5:]]) + " |")
+    return out + [""]
+
+
 def markdown_table(summary: pd.DataFrame) -> str:
     every = aggregate(summary)
     agg = every[every["defence"] == "none"]
@@ -76,6 +91,7 @@ def markdown_table(summary: pd.DataFrame) -> str:
         out.append("")
     if set(every["defence"]) != {"none"}:
         out += defence_table(every)
+        out += variants_markdown(every)
     cpus = sorted(set(summary.get("cpu", pd.Series(dtype=str)).dropna()) - {""})
     threads = sorted(set(summary.get("torch_threads", pd.Series(dtype=str)).dropna()) - {""})
     seeds = sorted(summary["seed"].unique().tolist())

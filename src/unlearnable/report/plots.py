@@ -153,3 +153,63 @@ def transfer_matrix(agg: pd.DataFrame) -> bytes | None:
     for ax in axes.ravel()[n:]:
         ax.axis("off")
     return _png(fig)
+
+
+def retained_heatmap(every: pd.DataFrame, metric: str = "t2i_r1") -> bytes | None:
+    """Protection (rows) x defence (columns), one panel per dataset and victim: the share of the protection
+    retained against clean data under the same defence; "≈" marks no difference from clean."""
+    from .stats import defence_grids, effect_label, protection_label
+
+    panels = [p for p in defence_grids(every, metric) if len(p[2]) > 1]
+    if not panels:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(panels), squeeze=False,
+                             figsize=(max(4.0, 0.9 * len(panels[0][2]) + 3) * len(panels),
+                                      0.45 * len(panels[0][3]) + 2))
+    for ax, (dataset, victim, defences, protections, cells) in zip(axes[0], panels):
+        prot = [p for p in protections if p[0] != "clean"]
+        mat = np.full((len(prot), len(defences)), np.nan)
+        for i, p in enumerate(prot):
+            for j, d in enumerate(defences):
+                r = cells.get((d, p))
+                if r is not None:
+                    mat[i, j] = 0.0 if r["within_spread"] else r["retained"]
+                    ax.text(j, i, effect_label(r).replace("≈ clean", "≈"), ha="center", va="center", fontsize=7,
+                            color="black" if mat[i, j] != mat[i, j] or mat[i, j] > 0.35 else "white")
+        im = ax.imshow(mat, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+        ax.set_xticks(range(len(defences)), defences, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(prot)), [protection_label(*p) for p in prot], fontsize=7)
+        ax.set_title(f"{dataset}, victim {victim}", fontsize=10)
+        fig.colorbar(im, ax=ax, fraction=0.046, label="protection retained")
+    return _png(fig)
+
+
+def visibility_vs_retained(every: pd.DataFrame, defence: str = "scraper", metric: str = "t2i_r1") -> bytes | None:
+    """Each protection's PSNR (published against clean, higher is less visible) against the share of its
+    protection retained under `defence`, one marker per victim."""
+    from .stats import defence_matrix, protection_label
+
+    if "psnr" not in every or defence not in set(every["defence"]):
+        return None
+    m = defence_matrix(every, metric)
+    m = m[(m["defence"] == defence) & (m["method"] != "clean")]
+    psnr = every[every["defence"] == "none"].set_index(["dataset", "method", "apply", "surrogate"])["psnr"]
+    psnr = psnr[~psnr.index.duplicated()]
+    if m.empty:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (victim, sub), marker in zip(m.groupby("victim", sort=False), "os^Dv"):
+        xs = [psnr.get((r["dataset"], r["method"], r["apply"], r["surrogate"]), np.nan) for r in sub.to_dict("records")]
+        ys = [0.0 if r["within_spread"] else r["retained"] for r in sub.to_dict("records")]
+        ax.scatter(xs, ys, marker=marker, label=f"victim {victim}")
+        for x, y, r in zip(xs, ys, sub.to_dict("records")):
+            ax.annotate(protection_label(r["method"], r["apply"], r["surrogate"]), (x, y), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0.5, color="#c0392b", lw=0.8, ls="--", label="50% retained")
+    ax.set_xlabel("PSNR of the published images (dB, higher = less visible)")
+    ax.set_ylabel(f"protection retained under {defence}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)

@@ -93,3 +93,40 @@ def defence_grids(agg: pd.DataFrame, metric: str = "t2i_r1"):
 
 def protection_label(method: str, apply: str, surrogate: str) -> str:
     return method if method == "clean" else method + ("" if apply == "both" else f" [{apply} only]") + f" ({surrogate})"
+
+
+VARIANT_KEYS = ("eps", "noise_block", "colour_eps", "token_num", "common_words", "trigger_position", "eot")
+
+
+def variant_params(method_params: str) -> str:
+    """A method's kind and the settings that make it a variant (only those it sets), for the variants table."""
+    import json
+
+    spec = json.loads(method_params or "{}")
+    if not spec:
+        return "–"
+    eot = spec.get("eot")
+    shown = {k: v for k, v in spec.items() if k in VARIANT_KEYS and k != "eot"}
+    text = spec["kind"] + ("" if not shown else " " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    return text + (", eot " + "+".join(e["kind"] for e in eot) if eot else "")
+
+
+def variants_table(every: pd.DataFrame, metric: str = "t2i_r1") -> pd.DataFrame:
+    """Every protection variant tried: its settings, its visibility and, per victim and defence, the share of
+    its protection retained (or "≈ clean" where it is no different from clean data)."""
+    m = defence_matrix(every, metric)
+    m = m[m["method"] != "clean"]
+    if m.empty:
+        return pd.DataFrame()
+    vis = every[every["defence"] == "none"].set_index(["dataset", "method", "apply", "surrogate"])
+    vis = vis[~vis.index.duplicated()]
+    rows = []
+    for key, sub in m.groupby(["dataset", "method", "apply", "surrogate"], sort=False):
+        row = {"dataset": key[0], "protection": protection_label(*key[1:]),
+               "settings": variant_params(sub["method_params"].iloc[0])}
+        for k in VISIBILITY:
+            row[k] = float(vis[k].get(key, float("nan"))) if k in vis else float("nan")
+        for r in sub.to_dict("records"):
+            row[f"{r['victim']} / {r['defence']}"] = effect_label(r)
+        rows.append(row)
+    return pd.DataFrame(rows)
