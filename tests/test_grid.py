@@ -61,6 +61,19 @@ def test_cells_share_clean_baselines_and_cover_transfer():
     assert len(cs) == 4 + 8
 
 
+def test_a_run_may_name_its_own_surrogates():
+    """The owner's threat model for one method only: its protection is also made with the pretrained
+    surrogate, without doubling every other method's protections."""
+    cfg = copy.deepcopy(TINY)
+    cfg["models"]["tiny-rn"] = {"arch": "tiny-rn"}
+    cfg["methods"]["em"] = {"kind": "em"}
+    cfg["grid"].update(surrogates=["tiny-vit"], victims=["tiny-vit"])
+    cfg["grid"]["runs"] = [{"method": "clean"}, {"method": "mem"},
+                           {"method": "em", "surrogates": ["tiny-vit", "tiny-rn"]}]
+    got = {(c["method"], c["surrogate"]) for c in cells(cfg)}
+    assert got == {("clean", "none"), ("mem", "tiny-vit"), ("em", "tiny-vit"), ("em", "tiny-rn")}
+
+
 def test_trigger_length_axis_reuses_the_methods_own_length():
     cfg = copy.deepcopy(TINY)
     cfg["grid"]["trigger_lengths"] = [1, 3, 5]

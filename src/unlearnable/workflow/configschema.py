@@ -77,8 +77,12 @@ def check_references(config: dict, source: str = "config") -> None:
         method = run["method"]
         if method != "clean" and method not in config.get("methods", {}):
             raise ConfigError(f"{source}: key 'grid.runs.{i}.method': {method!r} is not defined under 'methods'")
-        if method != "clean" and not grid.get("surrogates"):
+        if method != "clean" and not (run.get("surrogates") or grid.get("surrogates")):
             raise ConfigError(f"{source}: key 'grid.surrogates': protected runs need at least one surrogate model")
+        for j, name in enumerate(run.get("surrogates") or []):
+            if name not in config["models"]:
+                raise ConfigError(f"{source}: key 'grid.runs.{i}.surrogates.{j}': model {name!r} is not defined "
+                                  "under 'models'")
     for i, name in enumerate(grid.get("defences") or []):
         if name != "none" and name not in config.get("defences", {}):
             raise ConfigError(f"{source}: key 'grid.defences.{i}': defence {name!r} is not defined under 'defences'")

@@ -39,7 +39,8 @@ def expand_trigger_lengths(config: dict) -> dict:
                     raise ConfigError(f"config: key 'methods.{name}' clashes with the trigger-length axis")
                 methods[name] = {**copy.deepcopy(spec), "token_num": n}
             runs.append({**run, "method": name})
-    grid["runs"] = list({(r["method"], r.get("apply", "both")): r for r in runs}.values())
+    grid["runs"] = list({(r["method"], r.get("apply", "both"), tuple(r.get("surrogates") or ())): r
+                         for r in runs}.values())
     return config
 
 
@@ -56,7 +57,7 @@ def cells(config: dict) -> list[dict]:
                             out.append({"dataset": d, "method": "clean", "apply": "none", "surrogate": "none",
                                         "victim": v, "seed": s, "defence": defence})
                             continue
-                        for sur in grid["surrogates"]:
+                        for sur in run.get("surrogates") or grid["surrogates"]:
                             out.append({"dataset": d, "method": run["method"], "apply": run.get("apply", "both"),
                                         "surrogate": sur, "victim": v, "seed": s, "defence": defence})
     unique = {tuple(c.values()): c for c in out}
