@@ -24,7 +24,10 @@ def seed_everything(seed: int) -> torch.Generator:
     return g
 
 
-def versions() -> dict[str, str]:
+def versions(device: torch.device | None = None, amp: bool | None = None) -> dict[str, str]:
+    """Package versions and the machine. `device`: where the job ran (its GPU's name and cuDNN's version are
+    recorded, since GPU results differ by GPU kind); `amp`: whether bf16 autocast was asked for (it only
+    takes effect on CUDA), recorded as the precision that ran."""
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in _PACKAGES:
         try:
@@ -34,9 +37,25 @@ def versions() -> dict[str, str]:
     out["cuda"] = torch.version.cuda or "none"
     out["cpu"] = cpu_model()
     out["torch_threads"] = str(torch.get_num_threads())
+    if device is not None:
+        out.update(device_record(device, amp))
     commit = _git_commit()
     if commit:
         out["git_commit"] = commit
+    return out
+
+
+def device_record(device: torch.device, amp: bool | None = None) -> dict[str, str]:
+    """The device a job ran on: type, GPU name and compute capability, cuDNN version, and the precision of its
+    forward passes (bf16 where autocast ran, i.e. asked for and on CUDA; else fp32)."""
+    device = torch.device(device)
+    out = {"device": device.type, "gpu": "none", "cudnn": "none",
+           "precision": "bf16" if amp and device.type == "cuda" else "fp32"}
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        major, minor = torch.cuda.get_device_capability(index)
+        out.update(gpu=f"{torch.cuda.get_device_name(index)} (sm_{major}{minor})",
+                   cudnn=str(torch.backends.cudnn.version() or "none"))
     return out
 
 

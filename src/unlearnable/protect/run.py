@@ -124,7 +124,7 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
                 "units": len(units), "pairs": len(train_rows), "noise_shape": list(shape),
                 "noise_units": "1/255, int8, added to the uint8 NHWC image store then clamped to [0, 255]",
                 "trigger_vocabulary": len(vocab), "history": history, "seconds": time.time() - t0,
-                "versions": versions(), **(extra_meta or {})}
+                "versions": versions(dev, amp=True), **(extra_meta or {})}
         write_json(tmp / "protection.json", meta)
     shutil.rmtree(workdir, ignore_errors=True)
     return meta

@@ -96,8 +96,12 @@ def markdown_table(summary: pd.DataFrame) -> str:
     threads = sorted(set(summary.get("torch_threads", pd.Series(dtype=str)).dropna()) - {""})
     seeds = sorted(summary["seed"].unique().tolist())
     over = f"mean ± sd over seeds {', '.join(map(str, seeds))}" if len(seeds) > 1 else f"seed {seeds[0]} only"
+    gpus = sorted(set(summary.get("gpu", pd.Series(dtype=str)).dropna()) - {"", "none"})
+    precisions = sorted(set(summary.get("precision", pd.Series(dtype=str)).dropna()) - {""})
+    on_gpu = f"; trained on {' / '.join(gpus)} in {'/'.join(precisions)}" if gpus else ""
     out.append(f"Recall in %, {over}; measured on "
-               f"{' / '.join(cpus) or 'an unrecorded CPU'}, {'/'.join(threads) or '?'} torch thread(s) per job.")
+               f"{' / '.join(cpus) or 'an unrecorded CPU'}, {'/'.join(threads) or '?'} torch thread(s) per job"
+               f"{on_gpu}.")
     return "\n".join(out)
 
 

@@ -95,7 +95,7 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
                                  {k: v for k, v in row.items() if k != "epoch"}, step=e))
         with atomic_path(out_model) as tmp:
             save_weights(model, tmp, {"model": spec.name, "seed": str(seed)})
-        record = {**params, "history": history, "seconds": time.time() - t0, "versions": versions(),
+        record = {**params, "history": history, "seconds": time.time() - t0, "versions": versions(dev, cfg.amp),
                   "visibility": visibility,
                   "mlflow_run_id": run.info.run_id, "mlflow_parent_run_id": parent, "upstream_runs": upstream}
         write_json(out_record, record)
@@ -144,7 +144,9 @@ def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path
         result = {"cell": cell, "seed": seed, "model": asdict(spec), "metrics": metrics,
                   "train_config": record.get("train"), "train_seconds": record.get("seconds"),
                   "visibility": record.get("visibility") or {},
-                  "eval_seconds": time.time() - t0, "versions": versions(),
+                  "eval_seconds": time.time() - t0,
+                  "versions": {**versions(dev), **{k: v for k, v in (record.get("versions") or {}).items()
+                                                   if k in ("device", "gpu", "cudnn", "precision")}},
                   "mlflow_run_id": run.info.run_id, "train_mlflow_run_id": record.get("mlflow_run_id")}
         write_json(out_json, result)
         mlflow.log_artifact(str(out_json))
@@ -173,8 +175,9 @@ def summary_row(result: dict) -> dict:
     for k in VISIBILITY_KEYS:  # the published images against the clean ones (NaN for clean training data)
         row[k] = float(vis.get(k, float("nan")))
     row["mlflow_run_id"] = result.get("mlflow_run_id", "")
-    row["cpu"] = str(result.get("versions", {}).get("cpu", ""))
-    row["torch_threads"] = str(result.get("versions", {}).get("torch_threads", ""))
+    # what the numbers are reproducible on: the CPU and threads, and where training ran (GPU kind, precision)
+    for key in ("cpu", "torch_threads", "device", "gpu", "cudnn", "precision"):
+        row[key] = str(result.get("versions", {}).get(key, ""))
     return row
 
 
