@@ -114,6 +114,12 @@ def torch_threads():
     return config["threads_per_job"]
 
 
+def train_threads():
+    """A training job's CPUs: its torch threads, plus on a GPU one per loader worker feeding it (on SLURM,
+    --cpus-per-task follows), so one core is not left to feed the GPU, pin memory and every worker."""
+    return torch_threads() + (config["train"]["workers"] if gpu_count() else 0)
+
+
 def clean_test(w):
     """What a training job evaluates its model on: the clean test split at the victim's resolution."""
     return {"test_manifest": f"{RESULTS}/{w.dataset}/data/manifest.parquet",

@@ -90,9 +90,10 @@ rule train_clean_defended:
                         "victim": w.victim, "seed": int(w.seed), "defence": w.defence},
     log:
         f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/clean/{{victim}}/seed{{seed}}/train.log",
-    threads: torch_threads()
+    threads: train_threads()
     resources:
         gpu=gpu_count,
+        cpus_per_task=lambda w, threads: threads,
     conda:
         "../envs/unlearnable.yaml"
     script:
@@ -121,9 +122,10 @@ rule retrain_defended:
                         "defence": w.defence},
     log:
         f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}.log",
-    threads: torch_threads()
+    threads: train_threads()
     resources:
         gpu=gpu_count,
+        cpus_per_task=lambda w, threads: threads,
     conda:
         "../envs/unlearnable.yaml"
     script:

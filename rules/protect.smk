@@ -69,9 +69,10 @@ rule retrain:
                         "victim": w.victim, "seed": int(w.seed), "method_params": config["methods"][w.method]},
     log:
         f"{RESULTS}/logs/{{dataset}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}.log",
-    threads: torch_threads()
+    threads: train_threads()
     resources:
         gpu=gpu_count,
+        cpus_per_task=lambda w, threads: threads,
     conda:
         "../envs/unlearnable.yaml"
     script:

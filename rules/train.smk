@@ -23,9 +23,10 @@ rule train_clean:
                         "victim": w.victim, "seed": int(w.seed)},
     log:
         f"{RESULTS}/logs/{{dataset}}/clean/{{victim}}/seed{{seed}}/train.log",
-    threads: torch_threads()
+    threads: train_threads()
     resources:
         gpu=gpu_count,
+        cpus_per_task=lambda w, threads: threads,
     conda:
         "../envs/unlearnable.yaml"
     script:

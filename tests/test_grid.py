@@ -4,12 +4,14 @@ import re
 import subprocess
 
 import pytest
+import yaml
 from wf import REPO, SNAKEMAKE, TINY, snakemake
 
 from unlearnable.workflow.grid import cells, expand_trigger_lengths
 
 GPU_RULES = {"protect", "train_clean", "retrain", "train_clean_defended", "retrain_defended"}
-MODEL_JOBS = ("protect_job", "train_job", "evaluate_job")  # the library functions that build a model
+MODEL_JOBS = ("protect_job", "train_job", "evaluate_job")
+WORKERS = yaml.safe_load((REPO / "config/grids/paper.yaml").read_text())["train"]["workers"]  # the library functions that build a model
 
 
 def model_rules() -> set[str]:
@@ -130,7 +132,7 @@ def test_paper_plan_puts_every_model_job_on_a_gpu_and_nothing_else(profile, tmp_
     """paper.yaml runs on CUDA: every job that builds a model must request a GPU (SLURM: the GPU partition),
     on both shipped profiles, and no other job may request one."""
     assert model_rules() == GPU_RULES
-    res = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow/Snakefile"), "-d", str(tmp_path), "-n",
+    res = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow/Snakefile"), "-d", str(tmp_path), "-n", "--cores", "16",
                           "--configfile", str(REPO / "config/grids/paper.yaml"),
                           "--workflow-profile", str(REPO / "profiles" / profile)],
                          capture_output=True, text=True, timeout=600)
@@ -142,3 +144,5 @@ def test_paper_plan_puts_every_model_job_on_a_gpu_and_nothing_else(profile, tmp_
         assert gpu == (j["rule"] in model_rules()), j
         if profile == "slurm" and j["rule"] not in {"download", "tracking_store", "summary", "report"}:
             assert j["resources"]["slurm_partition"] == ("gpu" if gpu else "cpu"), j
+        if gpu and j["rule"] != "protect":  # the loader workers get CPUs of their own (SLURM: --cpus-per-task)
+            assert j["resources"]["cpus_per_task"] == str(1 + WORKERS), j
