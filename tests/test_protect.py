@@ -390,6 +390,28 @@ def test_eot_views_are_the_defence_forward_and_the_identity_backward():
     assert torch.equal(before.get_state(), torch.Generator().manual_seed(2).get_state())  # no EOT: no draws
 
 
+def test_eot_through_the_scraper_chain_sees_its_images_then_the_victims_crops():
+    """A chain in EOT: its image steps forward (BPDA), then the very crops and flips the victim's training
+    draws (the same generator stream gives the same boxes), with the gradient following each pixel."""
+    from unlearnable.clip.train import random_resized_crop_flip
+    from unlearnable.defend.defences import Defence
+    from unlearnable.protect.eot import ScraperTransforms
+
+    eot = ScraperTransforms(({"kind": "scraper"},))
+    scraper = Defence.from_config("s", {"kind": "scraper"})
+    x = torch.randint(0, 256, (4, 3, 32, 32), generator=torch.Generator().manual_seed(0)).float().requires_grad_(True)
+    y = eot.apply(x, eot.defences[0], torch.Generator().manual_seed(5))
+    defended = np.stack([scraper.image(img) for img in x.detach().to(torch.uint8).permute(0, 2, 3, 1).numpy()])
+    want = random_resized_crop_flip(torch.from_numpy(defended), torch.Generator().manual_seed(5), 0.5)
+    assert (y.detach().permute(0, 2, 3, 1) - want.float()).abs().max() <= 1  # equal up to the victim's rounding
+    w = torch.zeros_like(y)
+    w[:, :, :, 0] = 1.0  # the left column of what the surrogate sees
+    grad, = torch.autograd.grad((y * w).sum(), x)
+    assert grad.abs().sum() > 0 and not torch.equal(grad, w)  # it comes from where the crop took those pixels
+    with pytest.raises(ValueError, match="generator"):
+        eot.apply(x, eot.defences[0])
+
+
 def test_eot_protection_optimises_through_the_defence(dataset, tmp_path):
     """With EOT, PGD steps and surrogate steps see their batch through a drawn defence (here grayscale, whose
     output has equal channels), the rest through the identity; without it, nothing is transformed."""
@@ -412,7 +434,7 @@ def test_eot_protection_optimises_through_the_defence(dataset, tmp_path):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ({"kind": "em", "eot": [{"kind": "strip_trigger"}]}, "eot[0] kind 'strip_trigger' is not an image defence"),
+    ({"kind": "em", "eot": [{"kind": "strip_trigger"}]}, "eot[0] kind 'strip_trigger' changes no image"),
     ({"kind": "em", "eot": [{"kind": "jpeg", "sigma": 1}]}, "method eot[0]': ['sigma'] not allowed for kind jpeg"),
     ({"kind": "random_noise", "eot": [{"kind": "jpeg"}]}, "eot needs an optimised noise"),
 ])

@@ -95,15 +95,14 @@ class ContrastiveTrainer:
         return float(loss.detach())
 
 
-def random_resized_crop_flip(images: torch.Tensor, generator: torch.Generator, scale_min: float) -> torch.Tensor:
-    """uint8 NHWC -> uint8 NHWC, torchvision's RandomResizedCrop rule per image: up to 10 draws of an area in
-    [scale_min, 1] and an aspect in [3/4, 4/3] until the box fits, else the whole image; resized back
-    bilinearly; then a horizontal flip with probability 1/2."""
-    n, h, w, _ = images.shape
-    out = torch.empty_like(images)
+def crop_boxes(n: int, h: int, w: int, generator: torch.Generator, scale_min: float) -> list[tuple]:
+    """torchvision's RandomResizedCrop rule per image: up to 10 draws of an area in [scale_min, 1] and an
+    aspect in [3/4, 4/3] until the box fits, else the whole image; and a horizontal flip with probability
+    1/2. Returns (top, left, height, width, flip) per image."""
     draws = torch.rand(n, 10, 4, generator=generator, dtype=torch.float64)
     flips = torch.rand(n, generator=generator, dtype=torch.float64)
     lo, hi = math.log(3 / 4), math.log(4 / 3)
+    out = []
     for i in range(n):
         top, left, ch, cw = 0, 0, h, w
         for a, b, c, d in draws[i].tolist():
@@ -112,12 +111,21 @@ def random_resized_crop_flip(images: torch.Tensor, generator: torch.Generator, s
             if 0 < bw <= w and 0 < bh <= h:
                 top, left, ch, cw = int(c * (h - bh + 1)), int(d * (w - bw + 1)), bh, bw
                 break
+        out.append((top, left, ch, cw, bool(flips[i] < 0.5)))
+    return out
+
+
+def random_resized_crop_flip(images: torch.Tensor, generator: torch.Generator, scale_min: float) -> torch.Tensor:
+    """uint8 NHWC -> uint8 NHWC: each image's `crop_boxes` box resized back bilinearly, then flipped or not."""
+    n, h, w, _ = images.shape
+    out = torch.empty_like(images)
+    for i, (top, left, ch, cw, flip) in enumerate(crop_boxes(n, h, w, generator, scale_min)):
         crop = images[i, top:top + ch, left:left + cw]
         if (ch, cw) != (h, w):
             crop = torch.nn.functional.interpolate(crop.permute(2, 0, 1)[None].float(), size=(h, w), mode="bilinear",
                                                    align_corners=False, antialias=True)[0].permute(1, 2, 0)
             crop = crop.round().clamp(0, 255).to(torch.uint8)
-        out[i] = crop.flip(1) if flips[i] < 0.5 else crop
+        out[i] = crop.flip(1) if flip else crop
     return out
 
 

@@ -207,7 +207,7 @@ class Protector:
             pairs = self.stream.next()
             units = self.units.unit_of_pair[pairs]
             x, d = self.noisy_pixels(pairs, noise[units])
-            x_adv = self.eot.apply((x + d).clamp(0, 255), self.eot.draw(1, self.gen)[0])
+            x_adv = self.eot.apply((x + d).clamp(0, 255), self.eot.draw(1, self.gen)[0], self.gen)
             losses.append(self.trainer.step(x_adv, self.tokens(pairs, units)))
             self.bar.update(1)
         self.opt.zero_grad(set_to_none=True)  # the pass needs no parameter gradients: free them (RN50: 400 MB)
@@ -275,7 +275,7 @@ class Protector:
         if not self.eot:
             return perms, None
         transforms = self.eot.draw(self.cfg.pgd_steps, self.gen)
-        return perms, lambda x, t: self.eot.apply(x, transforms[t])
+        return perms, lambda x, t: self.eot.apply(x, transforms[t], self.gen)
 
     def _batch(self, units: np.ndarray, noise: RowFile, with_features: bool) -> Batch:
         pairs = self.units.pick_pairs(units, self.gen)
