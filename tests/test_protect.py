@@ -93,9 +93,9 @@ def test_hotflip_lowers_the_loss_and_stays_in_vocabulary():
     assert after < before
     assert torch.isin(new, vocab).all()
     full_length = F.normalize(model.encode_text(insert_trigger(caps, new)), dim=-1)  # open_clip's own forward
-    assert float(clip_loss(img, full_length, scale)) == pytest.approx(after, rel=1e-4)
+    assert float(clip_loss(img, full_length, scale)) == pytest.approx(float(after), rel=1e-4)
     old = F.normalize(model.encode_text(insert_trigger(caps, trig)), dim=-1)
-    assert float(clip_loss(img, old, scale)) == pytest.approx(before, rel=1e-4)
+    assert float(clip_loss(img, old, scale)) == pytest.approx(float(before), rel=1e-4)
 
 
 def test_noise_rowfile_round_trip(tmp_path):
@@ -138,7 +138,7 @@ def test_shuffle_pairs_each_image_with_another_images_caption_and_its_own_trigge
     train = train.assign(caption=[f"number {i} {c}" for i, c in enumerate(train["caption"])])
     cfg = ProtectConfig(**{**SMALL.__dict__, "rounds": 1, "hotflip_rounds": 0, "pgd_steps": 3})
     pr = _protector((train, store), tmp_path, cfg)
-    pr.trainer.step = lambda *a: 0.0  # only the protect pass matters here
+    pr.trainer.step = lambda *a: torch.tensor(0.0)  # only the protect pass matters here
     k = cfg.token_num
     length = pr.captions.shape[1]  # a caption shifted right by k loses its last k tokens (and maybe EOT)
     body_of = {tuple(t[1:length - k - 1]): i for i, t in enumerate(pr.captions.tolist())}

@@ -9,6 +9,11 @@ change the features: the result equals the full-length forward up to float round
 work (L is 15-25 for real captions). Towers this cannot be proven for (class tokens, padding masks, other
 pooling) run at full length.
 
+On a GPU (`sync_free`) the encoder never reads tokens to find L, since reading a GPU tensor's maximum would
+stall the host on every text encode: callers cut host tokens to their length before moving them (`trim`,
+a host operation), and tokens built on the device are cut to a bound set once (`text_len`: the protection
+engine's longest caption plus its trigger). On the CPU, L is read per batch, for free.
+
 On CUDA the forwards run under bf16 autocast (no loss scaling needed); features come back in fp32.
 Convolutional image towers run channels-last (the model is moved and converted once, by its Encoder).
 """
@@ -41,11 +46,11 @@ def text_length(model, tokens: torch.Tensor) -> int:
     return int(pool_index(model, tokens).max()) + 1 if len(tokens) else tokens.shape[1]
 
 
-def encode_text(model, tokens: torch.Tensor) -> torch.Tensor:
-    """open_clip's `CLIP.encode_text` (unnormalised) on the first `text_length` positions."""
+def encode_text(model, tokens: torch.Tensor, n: int | None = None) -> torch.Tensor:
+    """open_clip's `CLIP.encode_text` (unnormalised) on the first n positions (default `text_length`)."""
     if not _sliceable(model):
         return model.encode_text(tokens)
-    n = text_length(model, tokens)
+    n = min(n or text_length(model, tokens), tokens.shape[1])
     tokens = tokens[:, :n]
     cast = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast) + model.positional_embedding[:n].to(cast)
@@ -60,8 +65,12 @@ def encode_text(model, tokens: torch.Tensor) -> torch.Tensor:
 class Encoder:
     """A model with its preprocessing, its device and its precision; it places the model on the device."""
 
-    def __init__(self, model, device: torch.device, amp: bool = True):
+    def __init__(self, model, device: torch.device, amp: bool = True, sync_free: bool | None = None):
+        """`sync_free`: never read a device tensor on the host inside a forward (default: on CUDA; tests set
+        it on the CPU to run the GPU's logic)."""
         self.model, self.device = model, torch.device(device)
+        self.sync_free = self.device.type == "cuda" if sync_free is None else sync_free
+        self.text_len: int | None = None  # a bound on every text's length, for tokens already on the device
         mean, std = normalisation(model)
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
@@ -90,10 +99,25 @@ class Encoder:
             f = self.model.encode_image(self.input(images))
         return F.normalize(f.float(), dim=-1)
 
+    def trim(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Host tokens cut to the positions they need (`text_length`), read on the host before they move."""
+        if not _sliceable(self.model) or not len(tokens):
+            return tokens
+        return tokens[:, :text_length(self.model, tokens.cpu())]
+
     def text(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.sync_free:  # never read the tokens: they are trimmed already, or cut to the bound
+            n = min(self.text_len or tokens.shape[1], tokens.shape[1])
+        else:
+            n = text_length(self.model, tokens) if _sliceable(self.model) else tokens.shape[1]
         with self.autocast():
-            f = encode_text(self.model, tokens.to(self.device, non_blocking=True))
+            f = encode_text(self.model, tokens.to(self.device, non_blocking=True), n)
         return F.normalize(f.float(), dim=-1)
+
+    def bound_text_length(self, tokens: torch.Tensor, extra: int = 0) -> None:
+        """Set `text_len` from host tokens (every text this encoder will see, less `extra` inserted tokens)."""
+        if _sliceable(self.model) and len(tokens):
+            self.text_len = min(tokens.shape[1], text_length(self.model, tokens.cpu()) + extra)
 
     def texts(self, tokens: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """Many texts, in chunks (one chunk's longest caption sets its length)."""

@@ -20,7 +20,8 @@ def encode_images(encoder: Encoder, images, rows: np.ndarray, batch_size: int = 
 
 @torch.no_grad()
 def encode_texts(encoder: Encoder, tokens: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
-    return torch.cat([encoder.text(tokens[s:s + batch_size]).cpu() for s in range(0, len(tokens), batch_size)])
+    return torch.cat([encoder.text(encoder.trim(tokens[s:s + batch_size])).cpu()
+                      for s in range(0, len(tokens), batch_size)])
 
 
 def evaluate_retrieval(model, images, split_rows: pd.DataFrame, tokens: torch.Tensor, device,

@@ -81,8 +81,9 @@ class ContrastiveTrainer:
         self.loss_fn = open_clip.ClipLoss()
         self.max_log_scale = math.log(max_logit_scale)
 
-    def step(self, images: torch.Tensor, tokens: torch.Tensor) -> float:
-        """images: uint8 NHWC or float NCHW in 0..255, on any device."""
+    def step(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """images: uint8 NHWC or float NCHW in 0..255, on any device. Returns the loss, detached and left on the
+        device: reading it here would make the host wait for every step (callers read a round's at once)."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)  # every step (the reference zeroes once per round)
         loss = self.loss_fn(self.encoder.image(images), self.encoder.text(tokens), self.model.logit_scale.exp())
@@ -92,7 +93,7 @@ class ContrastiveTrainer:
             self.scheduler.step()
         with torch.no_grad():
             self.model.logit_scale.clamp_(0, self.max_log_scale)
-        return float(loss.detach())
+        return loss.detach()
 
 
 def crop_boxes(n: int, h: int, w: int, generator: torch.Generator, scale_min: float) -> list[tuple]:
@@ -175,6 +176,11 @@ def batch_loader(data: PairBatches, order: list[np.ndarray], device: torch.devic
                                        persistent_workers=False, prefetch_factor=2)
 
 
+def mean_loss(losses: list[torch.Tensor]) -> float:
+    """The mean of losses kept on the device: one host read for all of them (NaN for none)."""
+    return float(torch.stack(losses).float().mean()) if losses else float("nan")
+
+
 def train_clip(model: torch.nn.Module, data: PairBatches, cfg: TrainConfig, device: torch.device,
                generator: torch.Generator,
                on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
@@ -193,11 +199,11 @@ def train_clip(model: torch.nn.Module, data: PairBatches, cfg: TrainConfig, devi
         for images, tokens in batch_loader(data, data.epoch(bs, generator), device, cfg.workers):
             if cfg.augment_scale_min is not None:
                 images = random_resized_crop_flip(images, generator, cfg.augment_scale_min)
-            losses.append(trainer.step(images, tokens))
+            losses.append(trainer.step(images, encoder.trim(tokens)))
             done += 1
         elapsed = time.time() - t0
         rate = done / elapsed
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "lr": opt.param_groups[0]["lr"],
+        row = {"epoch": epoch + 1, "loss": mean_loss(losses), "lr": opt.param_groups[0]["lr"],
                "logit_scale": float(model.logit_scale.detach().exp()), "steps_per_s": rate}
         history.append(row)
         log.info("epoch %d/%d loss %.4f lr %.2e | %.2f steps/s, ETA %.0fs", epoch + 1, cfg.epochs, row["loss"],

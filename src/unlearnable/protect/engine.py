@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from ..atomic import atomic_path
 from ..clip.encoders import Encoder
 from ..clip.text import insert_trigger
-from ..clip.train import ContrastiveTrainer, make_optimizer
+from ..clip.train import ContrastiveTrainer, make_optimizer, mean_loss
 from ..data.rowfile import RowFile
 from ..usage import peak_rss_mib
 from .config import ProtectConfig
@@ -110,6 +110,7 @@ class Protector:
         self.trainer = ContrastiveTrainer(encoder, self.opt)
         self.stream = BatchStream(len(self.captions), cfg.batch_size, self.gen)
         self.eot = ScraperTransforms(cfg.eot)
+        encoder.bound_text_length(data.captions, cfg.trigger_len)  # no host read of device tokens in a pass
         self.expand = block_expand(cfg.noise_block, self.res[:2])
         k = cfg.trigger_len
         self.triggers = data.vocab[torch.randint(len(data.vocab), (len(self.units), k), generator=self.gen)]
@@ -166,8 +167,9 @@ class Protector:
         return None if self.data.at is None else self.data.at[torch.as_tensor(pairs)].to(self.device)
 
     def tokens(self, pairs: np.ndarray, units: np.ndarray) -> torch.Tensor:
-        return insert_trigger(self.captions[torch.as_tensor(pairs)], self.triggers[torch.as_tensor(units)],
-                              self.at(pairs)).to(self.device)
+        """On the host: the encoder reads their length there, then moves them."""
+        at = None if self.data.at is None else self.data.at[torch.as_tensor(pairs)]
+        return insert_trigger(self.captions[torch.as_tensor(pairs)], self.triggers[torch.as_tensor(units)], at)
 
     # -- the loop --------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -208,10 +210,10 @@ class Protector:
             units = self.units.unit_of_pair[pairs]
             x, d = self.noisy_pixels(pairs, noise[units])
             x_adv = self.eot.apply((x + d).clamp(0, 255), self.eot.draw(1, self.gen)[0], self.gen)
-            losses.append(self.trainer.step(x_adv, self.tokens(pairs, units)))
+            losses.append(self.trainer.step(x_adv, self.encoder.trim(self.tokens(pairs, units))))
             self.bar.update(1)
         self.opt.zero_grad(set_to_none=True)  # the pass needs no parameter gradients: free them (RN50: 400 MB)
-        return float(np.mean(losses)) if losses else float("nan")
+        return mean_loss(losses)
 
     def _protect_pass(self, noise: RowFile, new_noise: RowFile, flip: bool) -> dict:
         """Per batch: flip its triggers, minimise its noise, record its losses."""
@@ -230,7 +232,7 @@ class Protector:
                     stats["pgd_loss"].append(self._pgd(b))
                 new_noise.write(units, self.noise_rows(b.x_adv - b.x if b.noise is None else b.noise))
                 self.bar.update(1)
-        return {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
+        return {k: mean_loss(v) for k, v in stats.items()}
 
     def _cluster_pass(self, noise: RowFile, new_noise: RowFile, stats: dict) -> dict:
         """Cluster units: every image once, in shuffled batches; the images of a batch share their clusters'
@@ -257,7 +259,7 @@ class Protector:
                 new_noise.write(units, self.noise_rows(d if self.expand is None else self.expand(d)))
                 written[units] = True
                 self.bar.update(1)
-        return {k: float(np.mean(v)) if v else float("nan") for k, v in stats.items()}
+        return {k: mean_loss(v) for k, v in stats.items()}
 
     def _shuffled_batches(self, n: int):
         """Every index below n once, in shuffled batches; a lone tail index is folded into the last full batch

@@ -6,7 +6,8 @@ left to right: alternative c puts every sample's c-th candidate at that position
 batch-column rule), and an alternative replaces the current trigger only if it strictly lowers the batch
 loss; so a flip never raises it. The current trigger's loss is known (from the gradient pass, then from the
 winning alternative), so only the `candidates` alternatives are scored, in one batched text-tower pass
-against image features computed once.
+against image features computed once. Losses and choices stay on the device (0-dim tensors): the host
+never waits for a flip.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from .loss import clip_loss
 
 
 def trigger_gradients(encoder: Encoder, img: torch.Tensor, captions: torch.Tensor, trigger: torch.Tensor,
-                      logit_scale: torch.Tensor, at: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+                      logit_scale: torch.Tensor, at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(d(batch loss)/d(token embedding) at the trigger positions [B, k, D], the batch loss)."""
     captured = {}
 
@@ -36,16 +37,16 @@ def trigger_gradients(encoder: Encoder, img: torch.Tensor, captions: torch.Tenso
     finally:
         handle.remove()
     if at is None:
-        return grad[:, 1:1 + trigger.shape[1]].float(), float(loss)
+        return grad[:, 1:1 + trigger.shape[1]].float(), loss.detach()
     where = (at.view(-1, 1).clamp(1, grad.shape[1] - 1 - trigger.shape[1])
              + torch.arange(trigger.shape[1], device=grad.device))  # as insert_trigger places it
-    return grad.gather(1, where.unsqueeze(-1).expand(-1, -1, grad.shape[2])).float(), float(loss)
+    return grad.gather(1, where.unsqueeze(-1).expand(-1, -1, grad.shape[2])).float(), loss.detach()
 
 
 @torch.no_grad()
 def hotflip(encoder: Encoder, img: torch.Tensor, captions: torch.Tensor, trigger: torch.Tensor,
             vocab: torch.Tensor, candidates: int, logit_scale: torch.Tensor,
-            at: torch.Tensor | None = None) -> tuple[torch.Tensor, float, float]:
+            at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One flip pass over all positions. img: normalised image features [B, D] (fixed). `at`: where each
     sample's trigger starts among its tokens (None: right after start-of-text).
 
@@ -64,7 +65,8 @@ def hotflip(encoder: Encoder, img: torch.Tensor, captions: torch.Tensor, trigger
                               None if at is None else at.repeat(candidates))
         txt = encoder.texts(toks).view(candidates, len(captions), -1)
         losses = clip_loss(img.unsqueeze(0), txt, logit_scale)  # [C]
-        best = int(torch.argmin(losses))
-        if float(losses[best]) < after:
-            trigger, after = alts[best], float(losses[best])
+        best = torch.argmin(losses).view(1)
+        lowest = losses.gather(0, best)[0]
+        trigger = torch.where(lowest < after, alts.index_select(0, best)[0], trigger)
+        after = torch.minimum(lowest, after)
     return trigger, before, after
