@@ -89,3 +89,67 @@ def test_augmentation_crops_flips_and_is_seeded():
     flipped = sum(torch.equal(f, x[0].flip(1)) for f in full)
     kept = sum(torch.equal(f, x[0]) for f in full)
     assert kept + flipped >= 60 and 16 < flipped < 48  # a fair coin per image
+
+
+KILLED_RUN = """
+import logging, os, signal, sys, threading, time
+logging.basicConfig(level=logging.INFO)
+import torch
+from unlearnable.clip.models import ModelSpec, create_model, save_weights, tokenizer
+from unlearnable.clip.text import tokenize
+from unlearnable.clip.train import PairBatches, TrainConfig, train_clip
+from unlearnable.data.image_store import open_image_store
+from unlearnable.provenance import seed_everything
+import numpy as np
+store, rows, caps, ckpt, out, kill = sys.argv[1:7]
+if kill == "1":  # SIGKILL, as a scheduler's wall time does, as soon as the first epoch is committed
+    def killer():
+        while not os.path.exists(ckpt):
+            time.sleep(0.005)
+        os.kill(os.getpid(), signal.SIGKILL)
+    threading.Thread(target=killer, daemon=True).start()
+g = seed_everything(0)
+model = create_model(ModelSpec("tiny-vit"))
+data = PairBatches(open_image_store(store), np.load(rows), torch.load(caps, weights_only=True))
+train_clip(model, data, TrainConfig(epochs=3, batch_size=32, lr=2e-3), torch.device("cpu"), g, checkpoint=ckpt)
+save_weights(model, out)
+"""
+
+
+def test_training_killed_mid_run_resumes_after_its_last_epoch_bit_identical(shapes_store, tmp_path):
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    df, store = shapes_store
+    train = df[df.split == "train"]
+    np.save(tmp_path / "rows.npy", train["image_index"].to_numpy())
+    torch.save(tokenize(tokenizer("tiny-vit"), train["caption"].tolist()), tmp_path / "caps.pt")
+    args = [sys.executable, "-c", KILLED_RUN, str(store), str(tmp_path / "rows.npy"), str(tmp_path / "caps.pt")]
+    ckpt = tmp_path / "state.pt"
+    killed = subprocess.run(args + [str(ckpt), str(tmp_path / "never.safetensors"), "1"], capture_output=True)
+    assert killed.returncode == -9 and ckpt.exists() and not (tmp_path / "never.safetensors").exists()
+    resumed = subprocess.run(args + [str(ckpt), str(tmp_path / "resumed.safetensors"), "0"], capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr and "after epoch 1/3" in resumed.stderr
+    whole = subprocess.run(args + [str(tmp_path / "other.pt"), str(tmp_path / "whole.safetensors"), "0"],
+                           capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    a, b = load_file(str(tmp_path / "resumed.safetensors")), load_file(str(tmp_path / "whole.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_of_other_settings_is_not_resumed(pairs, tmp_path):
+    g = seed_everything(0)
+    model = create_model(ModelSpec("tiny-vit"))
+    train_clip(model, PairBatches(*pairs), TrainConfig(epochs=2, batch_size=32, lr=2e-3), torch.device("cpu"), g,
+               checkpoint=tmp_path / "state.pt")
+    assert (tmp_path / "state.pt").exists()  # the first epoch's, left for the caller to remove
+    other, hist = _run(pairs, epochs=2)  # the same run without a checkpoint
+    g = seed_everything(0)
+    again = create_model(ModelSpec("tiny-vit"))
+    hist2 = train_clip(again, PairBatches(*pairs), TrainConfig(epochs=2, batch_size=32, lr=1e-3),
+                       torch.device("cpu"), g, checkpoint=tmp_path / "state.pt")  # another lr: start over
+    assert len(hist2) == 2 and hist2[0]["loss"] != hist[0]["loss"]

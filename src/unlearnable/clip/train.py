@@ -8,6 +8,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -181,9 +182,31 @@ def mean_loss(losses: list[torch.Tensor]) -> float:
     return float(torch.stack(losses).float().mean()) if losses else float("nan")
 
 
+def _fingerprint(cfg: "TrainConfig", data: PairBatches) -> dict:
+    """What a checkpoint must match to be resumed: the settings and the data's size and order of rows."""
+    import hashlib
+    from dataclasses import asdict
+
+    return {"train": asdict(cfg), "pairs": len(data),
+            "rows": hashlib.sha256(np.ascontiguousarray(data.image_rows).tobytes()).hexdigest()}
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    """Committed whole or not at all (write aside, then rename), like the protection's rounds."""
+    from ..atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(state, f)
+
+
 def train_clip(model: torch.nn.Module, data: PairBatches, cfg: TrainConfig, device: torch.device,
                generator: torch.Generator,
-               on_epoch: Callable[[int, dict], None] | None = None) -> list[dict]:
+               on_epoch: Callable[[int, dict], None] | None = None,
+               checkpoint: str | Path | None = None) -> list[dict]:
+    """`checkpoint`: a file the model, optimiser, schedule, generator and history are committed to after every
+    epoch; a run that finds one made with the same settings and data resumes after its epoch, so a job killed
+    at its wall time (and retried) loses at most one epoch. On the CPU the result is bit-identical to an
+    uninterrupted run. The caller removes it once the model is saved."""
     cfg.validate()
     bs = min(cfg.batch_size, len(data))
     steps_per_epoch = len(data) // bs
@@ -192,9 +215,24 @@ def train_clip(model: torch.nn.Module, data: PairBatches, cfg: TrainConfig, devi
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps)
     sched = warmup_cosine(opt, total, int(cfg.warmup_fraction * total))
     trainer = ContrastiveTrainer(encoder, opt, sched, cfg.max_logit_scale)
-    history, t0, done = [], time.time(), 0
+    history, t0, done, start = [], time.time(), 0, 0
+    fingerprint = _fingerprint(cfg, data)
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if checkpoint is not None and checkpoint.exists():
+        s = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if s.get("fingerprint") == fingerprint:
+            model.load_state_dict(s["model"])
+            opt.load_state_dict(s["optimizer"])
+            sched.load_state_dict(s["scheduler"])
+            generator.set_state(s["generator"])
+            history, start = list(s["history"]), int(s["epoch"])
+            done = start * steps_per_epoch
+            log.info("resumed from %s after epoch %d/%d", checkpoint, start, cfg.epochs)
+        else:
+            log.warning("%s was made with other settings or data: training from the start", checkpoint)
+    resumed_steps = done
     log.info("training: %d pairs, batch %d, %d epochs x %d steps", len(data), bs, cfg.epochs, steps_per_epoch)
-    for epoch in range(cfg.epochs):
+    for epoch in range(start, cfg.epochs):
         losses = []
         for images, tokens in batch_loader(data, data.epoch(bs, generator), device, cfg.workers):
             if cfg.augment_scale_min is not None:
@@ -202,10 +240,14 @@ def train_clip(model: torch.nn.Module, data: PairBatches, cfg: TrainConfig, devi
             losses.append(trainer.step(images, encoder.trim(tokens)))
             done += 1
         elapsed = time.time() - t0
-        rate = done / elapsed
+        rate = (done - resumed_steps) / elapsed
         row = {"epoch": epoch + 1, "loss": mean_loss(losses), "lr": opt.param_groups[0]["lr"],
                "logit_scale": float(model.logit_scale.detach().exp()), "steps_per_s": rate}
         history.append(row)
+        if checkpoint is not None and epoch + 1 < cfg.epochs:
+            _save_checkpoint(checkpoint, {"fingerprint": fingerprint, "epoch": epoch + 1, "history": history,
+                                          "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                          "scheduler": sched.state_dict(), "generator": generator.get_state()})
         log.info("epoch %d/%d loss %.4f lr %.2e | %.2f steps/s, ETA %.0fs", epoch + 1, cfg.epochs, row["loss"],
                  row["lr"], rate, (total - done) / rate)
         if on_epoch:

@@ -90,11 +90,13 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
     parent = cell_parent(tracking["uri"], tracking["experiment"], _cell_name(cell), _tags(cell, "cell"),
                          tracking.get("artifacts"))
     with _run(tracking, f"train/{_cell_name(cell)}", params, _tags(cell, "train"), parent) as run:
+        state = Path(out_model).with_name("train_state.pt")  # per-epoch checkpoint: a retried job resumes
         history = train_clip(model, data, cfg, dev, generator,
                              on_epoch=lambda e, row: mlflow.log_metrics(
-                                 {k: v for k, v in row.items() if k != "epoch"}, step=e))
+                                 {k: v for k, v in row.items() if k != "epoch"}, step=e), checkpoint=state)
         with atomic_path(out_model) as tmp:
             save_weights(model, tmp, {"model": spec.name, "seed": str(seed)})
+        state.unlink(missing_ok=True)
         record = {**params, "history": history, "seconds": time.time() - t0, "versions": versions(dev, cfg.amp),
                   "visibility": visibility,
                   "mlflow_run_id": run.info.run_id, "mlflow_parent_run_id": parent, "upstream_runs": upstream}
