@@ -1,5 +1,4 @@
 # Config validation, path helpers and input functions shared by every stage.
-import os
 import re
 import sys
 from pathlib import Path
@@ -8,12 +7,16 @@ from pathlib import Path
 # PYTHONPATH, in every job, including jobs in a `--sdm conda` environment, which holds only dependencies.
 _SRC = str(Path(workflow.basedir).parent / "src")
 sys.path.insert(0, _SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC, os.environ.get("PYTHONPATH")) if p)
+
+from unlearnable.workflow.jobenv import put_library_on_job_path
+
+put_library_on_job_path(_SRC)
 
 from unlearnable import ConfigError, UnlearnableError
 from unlearnable.workflow.configschema import check_folders, check_references, validate_config
-from unlearnable.workflow.grid import (cells as grid_cells, defence, defended, defended_files, expand_trigger_lengths,
-                                       protection_dirs, published_dir, published_dirs, run_dir)
+from unlearnable.workflow.grid import (cells as grid_cells, defence, defended_clean_dir, defended_files,
+                                       defended_published_dir, expand_trigger_lengths, protection_dirs, published_dir,
+                                       published_dirs, run_dir)
 from unlearnable.clip.models import image_resolution
 
 try:
@@ -145,13 +148,41 @@ def gallery_entries(wildcards=None):
             key = (c["dataset"], c["method"], c["surrogate"], c["defence"])
             if key not in chosen or c["apply"] == "both":
                 chosen[key] = c
-    return [{"path": published_dir(RESULTS, c) if c["defence"] == "none"
-             else f"{defended(RESULTS, c)}/published/{c['method']}/{c['apply']}/{c['surrogate']}/seed{c['seed']}",
+    return [{"path": published_dir(RESULTS, c) if c["defence"] == "none" else defended_published_dir(RESULTS, c),
              "manifest": f"{RESULTS}/{c['dataset']}/data/manifest.parquet",
              "store": store_path(c["dataset"], c["surrogate"]),
              "title": f"{c['dataset']}: {c['method']}" + (f" [{c['apply']}]" if c["apply"] != "both" else "")
              + f", surrogate {c['surrogate']}, seed {c['seed']}"
              + (f", defended by {c['defence']}" if c["defence"] != "none" else "")} for c in chosen.values()]
+
+
+def wildcard_cell(w, **extra):
+    """The cell a job's wildcards name (`seed` as a number)."""
+    cell = dict(w.items())
+    if "seed" in cell:
+        cell["seed"] = int(cell["seed"])
+    return {**cell, **extra}
+
+
+def defended_clean_data(w):
+    """What a clean victim trains on under a defence: the defended copy, or (augmentation alone) the clean data."""
+    if defended_files(config, w.defence):
+        folder = defended_clean_dir(RESULTS, wildcard_cell(w), model_res(w.victim))
+        return {"manifest": f"{folder}/manifest.parquet", "store": f"{folder}/images.npy", "folder": folder}
+    return {"manifest": f"{RESULTS}/{w.dataset}/data/manifest.parquet", "store": store_path(w.dataset, w.victim)}
+
+
+def defended_published_data(w):
+    """What a protected cell's victim trains on under a defence: the defended copy of the published folder, or
+    (augmentation alone) the published folder itself."""
+    cell = wildcard_cell(w)
+    folder = defended_published_dir(RESULTS, cell) if defended_files(config, w.defence) else published_dir(RESULTS, cell)
+    return {"manifest": f"{folder}/manifest.parquet", "store": f"{folder}/images.npy", "folder": folder}
+
+
+def data_inputs(data):
+    """The files a training job waits for: the defended folder, or the undefended manifest and store."""
+    return [data["folder"]] if "folder" in data else [data["manifest"], data["store"]]
 
 
 def all_outputs():

@@ -1,18 +1,6 @@
 # A scraper's defence: the folder a victim trains on after it, for the clean baseline and for every
 # published folder, so that each drop is measured against clean data under the same defence. A protection
-# is made once and defended many times. `augment` changes no file: it turns on augmentation in training.
-
-
-def defence_spec(name):
-    return config["defences"][name]
-
-
-def trains_on_defended_files(name):
-    return defended_files(config, name)
-
-
-def train_augment(name):
-    return defence(config, name).augment_scale_min
+# is made once and defended many times. Augmentation changes no file: it is a setting of training.
 
 
 rule defend_clean:
@@ -23,7 +11,7 @@ rule defend_clean:
         directory(f"{RESULTS}/{{dataset}}/defended/{{defence}}/data/clean_{{res}}px"),
     params:
         data=lambda w, input: {"manifest": input.manifest, "store": input.store},
-        defence=lambda w: defence_spec(w.defence),
+        defence=lambda w: config["defences"][w.defence],
     log:
         f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/clean_{{res}}px.log",
     threads: torch_threads()
@@ -41,7 +29,7 @@ rule defend_published:
     params:
         data=lambda w, input: {"manifest": f"{input.published}/manifest.parquet",
                                "store": f"{input.published}/images.npy"},
-        defence=lambda w: defence_spec(w.defence),
+        defence=lambda w: config["defences"][w.defence],
     log:
         f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/publish/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}.log",
     threads: torch_threads()
@@ -49,24 +37,6 @@ rule defend_published:
         "../envs/unlearnable.yaml"
     script:
         "../scripts/defend.py"
-
-
-def defended_clean_data(w):
-    if trains_on_defended_files(w.defence):
-        folder = f"{RESULTS}/{w.dataset}/defended/{w.defence}/data/clean_{model_res(w.victim)}px"
-        return {"manifest": f"{folder}/manifest.parquet", "store": f"{folder}/images.npy", "folder": folder}
-    return {"manifest": f"{RESULTS}/{w.dataset}/data/manifest.parquet", "store": store_path(w.dataset, w.victim)}
-
-
-def data_inputs(data):
-    """The files a training job waits for: the defended folder, or the undefended manifest and store."""
-    return [data["folder"]] if "folder" in data else [data["manifest"], data["store"]]
-
-
-def defended_published_data(w):
-    kind = "defended/" + w.defence if trains_on_defended_files(w.defence) else ""
-    folder = f"{RESULTS}/{w.dataset}/{kind + '/' if kind else ''}published/{w.method}/{w.apply}/{w.surrogate}/seed{w.seed}"
-    return {"manifest": f"{folder}/manifest.parquet", "store": f"{folder}/images.npy", "folder": folder}
 
 
 rule train_clean_defended:
@@ -83,7 +53,7 @@ rule train_clean_defended:
     params:
         data=defended_clean_data,
         model=lambda w: model_spec(w.victim),
-        train=lambda w: victim_train(w.victim, augment_scale_min=train_augment(w.defence)),
+        train=lambda w: victim_train(w.victim, augment_scale_min=defence(config, w.defence).augment_scale_min),
         device=config["device"],
         eval=EVAL,
         cell=lambda w: {"dataset": w.dataset, "method": "clean", "apply": "none", "surrogate": "none",
@@ -114,7 +84,7 @@ rule retrain_defended:
     params:
         data=defended_published_data,
         model=lambda w: model_spec(w.victim),
-        train=lambda w: victim_train(w.victim, augment_scale_min=train_augment(w.defence)),
+        train=lambda w: victim_train(w.victim, augment_scale_min=defence(config, w.defence).augment_scale_min),
         device=config["device"],
         eval=EVAL,
         cell=lambda w: {"dataset": w.dataset, "method": w.method, "apply": w.apply, "surrogate": w.surrogate,

@@ -45,6 +45,30 @@ def test_plan_defends_each_folder_once_and_augments_without_files(tmp_path):
     assert trains and "defended/scraper/published/mem" in trains[0]
 
 
+def test_the_rules_write_where_the_grid_says(tmp_path):
+    """One owner of the results layout: every folder the planned jobs write (protections, published folders,
+    defended copies, trained models) is where `grid` says it is, and nothing else is planned."""
+    from unlearnable.workflow.grid import protection_dirs, published_dirs
+
+    cfg = copy.deepcopy(DEFENDED)
+    res = snakemake(tmp_path / "wd", cfg, "-n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    outputs = {}
+    for block in re.split(r"\n(?=\[[^\]]+\]\nrule )", res.stdout):
+        rule, out = re.search(r"^rule (\w+):", block, re.M), re.search(r"^\s+output: (.*)$", block, re.M)
+        if rule and out:
+            outputs.setdefault(rule.group(1), set()).update(out.group(1).split(", "))
+    results = "results"
+    from unlearnable.workflow.grid import expand_trigger_lengths
+
+    expand_trigger_lengths(cfg)
+    assert outputs["protect"] == set(protection_dirs(results, cfg))
+    assert outputs["publish"] | outputs["defend_published"] == set(published_dirs(results, cfg))
+    trained = {o.rsplit("/", 1)[0] for r in ("train_clean", "retrain", "train_clean_defended", "retrain_defended")
+               for o in outputs.get(r, ()) if o.endswith("/metrics.parquet")}
+    assert trained == {run_dir(results, c) for c in cells(cfg)}
+
+
 def test_an_undefined_defence_is_named(tmp_path):
     bad = copy.deepcopy(DEFENDED)
     bad["grid"]["defences"] = ["none", "jpg75"]

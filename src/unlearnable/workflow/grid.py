@@ -102,6 +102,17 @@ def published_dir(results: str, cell: dict) -> str:
             f"seed{cell['seed']}")
 
 
+def defended_published_dir(results: str, cell: dict) -> str:
+    """The defended copy of a cell's published folder (under a defence that changes files)."""
+    return (f"{defended(results, cell)}/published/{cell['method']}/{cell['apply']}/{cell['surrogate']}/"
+            f"seed{cell['seed']}")
+
+
+def defended_clean_dir(results: str, cell: dict, res: int) -> str:
+    """The defended copy of a dataset's clean training images at `res` pixels."""
+    return f"{defended(results, cell)}/data/clean_{res}px"
+
+
 def protection_dirs(results: str, config: dict) -> list[str]:
     """Every protection of the grid (for the report's gallery and loss curves)."""
     return list(dict.fromkeys(protection_dir(results, c) for c in cells(config) if c["method"] != "clean"))
@@ -115,6 +126,5 @@ def published_dirs(results: str, config: dict) -> list[str]:
             continue
         out.append(published_dir(results, c))
         if defended_files(config, c["defence"]):
-            out.append(f"{defended(results, c)}/published/{c['method']}/{c['apply']}/{c['surrogate']}/"
-                       f"seed{c['seed']}")
+            out.append(defended_published_dir(results, c))
     return list(dict.fromkeys(out))
