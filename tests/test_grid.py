@@ -146,3 +146,9 @@ def test_paper_plan_puts_every_model_job_on_a_gpu_and_nothing_else(profile, tmp_
             assert j["resources"]["slurm_partition"] == ("gpu" if gpu else "cpu"), j
         if gpu and j["rule"] != "protect":  # the loader workers get CPUs of their own (SLURM: --cpus-per-task)
             assert j["resources"]["cpus_per_task"] == str(1 + WORKERS), j
+
+
+def test_snakemake_lint_is_clean():
+    res = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow/Snakefile"), "--lint"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert "Congratulations, your workflow is in a good condition!" in res.stdout + res.stderr, res.stdout[-3000:]
