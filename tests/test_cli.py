@@ -140,6 +140,6 @@ def test_verify_prints_the_drop_on_the_owners_data(shapes_root, tmp_path, capsys
     assert result["test_images"] == 10 and result["train_images"] == 50
     for key, label in (("i2t_r1", "image -> text"), ("t2i_r1", "text -> image")):
         c, p = result["clean"][key], result["published"][key]
-        line = next(l for l in printed.splitlines() if l.startswith(label)).split()
+        line = next(ln for ln in printed.splitlines() if ln.startswith(label)).split()
         assert [float(v) for v in line[-4:]] == pytest.approx([round(c, 1), round(p, 1), round(c - p, 1),
                                                                round(result["clean"]["chance_" + key], 2)], abs=0.051)

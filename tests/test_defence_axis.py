@@ -99,7 +99,8 @@ def test_defended_victims_reuse_the_protection_and_fill_the_defence_table(tmp_pa
     assert not (finished / "results/shapes/defended/aug").joinpath("published").exists()  # augmentation: no files
     html = (finished / "results/report/index.html").read_text()
     assert "Protection under defences" in html and "retained" in html
-    table = subprocess.run([sys.executable, "-m", "unlearnable.cli", "table", str(finished / "results/summary.parquet")],
+    summary = str(finished / "results/summary.parquet")
+    table = subprocess.run([sys.executable, "-m", "unlearnable.cli", "table", summary],
                            capture_output=True, text=True)
     assert table.returncode == 0 and "Protection under defences" in table.stdout, table.stderr
     rows = [line.split(" | ")[0] for line in table.stdout.splitlines() if line.startswith("| ")]

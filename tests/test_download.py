@@ -116,7 +116,7 @@ def test_local_copies_give_identical_manifests(downloaded, sources, tmp_path):
     wd, _, env = downloaded
     res = _snakemake(tmp_path / "local", _config(sources, "local"), _env(tmp_path), *MANIFESTS)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "download" not in {l.split()[-1] for l in res.stdout.splitlines() if l.startswith("rule ")}
+    assert "download" not in {ln.split()[-1] for ln in res.stdout.splitlines() if ln.startswith("rule ")}
     for m in MANIFESTS:
         assert pd.read_parquet(tmp_path / "local" / m).equals(pd.read_parquet(wd / m)), m
 
@@ -147,7 +147,7 @@ def test_the_key_never_reaches_logs_outputs_or_mlflow(downloaded):
 def test_no_credentials_is_one_help_line(server, sources, tmp_path):
     res = _snakemake(tmp_path / "wd", _config(sources, "kaggle"), _env(tmp_path), MANIFESTS[0])
     assert res.returncode != 0
-    errors = [l for l in res.stderr.splitlines() if l.startswith("error: ")]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1, res.stderr[-2000:]
     assert "no Kaggle credentials found" in errors[0]
     for hint in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "kaggle.json", "kind: local"):

@@ -10,8 +10,8 @@ from wf import REPO, SNAKEMAKE, TINY, snakemake
 from unlearnable.workflow.grid import cells, expand_trigger_lengths
 
 GPU_RULES = {"protect", "train_clean", "retrain", "train_clean_defended", "retrain_defended"}
-MODEL_JOBS = ("protect_job", "train_job", "evaluate_job")
-WORKERS = yaml.safe_load((REPO / "config/grids/paper.yaml").read_text())["train"]["workers"]  # the library functions that build a model
+MODEL_JOBS = ("protect_job", "train_job", "evaluate_job")  # the library functions that build a model
+WORKERS = yaml.safe_load((REPO / "config/grids/paper.yaml").read_text())["train"]["workers"]
 
 
 def model_rules() -> set[str]:

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parents[1] / "src" / "unlearnable"
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "src" / "unlearnable"
 METHOD = ("data", "protect", "defend", "clip")
 APP = ("unlearnable.workflow", "unlearnable.report", "unlearnable.cli")
 
@@ -39,3 +40,18 @@ def test_the_import_reader_resolves_relative_imports():
     protect/engine.py must resolve to their absolute modules."""
     found = imported_modules(PKG / "protect" / "engine.py")
     assert {"unlearnable.usage", "unlearnable.protect.config"} <= found
+
+
+def test_the_code_passes_ruff():
+    """pyflakes and pycodestyle at 120 characters (pyproject.toml's [tool.ruff]) over the library, the tests,
+    the scripts and the benchmarks."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert ruff, "ruff is a test dependency: pip install -e '.[test]'"
+    res = subprocess.run([ruff, "check", "src", "tests", "scripts", "bench"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stdout[-3000:]
+

@@ -44,7 +44,7 @@ def test_split_is_seeded():
 
 def _line_of(data, image):
     lines = (data / "captions.csv").read_text().splitlines()
-    return next(i + 1 for i, l in enumerate(lines) if l.startswith(image))
+    return next(i + 1 for i, ln in enumerate(lines) if ln.startswith(image))
 
 
 def test_missing_image_names_file_and_row(data):

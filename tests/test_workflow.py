@@ -124,7 +124,8 @@ def test_bad_config_is_one_line(tmp_path):
     cfg["train"]["epoch"] = 3
     res = snakemake(tmp_path, cfg, "-n")
     assert res.returncode != 0
-    lines = [l for l in res.stderr.splitlines() if l.strip() and not l.startswith("Using workflow specific profile")]
+    lines = [ln for ln in res.stderr.splitlines()
+             if ln.strip() and not ln.startswith("Using workflow specific profile")]
     assert len(lines) == 1 and lines[0].startswith("error: config: key 'train.epoch': unknown key (allowed here:")
     assert not (tmp_path / "results").exists()
 
@@ -151,7 +152,7 @@ def test_bad_data_stops_with_one_line_and_no_output(kind, shapes_root, tmp_path)
     cfg["datasets"]["shapes"] = {"source": {"kind": "local", "path": str(root)}, "split": {"val": 5, "test": 10}}
     res = snakemake(tmp_path / "wd", cfg, "--until", "manifest")
     assert res.returncode != 0
-    errors = [l for l in res.stderr.splitlines() if l.startswith("error: ")]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], res.stderr[-2000:]
     log = (tmp_path / "wd/results/logs/shapes/manifest.log").read_text()
     assert expected in log and "Traceback" not in log

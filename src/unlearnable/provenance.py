@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-_PACKAGES = ("torch", "torchvision", "open_clip_torch", "numpy", "pandas", "pyarrow", "mlflow", "snakemake", "unlearnable")
+_PACKAGES = ("torch", "torchvision", "open_clip_torch", "numpy", "pandas", "pyarrow", "mlflow", "snakemake",
+             "unlearnable")
 
 
 def seed_everything(seed: int) -> torch.Generator:

@@ -124,7 +124,8 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
-        raise ConfigError(f"{path}: weights do not match the architecture ({str(e).splitlines()[-1].strip()})") from None
+        reason = str(e).splitlines()[-1].strip()
+        raise ConfigError(f"{path}: weights do not match the architecture ({reason})") from None
     if missing or unexpected:
         raise ConfigError(f"{path}: weights do not match the architecture "
                           f"(missing {list(missing)[:3]}, unexpected {list(unexpected)[:3]})")

@@ -322,7 +322,8 @@ class Protector:
             b.x_adv, b.features = (b.x + b.noise).clamp(0, 255), None
             return loss
         if self.expand is not None:  # low-frequency noise: its squares move together, kept before the clamp
-            low, loss = shared_noise_pgd(self.encoder, b.x, block_reduce(b.noise, self.cfg.noise_block), torch.arange(len(b.units), device=self.device),
+            low, loss = shared_noise_pgd(self.encoder, b.x, block_reduce(b.noise, self.cfg.noise_block),
+                                         torch.arange(len(b.units), device=self.device),
                                          text_features, self.cfg.eps, self.cfg.step, self.cfg.pgd_steps,
                                          self.model.logit_scale.exp().detach(), view, self.expand)
             b.noise = self.expand(low)

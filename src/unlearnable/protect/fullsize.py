@@ -9,7 +9,8 @@ slightly from the optimised input; `export_full_size` measures that gap on every
 
 Memory stays at the decoded photo (PIL holds RGB in 4 bytes a pixel): Δ is added to it in place, computed a
 strip of rows at a time from the half product `δ (R_w⁺)ᵀ` (model rows x full width), never as one full-size
-float array (a 64 MP photo would need 1.5 GB of float64 noise). Which files are written where, in which format, is `publish_plan`'s decision.
+float array (a 64 MP photo would need 1.5 GB of float64 noise). Which files are written where, in which
+format, is `publish_plan`'s decision.
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 Artifact folder: `noise.npy` (int8 [units, H, W, 3], units of 1/255, added to the uint8 image store),
 `triggers.npy` (int64 [units, k] CLIP token ids), `colour.npy` (float32 [units, 2, 3]: each unit's colour
-transform, gain and offset per channel in 1/255, when the method has one; the noise already holds it), `units.parquet` (per pair: unit, image_id, caption_id, and
+transform, gain and offset per channel in 1/255, when the method has one; the noise already holds it),
+`units.parquet` (per pair: unit, image_id, caption_id, and
 trigger_word, the word of the caption its trigger goes before) and `protection.json` (config, seed,
 timings, per-round losses, versions).
 """

@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from . import gallery, plots
-from .stats import (NO_DIFFERENCE_NOTE, RECALLS, aggregate, defence_grids, defence_matrix, defence_order, effect_label,
+from .stats import (NO_DIFFERENCE_NOTE, aggregate, defence_grids, defence_matrix, defence_order, effect_label,
                     protection_label, variants_table, with_defence)
 
 
