@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 CORES ?= 2
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run test wheel-test bench clean
+.PHONY: run test wheel-test bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -28,6 +28,9 @@ wheel-test: $(VENV)/.installed
 bench: $(VENV)/.installed
 	$(PY) bench/mem_round.py --out bench/results/mem_round-RN50-cpu.json
 	$(PY) bench/poison_bench.py --model tiny-vit --images 400 --scale 8 --out bench/results/poison_bench.json
+
+gpu-check: $(VENV)/.installed  # on a machine with a GPU: syncs, bf16 vs fp32, speed (about 2 minutes)
+	$(PY) bench/gpu_check.py --out bench/results/gpu_check.json
 
 clean:
 	rm -rf results/* resources .snakemake
