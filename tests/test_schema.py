@@ -54,3 +54,37 @@ def test_conda_env_pins_the_same_dependencies_as_the_package_and_not_the_package
     env = yaml.safe_load((REPO / "envs" / "unlearnable.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert pip == deps  # no `-e ..`: a path would resolve against Snakemake's copy of the file
+
+
+def test_library_defaults_are_the_schemas():
+    """A default is stated once: every `train` key the schema gives a default has that default in TrainConfig,
+    and every method key the library knows is a key the schema accepts (and the other way round)."""
+    from dataclasses import fields
+
+    from unlearnable.clip.train import TrainConfig
+    from unlearnable.protect.config import ProtectConfig
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    train = schema["properties"]["train"]["properties"]
+    library = {f.name: f.default for f in fields(TrainConfig)}
+    for key, spec in train.items():
+        if "default" in spec:
+            assert library[key] == spec["default"], key
+    method_keys = set(schema["properties"]["methods"]["additionalProperties"]["properties"]) - {"kind"}
+    assert method_keys == {f.name for f in fields(ProtectConfig)} - {"method"}
+
+
+def test_readme_configuration_table_names_every_key_the_schema_accepts():
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):readme.index("## Reproducibility")]
+    schema = yaml.safe_load(SCHEMA.read_text())
+    for key in schema["properties"]:
+        assert f"`{key}" in table, key
+    methods_row = next(line for line in table.splitlines() if line.startswith("| `methods.<name>`"))
+    for key in schema["properties"]["methods"]["additionalProperties"]["properties"]:
+        assert f"`{key}`" in methods_row, key
+    for kind in schema["properties"]["methods"]["additionalProperties"]["properties"]["kind"]["enum"]:
+        assert f"`{kind}`" in methods_row, kind
+    grid_row = next(line for line in table.splitlines() if line.startswith("| `grid`"))
+    for key in schema["properties"]["grid"]["properties"]:
+        assert f"`{key}`" in grid_row, key
