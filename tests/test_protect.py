@@ -462,3 +462,38 @@ def test_strong_em_is_the_noise_only_studys_best_at_image_granularity(dataset, t
     noise = np.load(tmp_path / "strong" / "noise.npy")
     assert np.load(tmp_path / "strong" / "triggers.npy").shape[1] == 0
     assert 8 < np.abs(noise).max() <= 16  # 4 steps of 3 from zero: beyond the 8/255 of em and mem
+
+
+def test_an_ensemble_of_surrogates_trains_each_and_averages_their_losses(dataset, tmp_path):
+    """Protection against an ensemble: every member's surrogate training steps on each batch, and PGD's loss is
+    the mean of the members' losses (checked against the members' own losses at the first step)."""
+    from unlearnable.clip.encoders import EnsembleEncoder
+
+    train, store = dataset
+    torch.manual_seed(3)
+    members = [Encoder(create_model(ModelSpec(a)), torch.device("cpu")) for a in ("tiny-vit", "tiny-vit")]
+    ens = EnsembleEncoder(members)
+    x = torch.from_numpy(open_image_store(store)[train["image_index"].to_numpy()[:8]]).permute(0, 3, 1, 2).float()
+    caps = tokenize(TOK, train["caption"].tolist()[:8])
+    scale = torch.stack([m.model.logit_scale.exp().detach() for m in members]).view(-1, 1, 1)
+    with torch.no_grad():
+        txt = ens.text(caps)
+    assert txt.shape[0] == 2 and torch.allclose(txt[1], members[1].text(caps))
+    _, loss = error_minimizing_pgd(ens, x, x.clone(), lambda t: txt, 8, 1, 1, scale)
+    each = [clip_loss(m.image(x), txt[i], scale[i, 0, 0]) for i, m in enumerate(members)]
+    assert float(loss) == pytest.approx(float(sum(each).detach() / 2), rel=1e-5)
+
+    cfg = method_config({"kind": "strong_em", "rounds": 1, "surrogate_steps": 2, "pgd_steps": 2, "batch_size": 16})
+    before = [{k: v.clone() for k, v in m.model.state_dict().items()} for m in members]
+    pr = Protector(cfg, members, ProtectData(open_image_store(store), Units(train, "image"),
+                                             tokenize(TOK, train["caption"].tolist()), trigger_vocabulary(TOK)),
+                   tmp_path / "w", 0)
+    pr.run()
+    for m, old in zip(members, before):  # each member was trained
+        assert any(not torch.equal(v, old[k]) for k, v in m.model.state_dict().items())
+    meta = protect(train, store, [ModelSpec("tiny-vit"), ModelSpec("tiny-rn")], cfg, 0, "cpu", tmp_path / "p")
+    assert len(meta["surrogate"]) == 2 and len(meta["surrogate_start_sha256"]) == 2
+    with pytest.raises(Exception, match="ensemble of surrogates"):
+        protect(train, store, [ModelSpec("tiny-vit")] * 2, method_config({"kind": "mem"}), 0, "cpu", tmp_path / "m")
+    with pytest.raises(Exception, match="share an input resolution.*RN50 224 px"):
+        protect(train, store, [ModelSpec("tiny-vit"), ModelSpec("RN50")], cfg, 0, "cpu", tmp_path / "r")

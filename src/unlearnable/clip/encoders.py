@@ -122,3 +122,35 @@ class Encoder:
     def texts(self, tokens: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
         """Many texts, in chunks (one chunk's longest caption sets its length)."""
         return torch.cat([self.text(tokens[s:s + chunk]) for s in range(0, len(tokens), chunk)])
+
+
+class EnsembleEncoder:
+    """Several surrogates seen as one, for protection against an ensemble: each gives its own normalised
+    features, stacked [M, B, D], so a loss over them is one loss per member (`clip_loss` batches over leading
+    dimensions) that the caller averages. Members share open_clip's tokenizer and the input resolution."""
+
+    def __init__(self, encoders: list[Encoder]):
+        self.encoders, self.device = list(encoders), encoders[0].device
+        self.model = torch.nn.ModuleList([e.model for e in encoders])
+
+    def pixels(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoders[0].pixels(images)
+
+    def trim(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Cut to the longest length any member needs (members differ only in their towers)."""
+        if any(not _sliceable(e.model) for e in self.encoders):
+            return tokens
+        return self.encoders[0].trim(tokens)
+
+    def bound_text_length(self, tokens: torch.Tensor, extra: int = 0) -> None:
+        for e in self.encoders:
+            e.bound_text_length(tokens, extra)
+
+    def image(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([e.image(images) for e in self.encoders])
+
+    def text(self, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.stack([e.text(tokens) for e in self.encoders])
+
+    def texts(self, tokens: torch.Tensor, chunk: int = 4096) -> torch.Tensor:
+        return torch.stack([e.texts(tokens, chunk) for e in self.encoders])

@@ -20,8 +20,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .. import ConfigError
 from ..atomic import atomic_path
-from ..clip.encoders import Encoder
+from ..clip.encoders import EnsembleEncoder, Encoder
 from ..clip.text import insert_trigger
 from ..clip.train import ContrastiveTrainer, make_optimizer, mean_loss
 from ..data.rowfile import RowFile
@@ -97,17 +98,26 @@ def frozen(model):
 
 
 class Protector:
-    def __init__(self, cfg: ProtectConfig, encoder: Encoder, data: ProtectData, workdir: Path, seed: int,
-                 progress: bool = False):
+    def __init__(self, cfg: ProtectConfig, encoder: Encoder | list[Encoder], data: ProtectData, workdir: Path,
+                 seed: int, progress: bool = False):
+        """`encoder`: the surrogate, or a list of surrogates protected against at once (their losses averaged;
+        noise-only methods: HotFlip's candidates are one model's)."""
         cfg.validate()
+        members = encoder if isinstance(encoder, list) else [encoder]
+        if len(members) > 1 and cfg.method == "mem":
+            raise ConfigError("method: an ensemble of surrogates is for image protections (kinds em, strong_em); "
+                              "MEM's HotFlip searches one model's vocabulary")
+        encoder = members[0] if len(members) == 1 else EnsembleEncoder(members)
         self.progress, self.bar = progress, tqdm(disable=True)
         self.cfg, self.encoder, self.model, self.data = cfg, encoder, encoder.model, data
+        self.members = [m.model for m in members]
         self.images, self.units, self.captions = data.images, data.units, data.captions
         self.vocab, self.device, self.workdir = data.vocab.to(encoder.device), encoder.device, Path(workdir)
         self.gen = torch.Generator().manual_seed(seed)
         self.res = self.images.shape[1:]
-        self.opt = make_optimizer(self.model, cfg.lr, cfg.weight_decay, (0.9, 0.999), 1e-8)  # reference betas
-        self.trainer = ContrastiveTrainer(encoder, self.opt)
+        self.opts = [make_optimizer(m.model, cfg.lr, cfg.weight_decay, (0.9, 0.999), 1e-8)  # reference betas
+                     for m in members]
+        self.trainers = [ContrastiveTrainer(m, opt) for m, opt in zip(members, self.opts)]
         self.stream = BatchStream(len(self.captions), cfg.batch_size, self.gen)
         self.eot = ScraperTransforms(cfg.eot)
         encoder.bound_text_length(data.captions, cfg.trigger_len)  # no host read of device tokens in a pass
@@ -119,6 +129,11 @@ class Protector:
         self.round, self.history = 0, []
         self.noise_path = self.workdir / "noise_init.npy"
 
+    def logit_scale(self) -> torch.Tensor:
+        """The surrogate's temperature, or each member's as [M, 1, 1] (to go with stacked features)."""
+        scales = [m.logit_scale.exp().detach() for m in self.members]
+        return scales[0] if len(scales) == 1 else torch.stack(scales).view(-1, 1, 1)
+
     # -- checkpointing ---------------------------------------------------------------------------------
     @property
     def state_path(self) -> Path:
@@ -129,7 +144,8 @@ class Protector:
             return False
         s = torch.load(self.state_path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(s["model"])
-        self.opt.load_state_dict(s["optimizer"])
+        for opt, state in zip(self.opts, s["optimizers"]):
+            opt.load_state_dict(state)
         self.gen.set_state(s["rng"])
         self.stream.load(s["stream"])
         self.triggers, self.round, self.history = s["triggers"], int(s["round"]), list(s["history"])
@@ -139,7 +155,8 @@ class Protector:
         return True
 
     def _commit(self, noise_file: Path) -> None:
-        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "rng": self.gen.get_state(),
+        state = {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.opts],
+                 "rng": self.gen.get_state(),
                  "stream": self.stream.state(), "triggers": self.triggers, "round": self.round,
                  "history": self.history, "noise_file": noise_file.name, "colour": self.colour}
         # streamed through a Python file, never held in memory whole (RN50 with AdamW: 1.2 GB); a full disk
@@ -210,9 +227,11 @@ class Protector:
             units = self.units.unit_of_pair[pairs]
             x, d = self.noisy_pixels(pairs, noise[units])
             x_adv = self.eot.apply((x + d).clamp(0, 255), self.eot.draw(1, self.gen)[0], self.gen)
-            losses.append(self.trainer.step(x_adv, self.encoder.trim(self.tokens(pairs, units))))
+            tokens = self.encoder.trim(self.tokens(pairs, units))
+            losses.extend(trainer.step(x_adv, tokens) for trainer in self.trainers)  # each member, same batch
             self.bar.update(1)
-        self.opt.zero_grad(set_to_none=True)  # the pass needs no parameter gradients: free them (RN50: 400 MB)
+        for opt in self.opts:
+            opt.zero_grad(set_to_none=True)  # the pass needs no parameter gradients: free them (RN50: 400 MB)
         return mean_loss(losses)
 
     def _protect_pass(self, noise: RowFile, new_noise: RowFile, flip: bool) -> dict:
@@ -253,7 +272,7 @@ class Protector:
 
                 d, loss = shared_noise_pgd(self.encoder, x, block_reduce(d, self.cfg.noise_block),
                                            torch.as_tensor(index, device=self.device), text_features, self.cfg.eps,
-                                           self.cfg.step, self.cfg.pgd_steps, self.model.logit_scale.exp().detach(),
+                                           self.cfg.step, self.cfg.pgd_steps, self.logit_scale(),
                                            view, self.expand)
                 stats["pgd_loss"].append(loss)
                 new_noise.write(units, self.noise_rows(d if self.expand is None else self.expand(d)))
@@ -294,7 +313,7 @@ class Protector:
 
     def _flip(self, b: Batch) -> tuple[float, float]:
         b.trigger, before, after = hotflip(self.encoder, b.features.detach(), b.captions, b.trigger, self.vocab,
-                                           self.cfg.candidates, self.model.logit_scale.exp().detach(), b.at)
+                                           self.cfg.candidates, self.logit_scale(), b.at)
         self.triggers[torch.as_tensor(b.units)] = b.trigger.cpu()
         return before, after
 
@@ -315,7 +334,7 @@ class Protector:
             delta = b.noise - colour_shift(b.x, colour)
             delta, colour, loss = colour_noise_pgd(
                 self.encoder, b.x, block_reduce(delta, self.cfg.noise_block), colour, text_features, self.cfg.eps,
-                self.cfg.colour_eps, self.cfg.step, self.cfg.pgd_steps, self.model.logit_scale.exp().detach(), view,
+                self.cfg.colour_eps, self.cfg.step, self.cfg.pgd_steps, self.logit_scale(), view,
                 self.expand)
             self.colour[torch.as_tensor(b.units)] = colour.cpu()
             b.noise = colour_shift(b.x, colour) + (delta if self.expand is None else self.expand(delta))
@@ -325,12 +344,12 @@ class Protector:
             low, loss = shared_noise_pgd(self.encoder, b.x, block_reduce(b.noise, self.cfg.noise_block),
                                          torch.arange(len(b.units), device=self.device),
                                          text_features, self.cfg.eps, self.cfg.step, self.cfg.pgd_steps,
-                                         self.model.logit_scale.exp().detach(), view, self.expand)
+                                         self.logit_scale(), view, self.expand)
             b.noise = self.expand(low)
             b.x_adv, b.features = (b.x + b.noise).clamp(0, 255), None
             return loss
         delta, loss = error_minimizing_pgd(self.encoder, b.x, b.x_adv, text_features, self.cfg.eps, self.cfg.step,
-                                           self.cfg.pgd_steps, self.model.logit_scale.exp().detach(), b.features,
+                                           self.cfg.pgd_steps, self.logit_scale(), b.features,
                                            view)
         b.x_adv, b.features = b.x + delta, None
         return loss

@@ -35,13 +35,18 @@ def error_minimizing_pgd(encoder: Encoder, x: torch.Tensor, x_adv: torch.Tensor,
         if img is None:
             x_adv = x_adv.detach().requires_grad_(True)
             img = encoder.image(x_adv if view is None else view(x_adv, t))
-        step_loss = clip_loss(img, text_features(t), logit_scale)
+        step_loss = _mean_loss(img, text_features(t), logit_scale)
         grad, = torch.autograd.grad(step_loss, x_adv)
         loss, img = step_loss.detach(), None
         with torch.no_grad():
             x_adv = x_adv - step * grad.sign()
             x_adv = (x + (x_adv - x).clamp(-eps, eps)).clamp(0, 255)
     return (x_adv - x).detach(), loss
+
+
+def _mean_loss(img: torch.Tensor, txt: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+    """The CLIP loss, averaged over an ensemble's members when the features carry one ([M, B, D])."""
+    return clip_loss(img, txt, logit_scale).mean()
 
 
 def block_expand(block: int, size: tuple[int, int]) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -75,7 +80,7 @@ def shared_noise_pgd(encoder: Encoder, x: torch.Tensor, delta: torch.Tensor, ind
     for t in range(steps):
         d = delta.detach().requires_grad_(True)
         x_adv = (x + (d if expand is None else expand(d))[index]).clamp(0, 255)
-        step_loss = clip_loss(encoder.image(x_adv if view is None else view(x_adv, t)), text_features(t), logit_scale)
+        step_loss = _mean_loss(encoder.image(x_adv if view is None else view(x_adv, t)), text_features(t), logit_scale)
         grad, = torch.autograd.grad(step_loss, d)
         loss = step_loss.detach()
         with torch.no_grad():
@@ -112,7 +117,7 @@ def colour_noise_pgd(encoder: Encoder, x: torch.Tensor, delta: torch.Tensor, col
     for t in range(steps):
         d, c = delta.detach().requires_grad_(True), colour.detach().requires_grad_(True)
         x_adv = (x + colour_shift(x, c) + (d if expand is None else expand(d))).clamp(0, 255)
-        step_loss = clip_loss(encoder.image(x_adv if view is None else view(x_adv, t)), text_features(t), logit_scale)
+        step_loss = _mean_loss(encoder.image(x_adv if view is None else view(x_adv, t)), text_features(t), logit_scale)
         gd, gc = torch.autograd.grad(step_loss, [d, c])
         loss = step_loss.detach()
         with torch.no_grad():

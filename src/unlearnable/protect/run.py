@@ -21,9 +21,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .. import ConfigError
 from ..atomic import atomic_path, write_json
 from ..clip.encoders import Encoder
-from ..clip.models import ModelSpec, create_model, tokenizer, weights_digest
+from ..clip.models import ModelSpec, create_model, image_resolution, tokenizer, weights_digest
 from ..clip.text import token_positions, tokenize, trigger_vocabulary
 from ..data.image_store import open_image_store
 from ..data.rowfile import RowFile
@@ -70,11 +71,21 @@ def _random_noise(noise: RowFile, images, units: Units, cfg: ProtectConfig, gen:
     return colour
 
 
-def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSpec, cfg: ProtectConfig, seed: int,
+def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSpec | list[ModelSpec],
+            cfg: ProtectConfig, seed: int,
             device: str, out_dir: str | Path, workdir: str | Path | None = None,
             extra_meta: dict | None = None, progress: bool = False) -> dict:
-    """`extra_meta` (e.g. the MLflow run id) goes into protection.json, which is written once, complete."""
+    """`surrogate`: one model, or a list of models protected against at once (an ensemble: the loss averaged
+    over them; image protections only). `extra_meta` (e.g. the MLflow run id) goes into protection.json,
+    which is written once, complete."""
     cfg.validate()
+    members = list(surrogate) if isinstance(surrogate, (list, tuple)) else [surrogate]
+    if len(members) > 1 and cfg.method == "mem":
+        raise ConfigError("method: an ensemble of surrogates is for image protections (kinds em, strong_em); "
+                          "MEM's HotFlip searches one model's vocabulary")
+    if len({image_resolution(m.name) for m in members}) > 1:
+        raise ConfigError("surrogates of an ensemble must share an input resolution, not "
+                          + ", ".join(f"{m.name} {image_resolution(m.name)} px" for m in members))
     out_dir = Path(out_dir)
     workdir = Path(workdir) if workdir else out_dir.with_name(out_dir.name + ".work")
     dev = resolve_device(device)
@@ -82,7 +93,7 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
     seed_everything(seed)
     images = open_image_store(store_path)
     units = Units(train_rows, cfg.granularity, cfg.clusters, seed)
-    tok = tokenizer(surrogate.name)
+    tok = tokenizer(members[0].name)  # open_clip's one tokenizer (tests/test_models.py)
     captions = train_rows["caption"].tolist()
     vocab = common_word_vocabulary(tok, cfg.common_words, captions) if cfg.common_words else trigger_vocabulary(tok)
     gen = torch.Generator().manual_seed(seed)
@@ -99,9 +110,12 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
     if cfg.optimises:
         data = ProtectData(images, units, tokenize(tok, captions), vocab,
                            token_positions(tok, captions, words.tolist()))
-        model = create_model(surrogate)
-        start_digest = weights_digest(model)  # what the surrogate starts from: a checkpoint, a tag, or scratch
-        protector = Protector(cfg, Encoder(model, dev), data, workdir, seed, progress=progress)
+        models = [create_model(m) for m in members]
+        digests = [weights_digest(m) for m in models]  # what each surrogate starts from: a checkpoint, a tag, scratch
+        start_digest = digests[0] if len(digests) == 1 else digests
+        encoders = [Encoder(m, dev) for m in models]
+        protector = Protector(cfg, encoders[0] if len(encoders) == 1 else encoders, data, workdir, seed,
+                              progress=progress)
         protector.run()
         noise_file, triggers, history = protector.noise_path, protector.triggers, protector.history
         colour = protector.colour
@@ -120,7 +134,9 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
         if colour is not None:
             np.save(tmp / "colour.npy", colour.numpy().astype(np.float32))
         units.table.to_parquet(tmp / "units.parquet", index=False)
-        meta = {"config": asdict(cfg), "surrogate": asdict(surrogate), "surrogate_start_sha256": start_digest,
+        meta = {"config": asdict(cfg),
+                "surrogate": asdict(members[0]) if len(members) == 1 else [asdict(m) for m in members],
+                "surrogate_start_sha256": start_digest,
                 "seed": seed, "device": str(dev),
                 "units": len(units), "pairs": len(train_rows), "noise_shape": list(shape),
                 "noise_units": "1/255, int8, added to the uint8 NHWC image store then clamped to [0, 255]",
