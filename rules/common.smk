@@ -77,8 +77,15 @@ def split_lists(wildcards):
     return [str(p) for p in sorted(SPLIT_LISTS.glob(f"{split['lists']}_*.txt"))]
 
 
+def members(model):
+    """An ensemble's member models, or the model itself."""
+    return config["models"][model].get("ensemble", [model])
+
+
 def workflow_checkpoint(model):
-    """The clean CLIP a fine-tuned victim starts from, when the workflow trains it; else None."""
+    """The clean CLIP a model starts from when the workflow trains it (a list for an ensemble); else None."""
+    if "ensemble" in config["models"][model]:
+        return [c for m in members(model) for c in [workflow_checkpoint(m)] if c] or None
     pre = config["models"][model].get("pretrained", "none")
     if isinstance(pre, dict):
         return f"{RESULTS}/{pre['dataset']}/clean/{pre['model']}/seed{pre.get('seed', 0)}/model.safetensors"
@@ -86,8 +93,11 @@ def workflow_checkpoint(model):
 
 
 def model_spec(model):
-    """What a job needs to build a model: its architecture and the weights it starts from."""
+    """What a job needs to build a model: its architecture and the weights it starts from (an ensemble: its
+    members', under `ensemble`)."""
     m = config["models"][model]
+    if "ensemble" in m:
+        return {"ensemble": [model_spec(x) for x in m["ensemble"]]}
     return {"arch": m["arch"], "pretrained": workflow_checkpoint(model) or m.get("pretrained", "none")}
 
 
@@ -97,7 +107,7 @@ def victim_train(model, **extra):
 
 
 def model_res(model):
-    return image_resolution(config["models"][model]["arch"])
+    return image_resolution(config["models"][members(model)[0]]["arch"])
 
 
 def store_path(dataset, model):

@@ -144,6 +144,24 @@ def test_a_pretrained_surrogate_waits_for_its_checkpoint(tmp_path):
     assert order.index("train_clean:pretrain") < order.index("protect:shapes")
 
 
+def test_an_ensemble_surrogate_waits_for_every_members_weights(tmp_path):
+    cfg = copy.deepcopy(FINETUNED)
+    cfg["models"]["ens"] = {"ensemble": ["tiny-vit", "tiny-vit-ft"]}
+    cfg["methods"]["em"] = {"kind": "em", "rounds": 1, "surrogate_steps": 2, "pgd_steps": 1}
+    cfg["grid"]["runs"] = [{"method": "clean"}, {"method": "em", "surrogates": ["ens"]}]
+    res = snakemake(tmp_path / "wd", cfg, "-n")
+    assert res.returncode == 0, res.stderr[-2000:]
+    block = next(b for b in res.stdout.split("\n\n") if "rule protect:" in b)
+    assert "results/pretrain/clean/tiny-vit/seed0/model.safetensors" in block and "protect/em/ens/seed0" in block
+    cfg["grid"]["runs"] = [{"method": "clean"}, {"method": "mem", "surrogates": ["ens"]}]
+    res = snakemake(tmp_path / "wd", cfg, "-n")
+    assert res.returncode != 0 and "'mem' is MEM" in res.stderr, res.stderr[-1000:]
+    cfg["grid"]["runs"] = [{"method": "clean"}]
+    cfg["grid"]["victims"] = ["ens"]
+    res = snakemake(tmp_path / "wd", cfg, "-n")
+    assert res.returncode != 0 and "only a surrogate" in res.stderr, res.stderr[-1000:]
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: c["models"]["tiny-vit-ft"]["pretrained"].update(dataset="nope"), "pretrained.dataset'"),
     (lambda c: c["models"].update({"tiny-rn": {"arch": "tiny-rn"}}) or c["models"]["tiny-vit-ft"]["pretrained"]

@@ -83,6 +83,11 @@ def check_references(config: dict, source: str = "config") -> None:
             if name not in config["models"]:
                 raise ConfigError(f"{source}: key 'grid.runs.{i}.surrogates.{j}': model {name!r} is not defined "
                                   "under 'models'")
+        ensembles = [s for s in (run.get("surrogates") or grid.get("surrogates") or [])
+                     if "ensemble" in config["models"][s]]
+        if ensembles and method != "clean" and config.get("methods", {}).get(method, {}).get("kind") == "mem":
+            raise ConfigError(f"{source}: key 'grid.runs.{i}': {method!r} is MEM, whose HotFlip searches one "
+                              f"model; the ensemble {ensembles[0]!r} is for image protections (em, strong_em)")
     for i, name in enumerate(grid.get("defences") or []):
         if name != "none" and name not in config.get("defences", {}):
             raise ConfigError(f"{source}: key 'grid.defences.{i}': defence {name!r} is not defined under 'defences'")
@@ -108,6 +113,28 @@ def check_references(config: dict, source: str = "config") -> None:
             raise ConfigError(f"{source}: key 'methods.{name}': {e}") from None
 
 
+def _check_ensemble(config: dict, name: str, source: str) -> None:
+    """An ensemble's members are single models of one input resolution, and an ensemble is only a surrogate."""
+    from ..clip.models import image_resolution
+
+    m = config["models"][name]
+    extra = set(m) - {"ensemble"} - ({"pretrained"} if m.get("pretrained", "none") in (None, "", "none") else set())
+    if extra:
+        raise ConfigError(f"{source}: key 'models.{name}': an ensemble takes only `ensemble` (its members carry "
+                          f"their own weights), not {sorted(extra)}")
+    for i, member in enumerate(m["ensemble"]):
+        spec = config["models"].get(member)
+        if spec is None or "arch" not in spec:
+            raise ConfigError(f"{source}: key 'models.{name}.ensemble.{i}': {member!r} is not a single model "
+                              "defined under 'models'")
+    sizes = {image_resolution(config["models"][x]["arch"]) for x in m["ensemble"]}
+    if len(sizes) > 1:
+        raise ConfigError(f"{source}: key 'models.{name}.ensemble': members must share an input resolution "
+                          f"({sorted(sizes)} px)")
+    if name in config["grid"].get("victims", []):
+        raise ConfigError(f"{source}: key 'grid.victims': {name!r} is an ensemble, which only a surrogate can be")
+
+
 def check_models(config: dict, source: str = "config") -> None:
     """Every model's architecture exists and its `pretrained` weights file is there, before any job runs."""
     from pathlib import Path
@@ -115,6 +142,12 @@ def check_models(config: dict, source: str = "config") -> None:
     from ..clip.models import looks_like_file, pretrained_tags, suggest_models
 
     for name, m in config["models"].items():
+        if ("arch" in m) == ("ensemble" in m):
+            raise ConfigError(f"{source}: key 'models.{name}': give either arch (one model) or ensemble (a list of "
+                              "models), not both or neither")
+        if "ensemble" in m:
+            _check_ensemble(config, name, source)
+            continue
         arch, pre = m["arch"], m.get("pretrained", "none")
         if not suggest_models(arch, exact=True):
             raise ConfigError(f"{source}: key 'models.{name}.arch': unknown architecture {arch!r}; close names: "
@@ -126,8 +159,8 @@ def check_models(config: dict, source: str = "config") -> None:
             if pre["dataset"] not in config["datasets"]:
                 raise ConfigError(f"{key}.dataset': dataset {pre['dataset']!r} is not defined under 'datasets'")
             base = config["models"].get(pre["model"])
-            if base is None:
-                raise ConfigError(f"{key}.model': model {pre['model']!r} is not defined under 'models'")
+            if base is None or "arch" not in base:
+                raise ConfigError(f"{key}.model': model {pre['model']!r} is not a single model defined under 'models'")
             if base["arch"] != arch:
                 raise ConfigError(f"{key}.model': {pre['model']!r} is a {base['arch']}, not a {arch}")
             if base.get("pretrained", "none") not in (None, "", "none"):

@@ -115,7 +115,10 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
     per job, and one per evaluation (which runs inside its training job)."""
     overrides = overrides or {}
     train = TrainConfig(**config["train"])
-    arch = {name: m["arch"] for name, m in config["models"].items()}
+    arch = {name: m["arch"] for name, m in config["models"].items() if "arch" in m}
+    size = {name: len(m.get("ensemble", [name])) for name, m in config["models"].items()}
+    for name, m in config["models"].items():  # an ensemble: its first member's kind, times its members
+        arch.setdefault(name, arch[m["ensemble"][0]] if "ensemble" in m else None)
     jobs: dict[tuple, dict] = {}
     for cell in cells(config):
         pairs, test_pairs, _ = dataset_size(config, cell["dataset"], overrides)
@@ -133,8 +136,8 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
                 flips = min(m.hotflip_rounds, m.rounds) * units if m.method == "mem" else 0
                 jobs[("protect", cell["dataset"], cell["method"], sur, seed)] = {
                     "stage": "protect", "model": sur, "flip_work": m.trigger_len * m.candidates, "passes": {
-                        "train": m.rounds * m.surrogate_steps * m.batch_size,
-                        "pgd_step": m.rounds * m.pgd_steps * units, "hotflip": flips}}
+                        "train": m.rounds * m.surrogate_steps * m.batch_size * size[cell["surrogate"]],
+                        "pgd_step": m.rounds * m.pgd_steps * units * size[cell["surrogate"]], "hotflip": flips}}
             jobs[("retrain", cell["dataset"], cell["method"], cell["apply"], sur, victim, seed,
                   cell.get("defence", "none"))] = {
                 "stage": "retrain", "model": victim, "passes": {"train": train.epochs * steps}}

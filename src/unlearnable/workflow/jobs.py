@@ -224,7 +224,8 @@ def protect_job(manifest_path: str | Path, store_path: str | Path, surrogate: Mo
     from ..protect.run import protect
 
     train = _train_rows(manifest_path)
-    params = {"cell": cell, "protect": asdict(cfg), "surrogate": asdict(surrogate), "seed": seed, "device": device}
+    surrogates = [asdict(s) for s in surrogate] if isinstance(surrogate, list) else asdict(surrogate)
+    params = {"cell": cell, "protect": asdict(cfg), "surrogate": surrogates, "seed": seed, "device": device}
     with _run(tracking, f"protect/{_cell_name(cell)}", params, _tags(cell, "protect")) as run:
         # the cell names the protection in the report; the run id lets every cell using it link to it
         meta = protect(train, store_path, surrogate, cfg, seed, device, out_dir,
