@@ -112,7 +112,7 @@ def run(args) -> dict:
 
     B = min(args.batch_size, args.images)
     idx = np.arange(B)
-    passes = measure_passes(encoder, pr.trainer, torch.from_numpy(open_image_store(tmp / "images.npy")[idx]),
+    passes = measure_passes(encoder, pr.trainers[0], torch.from_numpy(open_image_store(tmp / "images.npy")[idx]),
                             caps[:B].to(dev), vocab[torch.randint(len(vocab), (B, cfg.token_num))].to(dev),
                             vocab.to(dev), cfg.candidates, reps=args.reps)
     peak, peak_source = peak_flops(dev)

@@ -138,7 +138,7 @@ def test_shuffle_pairs_each_image_with_another_images_caption_and_its_own_trigge
     train = train.assign(caption=[f"number {i} {c}" for i, c in enumerate(train["caption"])])
     cfg = ProtectConfig(**{**SMALL.__dict__, "rounds": 1, "hotflip_rounds": 0, "pgd_steps": 3})
     pr = _protector((train, store), tmp_path, cfg)
-    pr.trainer.step = lambda *a: torch.tensor(0.0)  # only the protect pass matters here
+    pr.trainers[0].step = lambda *a: torch.tensor(0.0)  # only the protect pass matters here
     k = cfg.token_num
     length = pr.captions.shape[1]  # a caption shifted right by k loses its last k tokens (and maybe EOT)
     body_of = {tuple(t[1:length - k - 1]): i for i, t in enumerate(pr.captions.tolist())}
