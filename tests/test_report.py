@@ -100,6 +100,16 @@ def test_readme_table_is_mean_and_sample_sd_over_seeds_with_chance_and_machine()
     assert lines[-1] == "Recall in %, mean ± sd over seeds 0, 1, 2; measured on Test CPU, 1 torch thread(s) per job."
 
 
+def _every_metric_from_t2i(rows: list[dict]) -> pd.DataFrame:
+    """Summary rows whose every recall (and rsum, median ranks) is their t2i R@1, with chance 0."""
+    df = pd.DataFrame(rows)
+    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r5", "t2i_r10", "rsum", "i2t_medr", "t2i_medr"):
+        df[c] = df["t2i_r1"]
+    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
+        df[f"chance_{c}"] = 0.0
+    return df
+
+
 def test_defence_table_has_a_row_per_defence_and_a_column_per_protection_for_each_victim():
     """Rows: undefended first, then defences by name; columns: clean first; retained against the clean
     baseline under the same defence and victim; a cell the grid lacks stays empty."""
@@ -116,12 +126,7 @@ def test_defence_table_has_a_row_per_defence_and_a_column_per_protection_for_eac
                              "surrogate": "none" if method == "clean" else "rn", "victim": victim,
                              "defence": defence, "seed": seed, "t2i_r1": value + jitter,
                              "method_params": json.dumps({"kind": "em"} if method == "em" else {})})
-    df = pd.DataFrame(rows)
-    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r5", "t2i_r10", "rsum", "i2t_medr", "t2i_medr"):
-        df[c] = df["t2i_r1"]
-    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
-        df[f"chance_{c}"] = 0.0
-    agg = aggregate(df)
+    agg = aggregate(_every_metric_from_t2i(rows))
     lines = defence_table(agg)
     scratch = lines[lines.index(next(x for x in lines if "victim scratch" in x)):]
     assert scratch[2] == "| defence | clean | em (rn) |"
@@ -151,12 +156,7 @@ def test_variants_table_heatmap_and_visibility_plot_put_visibility_next_to_effic
                              "surrogate": "none" if method == "clean" else "rn", "victim": "scratch",
                              "defence": defence, "seed": seed, "t2i_r1": value + seed - 1, "psnr": psnr,
                              "ssim": 0.9, "mean_shift_max": 1.5, "method_params": json.dumps(params)})
-    df = pd.DataFrame(rows)
-    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r5", "t2i_r10", "rsum", "i2t_medr", "t2i_medr"):
-        df[c] = df["t2i_r1"]
-    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "rsum"):
-        df[f"chance_{c}"] = 0.0
-    every = aggregate(df)
+    every = aggregate(_every_metric_from_t2i(rows))
     v = variants_table(every).set_index("protection")
     assert v.loc["lf8 (rn)", "settings"] == "strong_em noise_block 8" and v.loc["lf8 (rn)", "psnr"] == 30.0
     assert v.loc["lf8 (rn)", "scratch / scraper"] == "62%"  # (40 - 15) / 40
@@ -165,6 +165,7 @@ def test_variants_table_heatmap_and_visibility_plot_put_visibility_next_to_effic
     assert "| lf8 (rn) | strong_em noise_block 8 | 30.0 | 0.900 | 1.5 | 90% | 62% |" in md
     assert "62%" in variants_table_html(every)
     assert retained_heatmap(every)[:4] == b"\x89PNG" and visibility_vs_retained(every)[:4] == b"\x89PNG"
+    df = _every_metric_from_t2i(rows)
     undefended = aggregate(df[df.defence == "none"])
     assert retained_heatmap(undefended) is None and visibility_vs_retained(undefended) is None
 
