@@ -1,12 +1,13 @@
 # `make run`: install into .venv (first time only) and run the main job on the built-in dataset.
 # `make test`: install into .venv (first time only) and run the test suite.
+# `make lint`: ruff and snakemake --lint (CI runs it before the tests).
 # `make wheel-test`: build the wheel and run it from a fresh venv outside the checkout (CI runs it).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: run test wheel-test bench gpu-check clean
+.PHONY: run test lint wheel-test bench gpu-check clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -21,6 +22,10 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest
+
+lint: $(VENV)/.installed  # ruff (pyproject.toml) and Snakemake's own linter
+	$(VENV)/bin/ruff check src tests scripts bench
+	$(VENV)/bin/snakemake --lint
 
 wheel-test: $(VENV)/.installed
 	bash .ci/wheel-test
