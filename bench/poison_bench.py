@@ -68,8 +68,9 @@ def worker(args) -> dict:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     B = min(args.batch_size, args.images)
-    passes = measure_passes(encoder, pr.trainers[0], torch.from_numpy(open_image_store(tmp / "images.npy")[np.arange(B)]),
-                            caps[:B], vocab[torch.randint(len(vocab), (B, cfg.token_num))], vocab, cfg.candidates)
+    pixels = torch.from_numpy(open_image_store(tmp / "images.npy")[np.arange(B)])
+    passes = measure_passes(encoder, pr.trainers[0], pixels, caps[:B],
+                            vocab[torch.randint(len(vocab), (B, cfg.token_num))], vocab, cfg.candidates)
     t = {k: p["seconds"] for k, p in passes.items()}
     ideal = args.rounds * sum(round_floor(passes, cfg, args.images, B).values())
     sample_steps = args.rounds * (args.images * cfg.pgd_steps + cfg.surrogate_steps * B)
