@@ -129,4 +129,7 @@ def variants_table(every: pd.DataFrame, metric: str = "t2i_r1") -> pd.DataFrame:
         for r in sub.to_dict("records"):
             row[f"{r['victim']} / {r['defence']}"] = effect_label(r)
         rows.append(row)
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    cells = [c for c in out.columns if " / " in c]
+    out[cells] = out[cells].fillna("")  # a protection the grid did not cross with that victim and defence
+    return out
