@@ -88,7 +88,7 @@ def test_defended_victims_reuse_the_protection_and_fill_the_defence_table(tmp_pa
     assert res.returncode == 0, res.stderr[-3000:]
     summary = pd.read_parquet(finished / "results/summary.parquet")
     assert sorted(zip(summary["method"], summary["defence"])) == sorted(
-        (m, d) for m in ("clean", "mem") for d in ("none", "gray", "aug", "strip"))
+        (m, d) for m in ("clean", "mem") for d in ("none", "gray", "aug", "strip", "scraper"))
     gray = np.load(finished / "results/shapes/defended/gray/published/mem/both/tiny-vit/seed0/images.npy")
     assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()
     published = pd.read_csv(finished / "results/shapes/published/mem/both/tiny-vit/seed0/captions.csv")
