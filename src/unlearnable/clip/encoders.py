@@ -106,10 +106,9 @@ class Encoder:
         return tokens[:, :text_length(self.model, tokens.cpu())]
 
     def text(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.sync_free:  # never read the tokens: they are trimmed already, or cut to the bound
-            n = min(self.text_len or tokens.shape[1], tokens.shape[1])
-        else:
-            n = text_length(self.model, tokens) if _sliceable(self.model) else tokens.shape[1]
+        # sync-free: never read the tokens (they are trimmed already, or cut to the bound); else encode_text
+        # reads their length
+        n = min(self.text_len or tokens.shape[1], tokens.shape[1]) if self.sync_free else None
         with self.autocast():
             f = encode_text(self.model, tokens.to(self.device, non_blocking=True), n)
         return F.normalize(f.float(), dim=-1)

@@ -180,13 +180,14 @@ class Protector:
         """Float NCHW noise (whole units of 1/255) back to the int8 NHWC rows the noise file stores."""
         return d.round().to(torch.int8).permute(0, 2, 3, 1).cpu().numpy()
 
-    def at(self, pairs: np.ndarray) -> torch.Tensor | None:
-        return None if self.data.at is None else self.data.at[torch.as_tensor(pairs)].to(self.device)
+    def at(self, pairs: np.ndarray, device: torch.device | None = None) -> torch.Tensor | None:
+        """Where the pairs' triggers start among their tokens (None: after start-of-text), on `device`."""
+        return None if self.data.at is None else self.data.at[torch.as_tensor(pairs)].to(device or self.device)
 
     def tokens(self, pairs: np.ndarray, units: np.ndarray) -> torch.Tensor:
         """On the host: the encoder reads their length there, then moves them."""
-        at = None if self.data.at is None else self.data.at[torch.as_tensor(pairs)]
-        return insert_trigger(self.captions[torch.as_tensor(pairs)], self.triggers[torch.as_tensor(units)], at)
+        return insert_trigger(self.captions[torch.as_tensor(pairs)], self.triggers[torch.as_tensor(units)],
+                              self.at(pairs, torch.device("cpu")))
 
     # -- the loop --------------------------------------------------------------------------------------
     def run(self) -> None:

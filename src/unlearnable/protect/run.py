@@ -79,10 +79,7 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
     over them; image protections only). `extra_meta` (e.g. the MLflow run id) goes into protection.json,
     which is written once, complete."""
     cfg.validate()
-    members = list(surrogate) if isinstance(surrogate, (list, tuple)) else [surrogate]
-    if len(members) > 1 and cfg.method == "mem":
-        raise ConfigError("method: an ensemble of surrogates is for image protections (kinds em, strong_em); "
-                          "MEM's HotFlip searches one model's vocabulary")
+    members = list(surrogate) if isinstance(surrogate, (list, tuple)) else [surrogate]  # MEM: refused by Protector
     if len({image_resolution(m.name) for m in members}) > 1:
         raise ConfigError("surrogates of an ensemble must share an input resolution, not "
                           + ", ".join(f"{m.name} {image_resolution(m.name)} px" for m in members))
