@@ -1,8 +1,8 @@
 """One MEM round, phase by phase, against the floor of its passes; throughput and FLOP utilisation.
 
-The default is issue 9's setting: 80 generated photos at 224 px with one 10-15-word caption each, RN50 from
-random init, per-pair units, batch 16, one round of 4 surrogate steps, a HotFlip pass with 16 candidates,
-8 PGD steps, k = 3, 2 threads. The same command runs unchanged on a GPU (`--device cuda`).
+The default is the paper's per-pair setting at bench size: 80 generated photos at 224 px with one 10-15-word
+caption each, RN50 from random init, per-pair units, batch 16, one round of 4 surrogate steps, a HotFlip pass
+with 16 candidates, 8 PGD steps, k = 3, 2 threads. The same command runs unchanged on a GPU (`--device cuda`).
 
     python bench/mem_round.py --out bench/results/mem_round-RN50-cpu.json         # ~3 min on 2 CPU cores
     python bench/mem_round.py --model tiny-vit --images 24 --batch-size 8          # seconds (CI)

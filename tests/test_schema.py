@@ -1,4 +1,5 @@
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -76,7 +77,8 @@ def test_library_defaults_are_the_schemas():
 
 def test_readme_configuration_table_names_every_key_the_schema_accepts():
     readme = (REPO / "README.md").read_text()
-    table = readme[readme.index("## Configuration"):readme.index("## Reproducibility")]
+    start = readme.index("## Configuration")
+    table = readme[start:readme.index("\n## ", start + 1)]
     schema = yaml.safe_load(SCHEMA.read_text())
     for key in schema["properties"]:
         assert f"`{key}" in table, key
@@ -88,3 +90,17 @@ def test_readme_configuration_table_names_every_key_the_schema_accepts():
     grid_row = next(line for line in table.splitlines() if line.startswith("| `grid`"))
     for key in schema["properties"]["grid"]["properties"]:
         assert f"`{key}`" in grid_row, key
+
+
+def test_readme_is_a_guide_before_its_results_and_names_no_issue_or_commit():
+    """The README reads as a user guide: its first results table comes within 250 lines, after the metrics
+    are defined; neither it nor docs/ cites an issue number or a commit (the reader has neither)."""
+    readme = (REPO / "README.md").read_text()
+    lines = readme.splitlines()
+    first_table = next(i for i, line in enumerate(lines) if line.startswith("| method |"))
+    assert first_table < 250, first_table
+    assert readme.index("## What the numbers mean") < readme.index("| method |")
+    for doc in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]:
+        text = doc.read_text()
+        assert not re.search(r"\bissues? #?\d+|#\d{1,4}\b|\bcommit [0-9a-f]{7,40}\b|\bPR \d+", text, re.I), doc.name
+        assert not re.search(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b", text), doc.name  # a hash

@@ -84,8 +84,8 @@ class ProtectConfig:
 
 # The reference's EM baseline (poison_mm.py): 5 rounds x 50 surrogate steps, aligned captions, no trigger.
 EM = {"rounds": 5, "surrogate_steps": 50, "token_num": 0, "shuffle": False, "hotflip_rounds": 0}
-# Image noise that protects on its own (issue 10's study, README "Noise alone"): error-minimising noise with
-# no trigger, at 16/255, with twice em's rounds and PGD steps. (Optimising it through a scraper's defences,
+# Image noise that protects on its own (the noise-only study, docs/results.md "Noise alone"): error-minimising
+# noise with no trigger, at 16/255, with twice em's rounds and PGD steps. (Optimising it through a scraper's defences,
 # `eot`, cost it undefended efficacy on shapes: it is an option, not a default.)
 KIND_DEFAULTS = {"em": EM, "strong_em": {**EM, "eps": 16, "rounds": 10, "pgd_steps": 16}}
 
