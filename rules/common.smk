@@ -14,9 +14,11 @@ put_library_on_job_path(_SRC)
 
 from unlearnable import ConfigError, UnlearnableError
 from unlearnable.workflow.configschema import check_folders, check_references, validate_config
-from unlearnable.workflow.grid import (cells as grid_cells, defence, defended_clean_dir, defended_files,
-                                       defended_published_dir, expand_trigger_lengths, protection_dirs, published_dir,
-                                       published_dirs, run_dir)
+from unlearnable.workflow.grid import (WILDCARDS, artifacts_dir, cells as grid_cells, checkpoint_path, defence,
+                                       defended_clean_dir, defended_files, defended_published_dir,
+                                       expand_trigger_lengths, manifest_path, protection_cell, protection_dir,
+                                       protection_dirs, published_dir, published_dirs, quality_path, report_path,
+                                       run_dir, run_files, store_path, summary_path, tracking_path, training_cell)
 from unlearnable.clip.models import image_resolution
 
 try:
@@ -33,6 +35,19 @@ GRID = config["grid"]
 GENERATED_DATASETS = [d for d, c in config["datasets"].items() if c["source"]["kind"] in ("shapes", "standin")]
 KAGGLE_DATASETS = [d for d, c in config["datasets"].items() if c["source"]["kind"] == "kaggle"]
 SPLIT_LISTS = Path(workflow.basedir).parent / "config" / "splits"
+
+# Output patterns, from the one owner of the results layout (unlearnable.workflow.grid).
+MANIFEST = manifest_path(RESULTS, "{dataset}")
+STORE = store_path(RESULTS, "{dataset}", "{res}")
+TRACKING = tracking_path(RESULTS)
+PROTECTION = protection_dir(RESULTS, WILDCARDS)
+PUBLISHED = published_dir(RESULTS, WILDCARDS)
+DEFENDED_PUBLISHED = defended_published_dir(RESULTS, WILDCARDS)
+DEFENDED_CLEAN = defended_clean_dir(RESULTS, WILDCARDS, "{res}")
+CLEAN_RUN = run_dir(RESULTS, {**WILDCARDS, "method": "clean", "defence": "none"})
+RETRAIN_RUN = run_dir(RESULTS, {**WILDCARDS, "defence": "none"})
+DEFENDED_CLEAN_RUN = run_dir(RESULTS, {**WILDCARDS, "method": "clean"})
+DEFENDED_RETRAIN_RUN = run_dir(RESULTS, WILDCARDS)
 
 
 def _alternatives(names):
@@ -87,9 +102,7 @@ def workflow_checkpoint(model):
     if "ensemble" in config["models"][model]:
         return [c for m in members(model) for c in [workflow_checkpoint(m)] if c] or None
     pre = config["models"][model].get("pretrained", "none")
-    if isinstance(pre, dict):
-        return f"{RESULTS}/{pre['dataset']}/clean/{pre['model']}/seed{pre.get('seed', 0)}/model.safetensors"
-    return None
+    return checkpoint_path(RESULTS, pre) if isinstance(pre, dict) else None
 
 
 def model_spec(model):
@@ -110,8 +123,9 @@ def model_res(model):
     return image_resolution(config["models"][members(model)[0]]["arch"])
 
 
-def store_path(dataset, model):
-    return f"{RESULTS}/{dataset}/data/images_{model_res(model)}px.npy"
+def model_store(dataset, model):
+    """The image store a model reads: the dataset at the model's input resolution."""
+    return store_path(RESULTS, dataset, model_res(model))
 
 
 def gpu_count(wildcards=None):
@@ -135,8 +149,7 @@ def train_threads():
 
 def clean_test(w):
     """What a training job evaluates its model on: the clean test split at the victim's resolution."""
-    return {"test_manifest": f"{RESULTS}/{w.dataset}/data/manifest.parquet",
-            "test_store": store_path(w.dataset, w.victim)}
+    return {"test_manifest": manifest_path(RESULTS, w.dataset), "test_store": model_store(w.dataset, w.victim)}
 
 
 EVAL = {"batch_size": config["eval"]["batch_size"], "workers": config["eval"]["workers"]}
@@ -145,6 +158,11 @@ EVAL = {"batch_size": config["eval"]["batch_size"], "workers": config["eval"]["w
 def run_dirs():
     """Every evaluated model of the grid, as its results folder."""
     return [run_dir(RESULTS, c) for c in grid_cells(config)]
+
+
+def run_file(key):
+    """One file of every evaluated model's run folder (`metrics_row`, `record`, ...)."""
+    return [run_files(r)[key] for r in run_dirs()]
 
 
 def gallery_entries(wildcards=None):
@@ -159,8 +177,8 @@ def gallery_entries(wildcards=None):
             if key not in chosen or c["apply"] == "both":
                 chosen[key] = c
     return [{"path": published_dir(RESULTS, c) if c["defence"] == "none" else defended_published_dir(RESULTS, c),
-             "manifest": f"{RESULTS}/{c['dataset']}/data/manifest.parquet",
-             "store": store_path(c["dataset"], c["surrogate"]),
+             "manifest": manifest_path(RESULTS, c["dataset"]),
+             "store": model_store(c["dataset"], c["surrogate"]),
              "title": f"{c['dataset']}: {c['method']}" + (f" [{c['apply']}]" if c["apply"] != "both" else "")
              + f", surrogate {c['surrogate']}, seed {c['seed']}"
              + (f", defended by {c['defence']}" if c["defence"] != "none" else "")} for c in chosen.values()]
@@ -174,29 +192,35 @@ def wildcard_cell(w, **extra):
     return {**cell, **extra}
 
 
-def defended_clean_data(w):
-    """What a clean victim trains on under a defence: the defended copy, or (augmentation alone) the clean data."""
-    if defended_files(config, w.defence):
-        folder = defended_clean_dir(RESULTS, wildcard_cell(w), model_res(w.victim))
-        return {"manifest": f"{folder}/manifest.parquet", "store": f"{folder}/images.npy", "folder": folder}
-    return {"manifest": f"{RESULTS}/{w.dataset}/data/manifest.parquet", "store": store_path(w.dataset, w.victim)}
-
-
-def defended_published_data(w):
-    """What a protected cell's victim trains on under a defence: the defended copy of the published folder, or
-    (augmentation alone) the published folder itself."""
+def training_data(w):
+    """What a training job's victim trains on: the clean train split, or the published folder of its
+    protection; under a defence that changes files, the defended copy of either (augmentation alone changes
+    none: the undefended data)."""
     cell = wildcard_cell(w)
-    folder = defended_published_dir(RESULTS, cell) if defended_files(config, w.defence) else published_dir(RESULTS, cell)
+    changed = defended_files(config, cell.get("defence", "none"))
+    if cell.get("method", "clean") == "clean":
+        if not changed:
+            return {"manifest": manifest_path(RESULTS, w.dataset), "store": model_store(w.dataset, w.victim)}
+        folder = defended_clean_dir(RESULTS, cell, model_res(w.victim))
+    else:
+        folder = defended_published_dir(RESULTS, cell) if changed else published_dir(RESULTS, cell)
     return {"manifest": f"{folder}/manifest.parquet", "store": f"{folder}/images.npy", "folder": folder}
 
 
-def data_inputs(data):
-    """The files a training job waits for: the defended folder, or the undefended manifest and store."""
-    return [data["folder"]] if "folder" in data else [data["manifest"], data["store"]]
+def training_inputs(w):
+    """The folder a training job trains on (none for the clean train split: it is the job's test input too)."""
+    data = training_data(w)
+    return [data["folder"]] if "folder" in data else []
+
+
+def training_settings(w):
+    """A victim's training settings; under a defence that augments, with its crop scale."""
+    extra = {"augment_scale_min": defence(config, w.defence).augment_scale_min} if "defence" in w.keys() else {}
+    return victim_train(w.victim, **extra)
 
 
 def all_outputs():
-    return [f"{RESULTS}/summary.parquet", f"{RESULTS}/report/index.html"]
+    return [summary_path(RESULTS), report_path(RESULTS)]
 
 
 _RESULTS_LOCK = []

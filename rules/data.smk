@@ -46,8 +46,8 @@ rule manifest:
         root=dataset_root,
         split_lists=split_lists,
     output:
-        manifest=f"{RESULTS}/{{dataset}}/data/manifest.parquet",
-        quality=report(f"{RESULTS}/{{dataset}}/data/quality.json", category="Data", labels={"dataset": "{dataset}"}),
+        manifest=MANIFEST,
+        quality=report(quality_path(RESULTS, "{dataset}"), category="Data", labels={"dataset": "{dataset}"}),
     params:
         dataset=lambda w: config["datasets"][w.dataset],
         layout=layout_params,
@@ -65,8 +65,8 @@ rule image_store:
         manifest=rules.manifest.output.manifest,
         root=dataset_root,
     output:
-        store=f"{RESULTS}/{{dataset}}/data/images_{{res}}px.npy",
-        meta=f"{RESULTS}/{{dataset}}/data/images_{{res}}px.json",
+        store=STORE,
+        meta=STORE.removesuffix(".npy") + ".json",
     log:
         f"{RESULTS}/logs/{{dataset}}/image_store_{{res}}px.log",
     threads: 2

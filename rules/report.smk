@@ -3,9 +3,9 @@
 
 rule summary:
     input:
-        [f"{r}/metrics.parquet" for r in run_dirs()],
+        run_file("metrics_row"),
     output:
-        f"{RESULTS}/summary.parquet",
+        summary_path(RESULTS),
     log:
         f"{RESULTS}/logs/summary.log",
     conda:
@@ -16,23 +16,23 @@ rule summary:
 
 rule report:
     input:
-        summary=f"{RESULTS}/summary.parquet",
-        records=[f"{r}/train.json" for r in run_dirs()],
+        summary=summary_path(RESULTS),
+        records=run_file("record"),
         protections=protection_dirs(RESULTS, config),
         published=published_dirs(RESULTS, config),
     output:
-        html=report(f"{RESULTS}/report/index.html", category="Results", caption="../report/results.rst"),
-        recall=report(f"{RESULTS}/report/recall.png", category="Results", caption="../report/recall.rst"),
-        curves=report(f"{RESULTS}/report/training_curves.png", category="Training", caption="../report/curves.rst"),
-        transfer=report(f"{RESULTS}/report/transfer_matrix.png", category="Results",
+        html=report(report_path(RESULTS, "index.html"), category="Results", caption="../report/results.rst"),
+        recall=report(report_path(RESULTS, "recall.png"), category="Results", caption="../report/recall.rst"),
+        curves=report(report_path(RESULTS, "training_curves.png"), category="Training", caption="../report/curves.rst"),
+        transfer=report(report_path(RESULTS, "transfer_matrix.png"), category="Results",
                         caption="../report/transfer.rst"),
-        trigger_lengths=report(f"{RESULTS}/report/trigger_lengths.png", category="Results",
+        trigger_lengths=report(report_path(RESULTS, "trigger_lengths.png"), category="Results",
                                caption="../report/trigger_lengths.rst"),
-        heatmap=report(f"{RESULTS}/report/retained_heatmap.png", category="Defences",
+        heatmap=report(report_path(RESULTS, "retained_heatmap.png"), category="Defences",
                        caption="../report/retained_heatmap.rst"),
-        visibility=report(f"{RESULTS}/report/visibility_scraper.png", category="Defences",
+        visibility=report(report_path(RESULTS, "visibility_scraper.png"), category="Defences",
                           caption="../report/visibility.rst"),
-        table=report(f"{RESULTS}/report/results.csv", category="Results", caption="../report/results.rst"),
+        table=report(report_path(RESULTS, "results.csv"), category="Results", caption="../report/results.rst"),
     params:
         config=config,
         gallery=gallery_entries,

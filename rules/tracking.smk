@@ -5,10 +5,10 @@
 
 rule tracking_store:
     output:
-        f"{RESULTS}/tracking.json",
+        TRACKING,
     params:
         uri=config["mlflow"]["tracking_uri"],
-        artifacts=f"{RESULTS}/mlartifacts",
+        artifacts=artifacts_dir(RESULTS),
     log:
         f"{RESULTS}/logs/tracking_store.log",
     conda:

@@ -1,26 +1,24 @@
-# The clean baseline: a CLIP trained from scratch on the dataset's train split. The retrain on a published
-# folder is in protect.smk; both run scripts/train.py, told by params what to train on, and end by evaluating
-# the model on the clean test split (metrics.json, metrics.parquet).
+# Training and evaluating a victim. One rule, `train_clean`, declares how: what it trains on (the clean train
+# split, a published folder, or a defended copy of either, all chosen by `training_data` from the wildcards),
+# its settings, resources and script; the other three training rules are it with their own output folder.
+# Every job ends by evaluating its model on the clean test split (metrics.json, metrics.parquet).
 
 
 rule train_clean:
     input:
-        unpack(clean_test),  # the clean victim trains on the same manifest and store it is tested on
-        tracking=f"{RESULTS}/tracking.json",
+        unpack(clean_test),  # every victim is tested on the clean test split at its resolution
+        data=training_inputs,
+        tracking=TRACKING,
         pretrained=lambda w: workflow_checkpoint(w.victim) or [],
     output:
-        model=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/model.safetensors",
-        record=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/train.json",
-        metrics=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/metrics.json",
-        metrics_row=f"{RESULTS}/{{dataset}}/clean/{{victim}}/seed{{seed}}/metrics.parquet",
+        **run_files(CLEAN_RUN),
     params:
-        data=lambda w, input: {"manifest": input.test_manifest, "store": input.test_store},
+        data=training_data,
         model=lambda w: model_spec(w.victim),
-        train=lambda w: victim_train(w.victim),
+        train=training_settings,
         device=config["device"],
         eval=EVAL,
-        cell=lambda w: {"dataset": w.dataset, "method": "clean", "apply": "none", "surrogate": "none",
-                        "victim": w.victim, "seed": int(w.seed)},
+        cell=lambda w: training_cell(config, dict(w.items())),
     log:
         f"{RESULTS}/logs/{{dataset}}/clean/{{victim}}/seed{{seed}}/train.log",
     threads: train_threads()

@@ -16,12 +16,14 @@ WORKERS = yaml.safe_load((REPO / "config/grids/paper.yaml").read_text())["train"
 
 def model_rules() -> set[str]:
     """Rules whose script builds a model, read from the rule files and their scripts (not from a list)."""
-    found = set()
-    for smk in (REPO / "rules").glob("*.smk"):
-        for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", smk.read_text(), re.M):
-            script = re.search(r'script:\s*\n\s*"\.\./(scripts/[\w.]+)"', body)
-            if script and any(f in (REPO / script.group(1)).read_text() for f in MODEL_JOBS):
-                found.add(name)
+    found, text = set(), "".join(smk.read_text() for smk in sorted((REPO / "rules").glob("*.smk")))
+    for name, body in re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n|\n)*)", text, re.M):
+        script = re.search(r'script:\s*\n\s*"\.\./(scripts/[\w.]+)"', body)
+        if script and any(f in (REPO / script.group(1)).read_text() for f in MODEL_JOBS):
+            found.add(name)
+    for parent, name in re.findall(r"^use rule (\w+) as (\w+)", text, re.M):  # it runs its parent's script
+        if parent in found:
+            found.add(name)
     return found
 
 

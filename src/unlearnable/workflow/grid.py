@@ -77,6 +77,77 @@ def defended_files(config: dict, name: str) -> bool:
     return defence(config, name).changes_files
 
 
+# The results layout. Every path a rule writes is composed here, once: the rules call these functions with
+# WILDCARDS for their output patterns, the input functions, summary and report with real cells.
+WILDCARDS = {k: "{" + k + "}" for k in ("dataset", "method", "apply", "surrogate", "victim", "seed", "defence")}
+RUN_FILES = {"model": "model.safetensors", "record": "train.json", "metrics": "metrics.json",
+             "metrics_row": "metrics.parquet"}
+
+
+def run_files(run: str) -> dict[str, str]:
+    """The files a training job writes into its run folder: its model, record and metrics."""
+    return {key: f"{run}/{name}" for key, name in RUN_FILES.items()}
+
+
+def tracking_path(results: str) -> str:
+    return f"{results}/tracking.json"
+
+
+def artifacts_dir(results: str) -> str:
+    """MLflow's artifact store beside the grid's tracking database."""
+    return f"{results}/mlartifacts"
+
+
+def summary_path(results: str) -> str:
+    return f"{results}/summary.parquet"
+
+
+def report_path(results: str, name: str = "index.html") -> str:
+    return f"{results}/report/{name}"
+
+
+def data_dir(results: str, dataset: str) -> str:
+    return f"{results}/{dataset}/data"
+
+
+def manifest_path(results: str, dataset: str) -> str:
+    return f"{data_dir(results, dataset)}/manifest.parquet"
+
+
+def quality_path(results: str, dataset: str) -> str:
+    return f"{data_dir(results, dataset)}/quality.json"
+
+
+def store_path(results: str, dataset: str, res) -> str:
+    """A dataset's images decoded once at `res` pixels (uint8 NHWC); its `.json` beside it."""
+    return f"{data_dir(results, dataset)}/images_{res}px.npy"
+
+
+def checkpoint_path(results: str, pretrained: dict) -> str:
+    """The clean CLIP a `pretrained: {dataset, model, seed}` entry names."""
+    cell = {"dataset": pretrained["dataset"], "method": "clean", "victim": pretrained["model"],
+            "seed": pretrained.get("seed", 0)}
+    return run_files(run_dir(results, cell))["model"]
+
+
+def training_cell(config: dict, wildcards: dict) -> dict:
+    """A training job's cell from its wildcards: what tracking tags and the summary row key on."""
+    w = wildcards
+    cell = {"dataset": w["dataset"], "method": w.get("method", "clean"), "apply": w.get("apply", "none"),
+            "surrogate": w.get("surrogate", "none"), "victim": w["victim"], "seed": int(w["seed"])}
+    if "method" in w:
+        cell["method_params"] = config["methods"][w["method"]]
+    if "defence" in w:
+        cell["defence"] = w["defence"]
+    return cell
+
+
+def protection_cell(config: dict, wildcards: dict) -> dict:
+    """A protection's or published folder's cell from its job's wildcards."""
+    cell = {k: wildcards[k] for k in ("dataset", "method", "apply", "surrogate") if k in wildcards}
+    return {**cell, "seed": int(wildcards["seed"]), "method_params": config["methods"][wildcards["method"]]}
+
+
 def defended(results: str, cell: dict) -> str:
     """`results/<dataset>`, or `results/<dataset>/defended/<defence>` under a defence."""
     base = f"{results}/{cell['dataset']}"
