@@ -69,9 +69,9 @@ def main() -> None:
     caps = tokenize(tok, [f"a photo of thing number {i} on a table" for i in range(args.batch)])
     vocab = trigger_vocabulary(tok)
     x = torch.randint(0, 256, (args.batch, 3, res, res), generator=torch.Generator().manual_seed(1)).float().to(dev)
-    out: dict = {"versions": versions(dev, amp=True), "model": args.model, "batch": args.batch}
+    out: dict = {"versions": versions(dev, "bf16"), "model": args.model, "batch": args.batch}
 
-    enc = Encoder(model, dev, amp=True)
+    enc = Encoder(model, dev, "bf16")
     enc.bound_text_length(caps, 3)
     scale = torch.tensor(30.0, device=dev)
     for p in model.parameters():
@@ -89,12 +89,12 @@ def main() -> None:
 
     # bf16 vs fp32: PGD's step direction
     signs = {}
-    for amp in (True, False):
-        e = Encoder(model, dev, amp=amp)
+    for precision in ("bf16", "fp32"):
+        e = Encoder(model, dev, precision)
         xa = x.clone().requires_grad_(True)
         loss = (e.image(xa) * txt).sum()
-        signs[amp], = torch.autograd.grad(loss, xa)
-    out["pgd_sign_agreement_bf16_vs_fp32"] = float((signs[True].sign() == signs[False].sign()).float().mean())
+        signs[precision], = torch.autograd.grad(loss, xa)
+    out["pgd_sign_agreement_bf16_vs_fp32"] = float((signs["bf16"].sign() == signs["fp32"].sign()).float().mean())
 
     for p in model.parameters():
         p.requires_grad_(True)

@@ -13,6 +13,7 @@ rule protect:
         method=lambda w: config["methods"][w.method],
         model=lambda w: model_spec(w.surrogate),
         device=config["device"],
+        precision=config["precision"],
         cell=lambda w: protection_cell(config, dict(w.items())),
     log:
         f"{RESULTS}/logs/{{dataset}}/protect/{{method}}/{{surrogate}}/seed{{seed}}.log",

@@ -17,6 +17,7 @@ rule train_clean:
         model=lambda w: model_spec(w.victim),
         train=training_settings,
         device=config["device"],
+        precision=config["precision"],
         eval=EVAL,
         cell=lambda w: training_cell(config, dict(w.items())),
     log:

@@ -12,4 +12,4 @@ surrogate = [ModelSpec(x["arch"], x["pretrained"]) for x in m["ensemble"]] if "e
 run_job(smk.log[0], smk.threads, lambda: protect_job(
     smk.input.manifest, smk.input.store, surrogate, method_config(smk.params.method),
     int(smk.wildcards.seed), smk.params.device, smk.output[0], dict(smk.params.cell),
-    job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])), where=smk.output[0])
+    job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"]), smk.params.precision), where=smk.output[0])

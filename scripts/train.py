@@ -13,12 +13,13 @@ tracking = job_tracking(smk.input.tracking, smk.config["mlflow"]["experiment"])
 
 
 def train_and_evaluate():
-    train_job(smk.params.data["manifest"], smk.params.data["store"], ModelSpec(m["arch"], m["pretrained"]),
-              TrainConfig(**smk.params.train), int(smk.wildcards.seed), smk.params.device, smk.output.model,
-              smk.output.record, dict(smk.params.cell), tracking)
+    cfg = TrainConfig(**smk.params.train, precision=smk.params.precision)
+    train_job(smk.params.data["manifest"], smk.params.data["store"], ModelSpec(m["arch"], m["pretrained"]), cfg,
+              int(smk.wildcards.seed), smk.params.device, smk.output.model, smk.output.record, dict(smk.params.cell),
+              tracking)
     evaluate_job(smk.output.model, smk.output.record, smk.input.test_manifest, smk.input.test_store,
                  smk.params.device, smk.output.metrics, smk.output.metrics_row, tracking, smk.params.eval["batch_size"],
-                 smk.params.eval["workers"])
+                 smk.params.eval["workers"], smk.params.precision)
 
 
 run_job(smk.log[0], smk.threads, train_and_evaluate, where=smk.output[0])

@@ -70,3 +70,29 @@ def test_workers_gather_the_same_batches_in_the_same_order(shapes_store):
         assert torch.equal(xa, xb) and torch.equal(ta, tb)
         assert torch.equal(ta.view(-1), torch.as_tensor(idx))
         assert np.array_equal(xa.numpy(), np.load(store, mmap_mode="r")[df["image_index"].to_numpy()[idx]])
+
+
+@pytest.mark.parametrize("precision, dtype", [("auto", torch.float32), ("fp32", torch.float32),
+                                              ("bf16", torch.bfloat16)])
+def test_precision_bf16_runs_autocast_on_the_cpu(precision, dtype):
+    """`precision: bf16` is the CPU switch that runs the GPU's numerics: the towers' matmuls run in bf16 (seen
+    inside them), features come back fp32, and a training step's gradients reach the weights; `auto` keeps
+    the CPU in fp32."""
+    from unlearnable.clip.train import ContrastiveTrainer, make_optimizer
+
+    torch.manual_seed(0)
+    model = create_model(ModelSpec("tiny-rn"))
+    enc = Encoder(model, torch.device("cpu"), precision)
+    seen = []
+    hooks = [m.register_forward_hook(lambda _m, _a, out: seen.append(out.dtype))
+             for m in (model.visual.conv1, model.transformer.resblocks[0].mlp.c_fc)]
+    tokens = tokenize(tokenizer("tiny-rn"), CAPTIONS)
+    images = torch.randint(0, 256, (len(CAPTIONS), 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        assert enc.image(images).dtype == enc.text(tokens).dtype == torch.float32
+    assert seen == [dtype, dtype]
+    trainer = ContrastiveTrainer(enc, make_optimizer(model, 1e-3, 0.2))
+    trainer.step(images, enc.trim(tokens))
+    for h in hooks:
+        h.remove()
+    assert set(seen[2:]) == {dtype} and model.visual.conv1.weight.grad.abs().sum() > 0

@@ -186,15 +186,16 @@ def test_results_name_the_gpu_cudnn_and_precision_they_ran_with(monkeypatch):
     from unlearnable import provenance
     from unlearnable.workflow.jobs import summary_row
 
-    cpu = provenance.versions(torch.device("cpu"), amp=True)
+    cpu = provenance.versions(torch.device("cpu"))
     assert (cpu["device"], cpu["gpu"], cpu["cudnn"], cpu["precision"]) == ("cpu", "none", "none", "fp32")
+    assert provenance.versions(torch.device("cpu"), "bf16")["precision"] == "bf16"  # the CPU-bf16 switch
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"NVIDIA H200 #{i}")
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: (9, 0))
     monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91002)
-    gpu = provenance.device_record(torch.device("cuda"), amp=True)
+    gpu = provenance.device_record(torch.device("cuda"))
     assert gpu == {"device": "cuda", "gpu": "NVIDIA H200 #1 (sm_90)", "cudnn": "91002", "precision": "bf16"}
-    assert provenance.device_record(torch.device("cuda:0"), amp=False)["precision"] == "fp32"
+    assert provenance.device_record(torch.device("cuda:0"), "fp32")["precision"] == "fp32"
     row = summary_row({"cell": {"dataset": "d", "method": "clean"}, "seed": 0, "metrics": {"t2i_r1": 1.0},
                        "versions": {"cpu": "x", "torch_threads": "1", **gpu}})
     assert (row["gpu"], row["precision"], row["cudnn"], row["device"]) == ("NVIDIA H200 #1 (sm_90)", "bf16",

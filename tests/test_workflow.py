@@ -27,6 +27,7 @@ def test_end_to_end_outputs(finished):
         assert col in summary.columns, col
     row = summary[summary["method"] == "clean"].iloc[0]
     assert row["chance_t2i_r1"] == pytest.approx(100 / 30)
+    assert set(summary["precision"]) == {"fp32"}  # the default on the CPU; `precision: bf16` switches it
     metrics = json.loads((finished / "results/shapes/clean/tiny-vit/seed0/metrics.json").read_text())
     assert metrics["seed"] == 0 and "torch" in metrics["versions"] and metrics["train_config"]["epochs"] == 2
     html = (finished / "results" / "report" / "index.html").read_text()
@@ -231,3 +232,17 @@ def test_shipped_grid_configs_plan(grid, tmp_path):
     assert all(f.endswith("/metrics.parquet") for f in evaluated)
     if grid in models:
         assert len(evaluated) == models[grid], grid
+
+
+def test_cpu_bf16_switch_runs_the_grid_under_autocast_and_records_it(tmp_path):
+    """`precision: bf16` runs protection, training and evaluation under bf16 autocast on the CPU (the GPU's
+    numerics, in CI); every record and summary row says bf16, where the default run says fp32."""
+    cfg = {**TINY, "precision": "bf16", "train": {"epochs": 1, "batch_size": 32}}
+    res = snakemake(tmp_path, cfg)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = tmp_path / "results"
+    summary = pd.read_parquet(results / "summary.parquet")
+    assert set(summary["precision"]) == {"bf16"} and len(summary) == 2
+    protection = json.loads((results / "shapes/protect/mem/tiny-vit/seed0/protection.json").read_text())
+    assert protection["versions"]["precision"] == "bf16"
+    assert json.loads((results / "shapes/clean/tiny-vit/seed0/train.json").read_text())["train"]["precision"] == "bf16"

@@ -102,7 +102,8 @@ def _protect(args) -> None:
         raise DataError(f"{args.dataset}: dataset folder not found")
     request = {"dataset": str(real(args.dataset)), "layout": _layout(args).__dict__, "model": spec.__dict__,
                "on_bad_sample": args.on_bad_sample, "protect": cfg.__dict__, "seed": args.seed,
-               "max_images": args.max_images, "size": args.size, "jpeg_quality": args.jpeg_quality}
+               "max_images": args.max_images, "size": args.size, "jpeg_quality": args.jpeg_quality,
+               "precision": args.precision}
     folder = OutputFolder(args.out, {"dataset": args.dataset}, request, args.overwrite)  # refuses before any work
     rows, quality = read_dataset(args.dataset, _layout(args), args.on_bad_sample)
     rows = _selected(rows, args.max_images, args.seed)
@@ -117,7 +118,7 @@ def _protect(args) -> None:
             run_lean(build_image_store, train, args.dataset, store, image_resolution(args.model))
         if not (private / "protection.json").is_file():  # a killed run resumes from its last committed round
             run.protect(train, store, spec, cfg, args.seed, args.device, private, workdir=work / "protection",
-                        progress=progress)
+                        progress=progress, precision=args.precision)
         if not (private / "KEEP-PRIVATE.txt").is_file():
             (private / "KEEP-PRIVATE.txt").write_text(PRIVATE_NOTE)
         if not (published / "export.json").is_file():  # a failed publish re-runs alone, never the protection
@@ -142,7 +143,7 @@ def _verify(args) -> None:
     from .verify import format_drop, verify
 
     defence = Defence.parse(args.defence) if args.defence else None  # checked before any training
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=args.precision)
     result = verify(args.clean, args.published, ModelSpec(args.model), cfg, args.test, args.seed, args.device,
                     _layout(args), args.max_images, defence)
     print(format_drop(result))
@@ -182,6 +183,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", default="tiny-vit", help="surrogate open_clip architecture (default tiny-vit)")
     pr.add_argument("--pretrained", default="none", help="surrogate weights: none, an open_clip tag or a file")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    pr.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                    help="auto: bf16 autocast on CUDA, fp32 on the CPU")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--max-images", type=_positive, default=None,
                     help="protect a seeded random subset of this many images (default: all)")
@@ -220,6 +223,8 @@ def parser() -> argparse.ArgumentParser:
     ve.add_argument("--max-images", type=_positive, default=None, help="cap on the training images")
     ve.add_argument("--seed", type=int, default=0)
     ve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    ve.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                    help="auto: bf16 autocast on CUDA, fp32 on the CPU")
     ve.add_argument("--threads", type=_positive, default=None)
     ve.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     ve.add_argument("--defence", default=None, metavar="KIND[:PARAM=VALUE,...][+...]",

@@ -25,10 +25,23 @@ def seed_everything(seed: int) -> torch.Generator:
     return g
 
 
-def versions(device: torch.device | None = None, amp: bool | None = None) -> dict[str, str]:
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def uses_bf16(precision: str, device: torch.device | str) -> bool:
+    """Whether forward passes run under bf16 autocast. `auto`: on CUDA only (the default); `bf16`: on any
+    device, the CPU included, so a CPU runs the GPU's numerics (CI, the bf16-vs-fp32 study); `fp32`: never."""
+    if precision not in PRECISIONS:
+        from . import ConfigError
+
+        raise ConfigError(f"config key 'precision': {precision!r} is not one of {', '.join(PRECISIONS)}")
+    return precision == "bf16" or (precision == "auto" and torch.device(device).type == "cuda")
+
+
+def versions(device: torch.device | None = None, precision: str = "auto") -> dict[str, str]:
     """Package versions and the machine. `device`: where the job ran (its GPU's name and cuDNN's version are
-    recorded, since GPU results differ by GPU kind); `amp`: whether bf16 autocast was asked for (it only
-    takes effect on CUDA), recorded as the precision that ran."""
+    recorded, since GPU results differ by GPU kind); `precision`: the setting, recorded as the precision that
+    ran (bf16 or fp32)."""
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for pkg in _PACKAGES:
         try:
@@ -39,19 +52,19 @@ def versions(device: torch.device | None = None, amp: bool | None = None) -> dic
     out["cpu"] = cpu_model()
     out["torch_threads"] = str(torch.get_num_threads())
     if device is not None:
-        out.update(device_record(device, amp))
+        out.update(device_record(device, precision))
     commit = _git_commit()
     if commit:
         out["git_commit"] = commit
     return out
 
 
-def device_record(device: torch.device, amp: bool | None = None) -> dict[str, str]:
+def device_record(device: torch.device, precision: str = "auto") -> dict[str, str]:
     """The device a job ran on: type, GPU name and compute capability, cuDNN version, and the precision of its
-    forward passes (bf16 where autocast ran, i.e. asked for and on CUDA; else fp32)."""
+    forward passes (bf16 where autocast ran, else fp32)."""
     device = torch.device(device)
     out = {"device": device.type, "gpu": "none", "cudnn": "none",
-           "precision": "bf16" if amp and device.type == "cuda" else "fp32"}
+           "precision": "bf16" if uses_bf16(precision, device) else "fp32"}
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         major, minor = torch.cuda.get_device_capability(index)

@@ -80,7 +80,7 @@ def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec
     log.info("victim trained on the %s folder: %d images, %d captions", name, table["image_id"].nunique(), len(table))
     train_clip(model, data, cfg, device, generator)
     test_table, test_store, test_tokens = test
-    return evaluate_retrieval(model, test_store, test_table, test_tokens, device)
+    return evaluate_retrieval(model, test_store, test_table, test_tokens, device, precision=cfg.precision)
 
 
 def published_layout(published_root: Path) -> tuple[LayoutConfig, dict]:

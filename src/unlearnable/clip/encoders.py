@@ -14,7 +14,8 @@ stall the host on every text encode: callers cut host tokens to their length bef
 a host operation), and tokens built on the device are cut to a bound set once (`text_len`: the protection
 engine's longest caption plus its trigger). On the CPU, L is read per batch, for free.
 
-On CUDA the forwards run under bf16 autocast (no loss scaling needed); features come back in fp32.
+On CUDA the forwards run under bf16 autocast (no loss scaling needed), and anywhere with `precision: bf16`
+(the CPU then runs the GPU's numerics); features come back in fp32.
 Convolutional image towers run channels-last (the model is moved and converted once, by its Encoder).
 """
 from __future__ import annotations
@@ -24,6 +25,7 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from ..provenance import uses_bf16
 from .models import normalisation
 
 
@@ -65,23 +67,23 @@ def encode_text(model, tokens: torch.Tensor, n: int | None = None) -> torch.Tens
 class Encoder:
     """A model with its preprocessing, its device and its precision; it places the model on the device."""
 
-    def __init__(self, model, device: torch.device, amp: bool = True, sync_free: bool | None = None):
-        """`sync_free`: never read a device tensor on the host inside a forward (default: on CUDA; tests set
-        it on the CPU to run the GPU's logic)."""
+    def __init__(self, model, device: torch.device, precision: str = "auto", sync_free: bool | None = None):
+        """`precision`: see `provenance.uses_bf16`. `sync_free`: never read a device tensor on the host inside a
+        forward (default: on CUDA; tests set it on the CPU to run the GPU's logic)."""
         self.model, self.device = model, torch.device(device)
         self.sync_free = self.device.type == "cuda" if sync_free is None else sync_free
         self.text_len: int | None = None  # a bound on every text's length, for tokens already on the device
         mean, std = normalisation(model)
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255
-        self.amp = amp and self.device.type == "cuda"
+        self.amp = uses_bf16(precision, self.device)
         # conv towers (not a ViT's patchify conv) run faster channels-last: about 10% for RN50 on this CPU
         conv = any(isinstance(m, torch.nn.Conv2d) and m.kernel_size != m.stride for m in model.visual.modules())
         self.memory_format = torch.channels_last if conv else torch.contiguous_format
         model.to(self.device).to(memory_format=self.memory_format)
 
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if self.amp else contextlib.nullcontext()
 
     def pixels(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 NHWC -> float NCHW in 0..255 on the device (float NCHW input is moved as it is)."""

@@ -25,10 +25,10 @@ def encode_texts(encoder: Encoder, tokens: torch.Tensor, batch_size: int = 1024)
 
 
 def evaluate_retrieval(model, images, split_rows: pd.DataFrame, tokens: torch.Tensor, device,
-                       batch_size: int = 256, workers: int = 0) -> dict[str, float]:
+                       batch_size: int = 256, workers: int = 0, precision: str = "auto") -> dict[str, float]:
     """`split_rows`: manifest rows of the evaluation split, aligned with `tokens`."""
     model.eval()
-    encoder = Encoder(model, torch.device(device))
+    encoder = Encoder(model, torch.device(device), precision)
     store_rows, text_to_image = np.unique(split_rows["image_index"].to_numpy(), return_inverse=True)
     img = encode_images(encoder, images, store_rows, batch_size, workers)
     txt = encode_texts(encoder, tokens)

@@ -32,7 +32,7 @@ class TrainConfig:
     eps: float = 1e-6
     warmup_fraction: float = 0.1
     max_logit_scale: float = 100.0
-    amp: bool = True  # bf16 autocast; only takes effect on CUDA
+    precision: str = "auto"  # bf16 autocast: auto (on CUDA), bf16 (anywhere), fp32 (never); the config's top level
     workers: int = 0  # DataLoader workers gathering batches ahead (0: in the training process)
     augment_scale_min: float | None = None  # random-resized-crop (area >= this) + flip while training; None: off
 
@@ -72,7 +72,7 @@ def warmup_cosine(optimizer, total_steps: int, warmup_steps: int) -> torch.optim
 
 
 class ContrastiveTrainer:
-    """One optimiser step of the CLIP loss. On CUDA it runs under bf16 autocast, whose range needs no loss
+    """One optimiser step of the CLIP loss. Under bf16 autocast (CUDA by default), whose range needs no loss
     scaling, so the step's whole state is the model, the optimiser and the scheduler (no GradScaler to
     checkpoint for an exact resume)."""
 
@@ -211,7 +211,7 @@ def train_clip(model: torch.nn.Module, data: PairBatches, cfg: TrainConfig, devi
     bs = min(cfg.batch_size, len(data))
     steps_per_epoch = len(data) // bs
     total = steps_per_epoch * cfg.epochs
-    encoder = Encoder(model, device, cfg.amp)
+    encoder = Encoder(model, device, cfg.precision)
     opt = make_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), cfg.eps)
     sched = warmup_cosine(opt, total, int(cfg.warmup_fraction * total))
     trainer = ContrastiveTrainer(encoder, opt, sched, cfg.max_logit_scale)

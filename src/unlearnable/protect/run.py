@@ -74,7 +74,7 @@ def _random_noise(noise: RowFile, images, units: Units, cfg: ProtectConfig, gen:
 def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSpec | list[ModelSpec],
             cfg: ProtectConfig, seed: int,
             device: str, out_dir: str | Path, workdir: str | Path | None = None,
-            extra_meta: dict | None = None, progress: bool = False) -> dict:
+            extra_meta: dict | None = None, progress: bool = False, precision: str = "auto") -> dict:
     """`surrogate`: one model, or a list of models protected against at once (an ensemble: the loss averaged
     over them; image protections only). `extra_meta` (e.g. the MLflow run id) goes into protection.json,
     which is written once, complete."""
@@ -110,7 +110,7 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
         models = [create_model(m) for m in members]
         digests = [weights_digest(m) for m in models]  # what each surrogate starts from: a checkpoint, a tag, scratch
         start_digest = digests[0] if len(digests) == 1 else digests
-        encoders = [Encoder(m, dev) for m in models]
+        encoders = [Encoder(m, dev, precision) for m in models]
         protector = Protector(cfg, encoders[0] if len(encoders) == 1 else encoders, data, workdir, seed,
                               progress=progress)
         protector.run()
@@ -138,7 +138,7 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
                 "units": len(units), "pairs": len(train_rows), "noise_shape": list(shape),
                 "noise_units": "1/255, int8, added to the uint8 NHWC image store then clamped to [0, 255]",
                 "trigger_vocabulary": len(vocab), "history": history, "seconds": time.time() - t0,
-                "versions": versions(dev, amp=True), **(extra_meta or {})}
+                "versions": versions(dev, precision), **(extra_meta or {})}
         write_json(tmp / "protection.json", meta)
     shutil.rmtree(workdir, ignore_errors=True)
     return meta

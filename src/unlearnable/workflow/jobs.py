@@ -97,7 +97,7 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
         with atomic_path(out_model) as tmp:
             save_weights(model, tmp, {"model": spec.name, "seed": str(seed)})
         state.unlink(missing_ok=True)
-        record = {**params, "history": history, "seconds": time.time() - t0, "versions": versions(dev, cfg.amp),
+        record = {**params, "history": history, "seconds": time.time() - t0, "versions": versions(dev, cfg.precision),
                   "visibility": visibility,
                   "mlflow_run_id": run.info.run_id, "mlflow_parent_run_id": parent, "upstream_runs": upstream}
         write_json(out_record, record)
@@ -118,7 +118,7 @@ def _published_export(folder: Path) -> Path | None:
 
 def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path: str | Path,
                  store_path: str | Path, device: str, out_json: str | Path, out_parquet: str | Path,
-                 tracking: dict, batch_size: int = 256, workers: int = 0) -> dict:
+                 tracking: dict, batch_size: int = 256, workers: int = 0, precision: str = "auto") -> dict:
     """Retrieval on the clean test split; one JSON and one Parquet row per evaluated model."""
     import mlflow
 
@@ -136,7 +136,7 @@ def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path
         raise mf.DataError(f"{manifest_path}: no test split to evaluate on")
     t0 = time.time()
     metrics = evaluate_retrieval(model, open_image_store(store_path), test, _tokens(spec, test["caption"].tolist()),
-                                 dev, batch_size, workers)
+                                 dev, batch_size, workers, precision)
     log.info("clean test: i2t R@1 %.2f  t2i R@1 %.2f  rsum %.1f (chance t2i R@1 %.2f)", metrics["i2t_r1"],
              metrics["t2i_r1"], metrics["rsum"], metrics["chance_t2i_r1"])
     parent = record.get("mlflow_parent_run_id")
@@ -147,8 +147,8 @@ def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path
                   "train_config": record.get("train"), "train_seconds": record.get("seconds"),
                   "visibility": record.get("visibility") or {},
                   "eval_seconds": time.time() - t0,
-                  "versions": {**versions(dev), **{k: v for k, v in (record.get("versions") or {}).items()
-                                                   if k in ("device", "gpu", "cudnn", "precision")}},
+                  "versions": {**versions(dev, precision), **{k: v for k, v in (record.get("versions") or {}).items()
+                                                              if k in ("device", "gpu", "cudnn", "precision")}},
                   "mlflow_run_id": run.info.run_id, "train_mlflow_run_id": record.get("mlflow_run_id")}
         write_json(out_json, result)
         mlflow.log_artifact(str(out_json))
@@ -217,7 +217,7 @@ def collect_summary(metric_parquets: list[str | Path], out: str | Path) -> pd.Da
 
 
 def protect_job(manifest_path: str | Path, store_path: str | Path, surrogate: ModelSpec, cfg, seed: int,
-                device: str, out_dir: str | Path, cell: dict, tracking: dict) -> dict:
+                device: str, out_dir: str | Path, cell: dict, tracking: dict, precision: str = "auto") -> dict:
     """Run a protection method on the train rows; MLflow gets its config, timings and loss trajectory."""
     import mlflow
 
@@ -225,11 +225,12 @@ def protect_job(manifest_path: str | Path, store_path: str | Path, surrogate: Mo
 
     train = _train_rows(manifest_path)
     surrogates = [asdict(s) for s in surrogate] if isinstance(surrogate, list) else asdict(surrogate)
-    params = {"cell": cell, "protect": asdict(cfg), "surrogate": surrogates, "seed": seed, "device": device}
+    params = {"cell": cell, "protect": asdict(cfg), "surrogate": surrogates, "seed": seed, "device": device,
+              "precision": precision}
     with _run(tracking, f"protect/{_cell_name(cell)}", params, _tags(cell, "protect")) as run:
         # the cell names the protection in the report; the run id lets every cell using it link to it
         meta = protect(train, store_path, surrogate, cfg, seed, device, out_dir,
-                       extra_meta={"cell": cell, "mlflow_run_id": run.info.run_id})
+                       extra_meta={"cell": cell, "mlflow_run_id": run.info.run_id}, precision=precision)
         log.info("protection written: peak RSS %.0f MiB", peak_rss_mib())
         for h in meta["history"]:
             mlflow.log_metrics({k: v for k, v in h.items() if k != "round" and v == v}, step=h["round"])
