@@ -34,7 +34,7 @@ bench: $(VENV)/.installed
 	$(PY) bench/mem_round.py --out bench/results/mem_round-RN50-cpu.json
 	$(PY) bench/poison_bench.py --model tiny-vit --images 400 --scale 8 --out bench/results/poison_bench.json
 
-gpu-check: $(VENV)/.installed  # on a machine with a GPU: syncs, bf16 vs fp32, speed (about 2 minutes)
+gpu-check: $(VENV)/.installed  # on a machine with a GPU: syncs, bf16, speed, a MEM round, the tiny grid vs the CPU (<10 min)
 	$(PY) bench/gpu_check.py --out bench/results/gpu_check.json
 
 clean:

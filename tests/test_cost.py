@@ -84,3 +84,41 @@ def test_sample_passes_share_work_like_the_dag():
     config = merged_config(REPO / "config/grids/paper.yaml")
     jobs = sample_passes(config)
     assert sum(j["stage"] == "train clean" for j in jobs) == 3 * 3  # per dataset and seed, not per method
+
+
+def test_gpu_check_cpu_half_runs_every_check_and_compares_the_grid(tmp_path):
+    """`make gpu-check`'s CPU half: the kernel checks, a small MEM round, and the tiny grid under bf16 autocast
+    against the CPU's fp32 run, within the stated tolerance; it exits 0 and says so."""
+    out = tmp_path / "gpu_check.json"
+    res = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--device", "cpu", "--model",
+                          "tiny-rn", "--batch", "8", "--out", str(out)], capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert r["failures"] == [] and "gpu check passed" in res.stdout
+    assert r["versions"]["precision"] == "bf16" and 0.5 < r["pgd_sign_agreement_bf16_vs_fp32"] <= 1
+    assert r["mem_round"]["ok"] and set(r["mem_round"]["mfu"]) == {"train", "pgd_step", "hotflip", "encode"}
+    grid = r["grid"]
+    assert grid["ok"] and set(grid["diff_device_minus_cpu_fp32"]) == {"clean/seed0", "mem3/seed0"}
+    assert grid["max_abs_diff_points"] <= grid["tolerance_points"]
+
+
+def test_gpu_check_fails_a_grid_outside_its_tolerance(monkeypatch, tmp_path):
+    """The comparison is real: a device whose recalls stray past the tolerance (or that ran in the wrong
+    precision) fails the check."""
+    import pandas as pd
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import gpu_check
+
+    def frame(shift, precision):
+        rows = [{"method": m, "seed": 0, "device": "cpu", "precision": precision,
+                 **{k: 40.0 + (shift if m == "mem3" and k == "t2i_r1" else 0) for k in gpu_check.RECALLS}}
+                for m in ("clean", "mem3")]
+        return pd.DataFrame(rows)
+
+    for shift, precision, ok in ((gpu_check.GRID_TOLERANCE, "bf16", True), (gpu_check.GRID_TOLERANCE + 0.5, "bf16",
+                                                                             False), (0.0, "fp32", False)):
+        monkeypatch.setattr(gpu_check, "run_grid", lambda workdir, device, p, s=shift, q=precision: (
+            frame(0.0, "fp32") if p == "fp32" else frame(s, q), ""))
+        result = gpu_check.grid_check("cpu")
+        assert result["ok"] is ok, (shift, precision)
