@@ -167,18 +167,26 @@ def test_shuffle_pairs_each_image_with_another_images_caption_and_its_own_trigge
     assert foreign > 0.5 * pgd_texts * cfg.batch_size * (1 - 1 / cfg.batch_size)
 
 
-def test_resume_after_a_crash_is_bit_identical(dataset, tmp_path):
-    full = _protector(dataset, tmp_path / "a", SMALL)
+@pytest.mark.parametrize("commit_seconds", [0.0, 3600.0])
+@pytest.mark.parametrize("dies_at", [3, 4, 6])
+def test_resume_after_a_crash_is_bit_identical(dataset, tmp_path, dies_at, commit_seconds):
+    """Killed at any write of a pass (before or after its rows changed in place; markers after every batch or
+    only at the pass's start), a resumed protection puts back the rows the undo log holds and ends with the same
+    noise, triggers and losses as an uninterrupted one."""
+    cfg = ProtectConfig(**{**SMALL.__dict__, "batch_size": 8})  # several batches per pass
+    full = _protector(dataset, tmp_path / "a", cfg)
     full.run()
     want_noise, want_trig = RowFile(full.noise_path).read_all(), full.triggers.clone()
 
-    crashing = _protector(dataset, tmp_path / "b", SMALL)
+    crashing = _protector(dataset, tmp_path / "b", cfg)
+    crashing.commit_seconds = commit_seconds
     calls = {"n": 0}
     write = RowFile.write
 
     def dying_write(self, idx, rows):
         calls["n"] += 1
-        if calls["n"] == 3:  # in the middle of round 2's pass (2 batches per round)
+        if calls["n"] == dies_at:  # after it wrote: the rows have changed in place
+            write(self, idx, rows)
             raise KeyboardInterrupt("simulated kill")
         return write(self, idx, rows)
 
@@ -188,12 +196,13 @@ def test_resume_after_a_crash_is_bit_identical(dataset, tmp_path):
             crashing.run()
     finally:
         RowFile.write = write
-    assert crashing.round == 1
-    resumed = _protector(dataset, tmp_path / "b", SMALL)
+    assert crashing.round == 0 and not np.array_equal(RowFile(crashing.noise_path).read_all(), want_noise)
+    resumed = _protector(dataset, tmp_path / "b", cfg)
     resumed.run()
     assert np.array_equal(RowFile(resumed.noise_path).read_all(), want_noise)
     assert torch.equal(resumed.triggers, want_trig)
     assert [h["surrogate_loss"] for h in resumed.history] == [h["surrogate_loss"] for h in full.history]
+    assert [h["pgd_loss"] for h in resumed.history] == [h["pgd_loss"] for h in full.history]
 
 
 @pytest.mark.parametrize("granularity", ["pair", "image"])
@@ -256,29 +265,38 @@ def test_a_surrogate_made_from_a_checkpoint_starts_from_its_weights(dataset, tmp
     assert not np.array_equal(np.load(tmp_path / "pre" / "noise.npy"), np.load(tmp_path / "scratch" / "noise.npy"))
 
 
-def test_a_protection_keeps_one_uncommitted_round_file_and_never_copies_its_noise(dataset, tmp_path, monkeypatch):
-    """Disk: while round r is written, only round r-1's committed file exists beside it; the finished noise
-    reaches the output as a link to the same blocks, not as a copy."""
+def test_a_protection_rewrites_one_noise_file_in_place_and_never_copies_it(dataset, tmp_path, monkeypatch):
+    """Disk: one noise file for the whole protection, its rows rewritten in place round after round; the undo
+    log beside it never holds more than an eighth of the noise plus one batch; the finished noise reaches the
+    output as a link to the same blocks, not as a copy."""
+    from unlearnable.protect.commit import UndoLog
+
     train, store = dataset
     work = tmp_path / "work"
-    seen = []
-    create = RowFile.create
+    created, logged = [], []
+    create, append = RowFile.create, UndoLog.append
 
-    def spy(path, *a, **kw):
-        if work in Path(path).parents:
-            seen.append(sorted(p.name for p in work.glob("noise*.npy")))
+    def spy_create(path, *a, **kw):
+        created.append(Path(path).name)
         return create(path, *a, **kw)
 
-    monkeypatch.setattr(RowFile, "create", staticmethod(spy))
+    def spy_append(self, batch, units, old_rows):
+        append(self, batch, units, old_rows)
+        logged.append((self.bytes, len(self.noise) * self.noise.row_bytes, old_rows.nbytes))
+
+    monkeypatch.setattr(RowFile, "create", staticmethod(spy_create))
+    monkeypatch.setattr(UndoLog, "append", spy_append)
     links = []
     link = os.link
     monkeypatch.setattr(os, "link", lambda src, dst: links.append(Path(src).name) or link(src, dst))
     monkeypatch.setattr("shutil.copyfile", lambda *a, **kw: pytest.fail("the noise file was copied"))
-    cfg = ProtectConfig(**{**SMALL.__dict__, "rounds": 3})
+    cfg = ProtectConfig(**{**SMALL.__dict__, "rounds": 3, "batch_size": 8})
     protect(train, store, ModelSpec("tiny-vit"), cfg, 0, "cpu", tmp_path / "prot", workdir=work)
-    assert len(seen) == 1 + cfg.rounds  # the initial (zero) noise, then one file per round
-    assert all(len(existing) <= 1 for existing in seen)  # at most the committed file when the next is created
-    assert links == [f"noise_r{cfg.rounds - 1:03d}.npy"]
+    assert created == ["noise.npy"]  # never a second noise file
+    units = train["image_id"].nunique()
+    assert len(logged) == cfg.rounds * -(-units // 8)  # every batch of every pass logged its rows
+    assert all(size <= noise // 8 + batch for size, noise, batch in logged)  # far below a second copy
+    assert links == ["noise.npy"]
     assert not work.exists() and os.stat(tmp_path / "prot" / "noise.npy").st_nlink == 1
 
 

@@ -3,10 +3,14 @@
 Each round: (1) train the surrogate CLIP for `surrogate_steps` on the currently protected data;
 (2) one pass over every unit: HotFlip on its trigger (first `hotflip_rounds` rounds), then error-minimising
 PGD on its noise with caption shuffling (cluster units: every image, its cluster's noise shared). The pass's
-PGD loss is the loss at each batch's last PGD step. Noise is read from the last committed round's file and
-written to this round's file, so a job killed mid-round resumes from the last commit and ends bit-identical to an
-uninterrupted run (on the CPU). The surrogate, its optimiser, the RNG and the data stream are checkpointed
-with every commit.
+PGD loss is the loss at each batch's last PGD step.
+
+The noise lives in one file whose rows a pass rewrites in place (`commit.py`: an undo log and a marker), so a
+protection never needs two full copies of its noise. The surrogate and its optimiser are checkpointed once a
+round, when its training ends (`state.pt`; the pass does not change them); the RNG, the data stream, the
+triggers, the colour transforms and the pass's position with every marker (`marker.pt`, every
+`commit_seconds`, whenever the undo log reaches its limit, and at the end of a pass). A job killed anywhere
+resumes from there and ends bit-identical to an uninterrupted run (on the CPU).
 """
 from __future__ import annotations
 
@@ -27,11 +31,13 @@ from ..clip.text import insert_trigger
 from ..clip.train import ContrastiveTrainer, make_optimizer, mean_loss
 from ..data.rowfile import RowFile
 from ..usage import peak_rss_mib
+from .commit import UndoLog, write_progress
 from .config import ProtectConfig
 from .eot import ScraperTransforms
 from .hotflip import hotflip
 from .pgd import (block_expand, block_reduce, colour_noise_pgd, colour_shift, error_minimizing_pgd,
                   shared_noise_pgd)
+from .readahead import ReadAhead
 from .units import Units
 
 log = logging.getLogger(__name__)
@@ -99,9 +105,10 @@ def frozen(model):
 
 class Protector:
     def __init__(self, cfg: ProtectConfig, encoder: Encoder | list[Encoder], data: ProtectData, workdir: Path,
-                 seed: int, progress: bool = False):
+                 seed: int, progress: bool = False, commit_seconds: float = 60.0):
         """`encoder`: the surrogate, or a list of surrogates protected against at once (their losses averaged;
-        noise-only methods: HotFlip's candidates are one model's)."""
+        noise-only methods: HotFlip's candidates are one model's). `commit_seconds`: how much of a pass a kill
+        may cost at most (a marker commits the batches done every so often)."""
         cfg.validate()
         members = encoder if isinstance(encoder, list) else [encoder]
         if len(members) > 1 and cfg.method == "mem":
@@ -127,7 +134,10 @@ class Protector:
         # per unit colour transform (gain, offset per channel, 1/255), or None without the colour branch
         self.colour = torch.zeros(len(self.units), 2, 3) if cfg.colour_eps else None
         self.round, self.history = 0, []
-        self.noise_path = self.workdir / "noise_init.npy"
+        self.noise_path = self.workdir / "noise.npy"
+        self.commit_seconds, self.seq = commit_seconds, 0
+        # the pass in progress: its unit order, the next batch, its losses so far (None: the round's training is next)
+        self.order, self.batch, self.stats, self.surrogate_loss = None, None, None, float("nan")
 
     def logit_scale(self) -> torch.Tensor:
         """The surrogate's temperature, or each member's as [M, 1, 1] (to go with stacked features)."""
@@ -139,33 +149,56 @@ class Protector:
     def state_path(self) -> Path:
         return self.workdir / "state.pt"
 
+    @property
+    def marker_path(self) -> Path:
+        return self.workdir / "marker.pt"
+
+    def _progress(self) -> dict:
+        return {"seq": self.seq, "round": self.round, "batch": self.batch, "order": self.order, "stats": self.stats,
+                "surrogate_loss": self.surrogate_loss, "rng": self.gen.get_state(), "stream": self.stream.state(),
+                "triggers": self.triggers, "colour": self.colour, "history": self.history}
+
+    def _load_progress(self, p: dict) -> None:
+        self.seq, self.round, self.batch, self.order = int(p["seq"]), int(p["round"]), p["batch"], p["order"]
+        self.stats, self.surrogate_loss, self.history = p["stats"], p["surrogate_loss"], list(p["history"])
+        self.gen.set_state(p["rng"])
+        self.stream.load(p["stream"])
+        self.triggers, self.colour = p["triggers"], p["colour"]
+
     def resume(self) -> bool:
+        """The newest commit: the surrogate from `state.pt`, the rest from whichever of it and `marker.pt` came
+        later. Rows a killed pass overwrote after that are put back by `run` from the undo log."""
         if not self.state_path.exists():
             return False
         s = torch.load(self.state_path, map_location="cpu", weights_only=True)
         self.model.load_state_dict(s["model"])
         for opt, state in zip(self.opts, s["optimizers"]):
             opt.load_state_dict(state)
-        self.gen.set_state(s["rng"])
-        self.stream.load(s["stream"])
-        self.triggers, self.round, self.history = s["triggers"], int(s["round"]), list(s["history"])
-        self.colour = s.get("colour")
-        self.noise_path = self.workdir / s["noise_file"]
-        log.info("resumed from %s at round %d", self.state_path, self.round)
+        m = torch.load(self.marker_path, map_location="cpu", weights_only=True) if self.marker_path.exists() else None
+        self._load_progress(m if m is not None and m["seq"] > s["seq"] else s)
+        log.info("resumed from %s at round %d%s", self.workdir, self.round,
+                 "" if self.batch is None else f", batch {self.batch}")
         return True
 
-    def _commit(self, noise_file: Path) -> None:
-        state = {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.opts],
-                 "rng": self.gen.get_state(),
-                 "stream": self.stream.state(), "triggers": self.triggers, "round": self.round,
-                 "history": self.history, "noise_file": noise_file.name, "colour": self.colour}
-        # streamed through a Python file, never held in memory whole (RN50 with AdamW: 1.2 GB); a full disk
-        # then surfaces as torch's writer error chained to the OSError, which the job runner names
-        with atomic_path(self.state_path) as tmp, open(tmp, "wb") as f:
-            torch.save(state, f)
-        old, self.noise_path = self.noise_path, noise_file
-        if old != noise_file and old.exists():
-            old.unlink()
+    def _commit(self, undo: UndoLog, surrogate: bool) -> None:
+        """Commit the progress (with the surrogate: `state.pt`, once a round; else a marker), then empty the
+        undo log: the rows it holds belong to batches the commit now covers."""
+        undo.noise.flush()  # the rows the commit covers reach the disk before it does
+        self.seq += 1
+        if surrogate:
+            # streamed through a Python file, never held in memory whole (RN50 with AdamW: 1.2 GB); a full disk
+            # then surfaces as torch's writer error chained to the OSError, which the job runner names
+            state = {"model": self.model.state_dict(), "optimizers": [o.state_dict() for o in self.opts],
+                     **self._progress()}
+            with atomic_path(self.state_path) as tmp, open(tmp, "wb") as f:
+                torch.save(state, f)
+            self.marker_path.unlink(missing_ok=True)
+        else:
+            with atomic_path(self.marker_path) as tmp, open(tmp, "wb") as f:
+                torch.save(self._progress(), f)
+        undo.clear()
+        write_progress(self.workdir / "progress.json", {"rounds_done": self.round, "of": self.cfg.rounds,
+                                                        "pass_batches_done": self.batch})
 
     # -- data ------------------------------------------------------------------------------------------
     def noisy_pixels(self, pairs: np.ndarray, noise_rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,32 +227,40 @@ class Protector:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.resume():
             RowFile.create(self.noise_path, (len(self.units),) + self.res, np.int8).close()
+        noise = RowFile(self.noise_path, writable=True)
+        undo = UndoLog(self.workdir / "undo.log", noise)
+        restored = undo.restore()  # rows a killed pass overwrote after its last commit
+        if restored:
+            log.info("put back the rows of %d batches a killed pass had overwritten", restored)
         t0, start_round = time.time(), self.round
         items = len(self.units.images) if self.units.granularity == "cluster" else len(self.units)
-        steps = self.cfg.surrogate_steps + -(-items // min(self.cfg.batch_size, items))
-        self.bar = tqdm(total=(self.cfg.rounds - self.round) * steps, unit="batch", disable=not self.progress,
-                        desc=f"{self.cfg.method} round {self.round + 1}/{self.cfg.rounds}", dynamic_ncols=True)
-        while self.round < self.cfg.rounds:
-            self.bar.set_description(f"{self.cfg.method} round {self.round + 1}/{self.cfg.rounds}")
-            r = self.round
-            noise = RowFile(self.noise_path)
-            surrogate_loss = self._train_surrogate(noise)
-            out_file = self.workdir / f"noise_r{r:03d}.npy"
-            new_noise = RowFile.create(out_file, (len(self.units),) + self.res, np.int8)
-            pass_stats = self._protect_pass(noise, new_noise, flip=r < self.cfg.hotflip_rounds)
-            new_noise.flush()
-            new_noise.close()
+        per_pass = len(self._batches(np.arange(items)))
+        self.bar = tqdm(total=(self.cfg.rounds - self.round) * (self.cfg.surrogate_steps + per_pass)
+                        - (self.cfg.surrogate_steps + (self.batch or 0) if self.batch is not None else 0),
+                        unit="batch", disable=not self.progress, dynamic_ncols=True)
+        try:
+            while self.round < self.cfg.rounds:
+                self.bar.set_description(f"{self.cfg.method} round {self.round + 1}/{self.cfg.rounds}")
+                if self.batch is None:  # the round's training, then its pass's order: committed with the surrogate
+                    self.surrogate_loss = self._train_surrogate(noise)
+                    self.order = torch.randperm(items, generator=self.gen)
+                    self.batch, self.stats = 0, {"pgd_loss": [], "flip_before": [], "flip_after": []}
+                    self._commit(undo, surrogate=True)
+                self._protect_pass(noise, undo, flip=self.round < self.cfg.hotflip_rounds)
+                self.history.append({"round": self.round + 1, "surrogate_loss": self.surrogate_loss,
+                                     **{k: mean_loss(v) for k, v in self.stats.items()}})
+                self.round, self.batch, self.order, self.stats = self.round + 1, None, None, None
+                self._commit(undo, surrogate=False)
+                done = self.round - start_round
+                rate = (time.time() - t0) / done
+                h = self.history[-1]
+                log.info("round %d/%d: surrogate loss %.4f, pgd loss %.4f, flip %.4f -> %.4f | %.1fs/round, "
+                         "ETA %.0fs, peak RSS %.0f MiB", self.round, self.cfg.rounds, h["surrogate_loss"],
+                         h["pgd_loss"], h["flip_before"], h["flip_after"], rate, rate * (self.cfg.rounds - self.round),
+                         peak_rss_mib())
+        finally:
             noise.close()
-            self.history.append({"round": r + 1, "surrogate_loss": surrogate_loss, **pass_stats})
-            self.round = r + 1
-            self._commit(out_file)
-            done = self.round - start_round
-            rate = (time.time() - t0) / done
-            log.info("round %d/%d: surrogate loss %.4f, pgd loss %.4f, flip %.4f -> %.4f | %.1fs/round, ETA %.0fs, "
-                     "peak RSS %.0f MiB", self.round, self.cfg.rounds, surrogate_loss, pass_stats["pgd_loss"],
-                     pass_stats["flip_before"], pass_stats["flip_after"], rate, rate * (self.cfg.rounds - self.round),
-                     peak_rss_mib())
-        self.bar.close()
+            self.bar.close()
 
     def _train_surrogate(self, noise: RowFile) -> float:
         losses = []
@@ -235,34 +276,36 @@ class Protector:
             opt.zero_grad(set_to_none=True)  # the pass needs no parameter gradients: free them (RN50: 400 MB)
         return mean_loss(losses)
 
-    def _protect_pass(self, noise: RowFile, new_noise: RowFile, flip: bool) -> dict:
-        """Per batch: flip its triggers, minimise its noise, record its losses."""
-        stats = {"pgd_loss": [], "flip_before": [], "flip_after": []}
+    def _protect_pass(self, noise: RowFile, undo: UndoLog, flip: bool) -> None:
+        """Per batch from `self.batch` on: flip its triggers, minimise its noise, record its losses; each batch's
+        rows are logged, then rewritten in place, and markers commit the batches done as they go."""
         if self.units.granularity == "cluster":
-            return self._cluster_pass(noise, new_noise, stats)
+            return self._cluster_pass(noise, undo)
         flip = flip and self.cfg.method == "mem" and self.cfg.trigger_len > 0
-        with frozen(self.model):
-            for units in self._shuffled_batches(len(self.units)):
-                b = self._batch(units, noise, with_features=flip)
+        batches, last_commit = self._batches(self.order.numpy()), time.time()
+        with frozen(self.model), ReadAhead(noise, batches, self.batch) as ahead:
+            for j in range(self.batch, len(batches)):
+                units, rows = batches[j], ahead.rows(j)
+                b = self._batch(units, rows, with_features=flip)
                 if flip:
                     before, after = self._flip(b)
-                    stats["flip_before"].append(before)
-                    stats["flip_after"].append(after)
+                    self.stats["flip_before"].append(before)
+                    self.stats["flip_after"].append(after)
                 if self.cfg.pgd_steps > 0:
-                    stats["pgd_loss"].append(self._pgd(b))
-                new_noise.write(units, self.noise_rows(b.x_adv - b.x if b.noise is None else b.noise))
-                self.bar.update(1)
-        return {k: mean_loss(v) for k, v in stats.items()}
+                    self.stats["pgd_loss"].append(self._pgd(b))
+                self._write(noise, undo, j, units, rows,
+                            self.noise_rows(b.x_adv - b.x if b.noise is None else b.noise))
+                last_commit = self._maybe_commit(undo, j + 1, len(batches), last_commit)
 
-    def _cluster_pass(self, noise: RowFile, new_noise: RowFile, stats: dict) -> dict:
+    def _cluster_pass(self, noise: RowFile, undo: UndoLog) -> None:
         """Cluster units: every image once, in shuffled batches; the images of a batch share their clusters'
-        noises, and a noise a batch already moved this pass is read back from this pass's file."""
-        written = np.zeros(len(self.units), dtype=bool)
+        noises, and a noise a batch already moved this pass is read as moved (the file is rewritten in place)."""
+        batches, last_commit = self._batches(self.order.numpy()), time.time()
         with frozen(self.model):
-            for images in self._shuffled_batches(len(self.units.images)):
-                pairs = self.units.pick_image_pairs(images, self.gen)
+            for j in range(self.batch, len(batches)):
+                pairs = self.units.pick_image_pairs(batches[j], self.gen)
                 units, index = np.unique(self.units.unit_of_pair[pairs], return_inverse=True)
-                current = np.where(written[units][:, None, None, None], new_noise[units], noise[units])
+                current = noise[units]
                 x, d = self.noisy_pixels(pairs, current)
                 captions = self.captions[torch.as_tensor(pairs)].to(self.device)
                 perms, view = self._pgd_draws(len(pairs))
@@ -275,20 +318,33 @@ class Protector:
                                            torch.as_tensor(index, device=self.device), text_features, self.cfg.eps,
                                            self.cfg.step, self.cfg.pgd_steps, self.logit_scale(),
                                            view, self.expand)
-                stats["pgd_loss"].append(loss)
-                new_noise.write(units, self.noise_rows(d if self.expand is None else self.expand(d)))
-                written[units] = True
-                self.bar.update(1)
-        return {k: mean_loss(v) for k, v in stats.items()}
+                self.stats["pgd_loss"].append(loss)
+                self._write(noise, undo, j, units, current,
+                            self.noise_rows(d if self.expand is None else self.expand(d)))
+                last_commit = self._maybe_commit(undo, j + 1, len(batches), last_commit)
 
-    def _shuffled_batches(self, n: int):
-        """Every index below n once, in shuffled batches; a lone tail index is folded into the last full batch
-        (a contrastive loss needs a partner)."""
-        order = torch.randperm(n, generator=self.gen).numpy()
-        bs = min(self.cfg.batch_size, n)
-        for s in range(0, n, bs):
-            batch = order[s:s + bs]
-            yield order[-bs:] if len(batch) < 2 else batch
+    def _write(self, noise: RowFile, undo: UndoLog, j: int, units: np.ndarray, old: np.ndarray,
+               new: np.ndarray) -> None:
+        """The batch's old rows go to the undo log before its new rows overwrite them."""
+        undo.append(j, units, old)
+        noise.write(units, new)
+        self.bar.update(1)
+
+    def _maybe_commit(self, undo: UndoLog, next_batch: int, n: int, last: float) -> float:
+        """A marker once `commit_seconds` have passed since the last or the undo log reaches its limit (the
+        pass's end commits with its round)."""
+        self.batch = next_batch
+        if next_batch < n and (time.time() - last >= self.commit_seconds or undo.bytes >= undo.limit):
+            self._commit(undo, surrogate=False)
+            return time.time()
+        return last
+
+    def _batches(self, order: np.ndarray) -> list[np.ndarray]:
+        """Every index of the pass's order once, in batches; a lone tail index is folded into the last full
+        batch (a contrastive loss needs a partner)."""
+        bs = min(self.cfg.batch_size, len(order))
+        out = [order[s:s + bs] for s in range(0, len(order), bs)]
+        return [order[-bs:] if len(batch) < 2 else batch for batch in out]
 
     def _pgd_draws(self, n: int):
         """Per PGD step: the caption permutation (None without shuffling) and the EOT transform, as a view."""
@@ -299,9 +355,9 @@ class Protector:
         transforms = self.eot.draw(self.cfg.pgd_steps, self.gen)
         return perms, lambda x, t: self.eot.apply(x, transforms[t], self.gen)
 
-    def _batch(self, units: np.ndarray, noise: RowFile, with_features: bool) -> Batch:
+    def _batch(self, units: np.ndarray, rows: np.ndarray, with_features: bool) -> Batch:
         pairs = self.units.pick_pairs(units, self.gen)
-        x, d = self.noisy_pixels(pairs, noise[units])
+        x, d = self.noisy_pixels(pairs, rows)
         b = Batch(units, pairs, x, (x + d).clamp(0, 255), self.captions[torch.as_tensor(pairs)].to(self.device),
                   self.triggers[torch.as_tensor(units)].to(self.device), self.at(pairs),
                   noise=None if self.expand is None and self.colour is None else d)
