@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from wf import EFFICACY, PROTECTION, REPO, SNAKEMAKE, TINY, snakemake
+from wf import EFFICACY, PROTECTION, REPO, SNAKEMAKE, TINY, in_second_pass, snakemake
 
 
 @pytest.mark.slow
@@ -67,13 +67,14 @@ def test_mlflow_has_train_and_eval_runs(finished):
     assert len(client.get_metric_history(protect["run_id"], "surrogate_loss")) == 4
 
 
+
 def _kill_protect_mid_round(proc: subprocess.Popen, workdir: Path) -> None:
     """SIGKILL the protect job once round 1 is committed and round 2's pass has started writing."""
     import psutil
 
     work = workdir / (PROTECTION + ".work")
     deadline = time.time() + 600
-    while not (work / "noise_r001.npy").exists():
+    while not in_second_pass(work):
         assert proc.poll() is None and time.time() < deadline, "workflow ended before the protect job was seen"
         time.sleep(0.02)
     def cmdline(p: psutil.Process) -> list[str]:

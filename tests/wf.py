@@ -1,4 +1,5 @@
 """Running the Snakemake workflow on a tiny config in a temporary working directory (test helpers)."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -42,3 +43,13 @@ EFFICACY = {
     "grid": {"datasets": ["shapes"], "surrogates": ["tiny-vit"], "victims": ["tiny-vit"], "seeds": [0],
              "runs": [{"method": "clean"}, {"method": "random_noise"}, {"method": "mem3"}]},
 }
+
+
+def in_second_pass(work: Path) -> bool:
+    """A protection's progress line says round 1 is done and round 2's pass has begun (its surrogate trained
+    and committed, its rows being rewritten in place)."""
+    try:
+        p = json.loads((work / "progress.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return p["rounds_done"] >= 1 and p["pass_batches_done"] is not None
