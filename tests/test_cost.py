@@ -62,11 +62,21 @@ def test_paper_grid_cost_counts_every_sample_pass_once(tmp_path):
     assert est["stages"]["train clean"]["device_seconds"] == pytest.approx(seeds * train)
     assert est["stages"]["retrain"]["device_seconds"] == pytest.approx(3 * seeds * train)  # em, mem3, mem5
     assert est["stages"]["evaluate"]["count"] == 4 * 3 * seeds
+    # disk: MSCOCO's per-pair noise in place, the undo log's limit and the surrogate's checkpoint committed twice
+    from unlearnable.workflow.cost import parameter_count
+
+    noise = 566747 * 224 * 224 * 3
+    ckpt = 3 * 4 * parameter_count("RN50")
+    assert est["stages"]["protect"]["disk_peak"] == noise + 256 * 2 ** 20 + 2 * ckpt
+    assert est["stages"]["train clean"]["disk_peak"] == 2 * ckpt
+    assert est["stages"]["publish"]["disk_peak"] == 2 * noise  # a store of every pair and its PNGs
 
 
 def test_cost_says_when_gpu_hours_are_estimates(tmp_path, tiny_bench):
     text = cost(str(REPO / "config/grids/paper.yaml"), [str(_bench_file(tmp_path))])
     assert "ESTIMATE from FLOP counts" in text and "Only CPU figures exist" in text
+    protect = next(line for line in text.splitlines() if line.startswith("protect"))
+    assert "peak GB/job" in text and protect.split()[4] == "88.0"  # MSCOCO's 85.3 GB of noise, never twice
     measured = cost(str(REPO / "config/grids/paper.yaml"), [str(_bench_file(tmp_path, device="cuda"))])
     assert "ESTIMATE" not in measured and "H100-hours" not in measured
     bench = tmp_path / "tiny.json"

@@ -4,18 +4,27 @@ Counts come from the grid (datasets x runs x surrogates x victims x seeds, share
 DAG shares it) and each stage's schedule; per-sample seconds and FLOPs come from `bench/mem_round.py`'s JSON
 for the model. A CPU bench gives measured CPU hours; GPU hours are then estimated from FLOP counts at an
 assumed utilisation of a named GPU's peak, and printed as estimates. Image decoding, publishing and defences
-are I/O and are not modelled.
+are I/O and are not modelled in time.
+
+Disk, per stage: the largest scratch one job needs at once (`peak`) and what the stage's jobs leave behind
+(`kept`). A training job holds its checkpoint twice while committing it (weights and AdamW's two moments); a
+protection its noise (int8, one row per unit at the surrogate's resolution), an undo log of at most an eighth
+of it (256 MiB at most) and its surrogate's checkpoint twice; publishing an image store and as many bytes of
+PNG files; the image stores one uint8 image per dataset image and resolution.
 """
 from __future__ import annotations
 
 import copy
+import functools
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from .. import ConfigError
+from ..clip.models import image_resolution
 from ..clip.train import TrainConfig
 from ..paths import CONFIG_DIR
 from ..protect.config import method_config
@@ -91,6 +100,33 @@ def _generated_size(ds: dict) -> tuple[int, int] | None:
     return None
 
 
+UNDO_LIMIT = 256 * 2 ** 20
+
+
+@functools.lru_cache(maxsize=None)
+def parameter_count(arch: str) -> int:
+    from ..clip.models import ModelSpec, create_model
+
+    quiet = logging.getLogger()
+    level, quiet.level = quiet.level, logging.ERROR  # open_clip narrates every model it builds
+    try:
+        return sum(p.numel() for p in create_model(ModelSpec(arch)).parameters())
+    finally:
+        quiet.level = level
+
+
+def _bytes(config: dict, model: str) -> tuple[int, int]:
+    """(fp32 weights, one training checkpoint: weights and AdamW's two moments) of a model or an ensemble."""
+    members = config["models"][model].get("ensemble", [model])
+    weights = sum(4 * parameter_count(config["models"][m]["arch"]) for m in members)
+    return weights, 3 * weights
+
+
+def _arch(config: dict, model: str) -> str:
+    m = config["models"][model]
+    return config["models"][m["ensemble"][0]]["arch"] if "ensemble" in m else m["arch"]
+
+
 @dataclass
 class Bench:
     model: str
@@ -125,22 +161,39 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
         steps = pairs // min(train.batch_size, pairs) * min(train.batch_size, pairs)
         victim = arch[cell["victim"]]
         seed = cell["seed"]
+        weights, ckpt = _bytes(config, cell["victim"])
+        trained = {"disk_peak": 2 * ckpt, "disk_kept": weights}
+        images = round((pairs + test_pairs) / 5)  # five captions an image, as in every dataset known here
+        for model in (cell["victim"], cell["surrogate"]):
+            if model in config["models"]:
+                res = image_resolution(_arch(config, model))
+                store = images * res * res * 3
+                jobs[("data", cell["dataset"], res)] = {"stage": "image store", "model": None, "passes": {},
+                                                        "disk_peak": store, "disk_kept": store}
         if cell["method"] == "clean":
             jobs[("train", cell["dataset"], victim, seed, cell.get("defence", "none"))] = {
-                "stage": "train clean", "model": victim, "passes": {"train": train.epochs * steps}}
+                "stage": "train clean", "model": victim, "passes": {"train": train.epochs * steps}, **trained}
         else:
             m = method_config(config["methods"][cell["method"]])
             sur = arch[cell["surrogate"]]
             units = pairs if m.granularity == "pair" else round(pairs / 5)
+            res = image_resolution(_arch(config, cell["surrogate"]))
+            noise = units * res * res * 3
             if m.optimises:
                 flips = min(m.hotflip_rounds, m.rounds) * units if m.method == "mem" else 0
                 jobs[("protect", cell["dataset"], cell["method"], sur, seed)] = {
                     "stage": "protect", "model": sur, "flip_work": m.trigger_len * m.candidates, "passes": {
                         "train": m.rounds * m.surrogate_steps * m.batch_size * size[cell["surrogate"]],
-                        "pgd_step": m.rounds * m.pgd_steps * units * size[cell["surrogate"]], "hotflip": flips}}
+                        "pgd_step": m.rounds * m.pgd_steps * units * size[cell["surrogate"]], "hotflip": flips},
+                    "disk_peak": noise + min(UNDO_LIMIT, noise // 8) + 2 * _bytes(config, cell["surrogate"])[1],
+                    "disk_kept": noise}
+            published = noise  # its image store, one image per unit, and about as much again in PNG files
+            jobs[("publish", cell["dataset"], cell["method"], cell["apply"], sur, seed)] = {
+                "stage": "publish", "model": None, "passes": {}, "disk_peak": 2 * published,
+                "disk_kept": 2 * published}
             jobs[("retrain", cell["dataset"], cell["method"], cell["apply"], sur, victim, seed,
                   cell.get("defence", "none"))] = {
-                "stage": "retrain", "model": victim, "passes": {"train": train.epochs * steps}}
+                "stage": "retrain", "model": victim, "passes": {"train": train.epochs * steps}, **trained}
         # evaluation is a stage of work, done at the end of each training job
         jobs[("evaluate",) + tuple(cell.values())] = {"stage": "evaluate", "model": victim,
                                                      "passes": {"encode": test_pairs}}
@@ -153,21 +206,25 @@ def estimate(config: dict, benches: list[Bench], overrides: dict[str, int] | Non
     stages: dict[str, dict] = {}
     for job in sample_passes(config, overrides):
         bench = by_model.get(job["model"])
-        if bench is None:
+        if bench is None and job["passes"]:
             raise ConfigError(f"no bench for model {job['model']!r}: run bench/mem_round.py --model {job['model']} "
                               f"--out FILE and pass --bench FILE")
-        s = stages.setdefault(job["stage"], {"count": 0, "device_seconds": 0.0, "flops": 0.0})
+        s = stages.setdefault(job["stage"], {"count": 0, "device_seconds": 0.0, "flops": 0.0, "disk_peak": 0,
+                                             "disk_kept": 0})
         s["count"] += 1
+        s["disk_peak"] = max(s["disk_peak"], job.get("disk_peak", 0))
+        s["disk_kept"] += job.get("disk_kept", 0)
         for kind, n in job["passes"].items():
             scale = job.get("flip_work", bench.flip_work) / bench.flip_work if kind == "hotflip" else 1.0
             s["device_seconds"] += n * bench.seconds[kind] * scale
             s["flops"] += n * bench.flops[kind] * scale
-    order = ["train clean", "protect", "retrain", "evaluate"]
+    order = ["image store", "train clean", "protect", "publish", "retrain", "evaluate"]
     stages = {k: stages[k] for k in order if k in stages}
     kinds = {b.device_kind for b in benches}
     out = {"measured_on": sorted({f"{b.device_kind}: {b.device_name}" for b in benches}), "stages": stages,
            "total_device_hours": sum(s["device_seconds"] for s in stages.values()) / 3600,
-           "total_flops": sum(s["flops"] for s in stages.values())}
+           "total_flops": sum(s["flops"] for s in stages.values()),
+           "total_disk_kept": sum(s["disk_kept"] for s in stages.values())}
     if kinds == {"cpu"}:
         rate = GPU_PEAK[gpu] * assumed_mfu
         out["gpu_estimate"] = {"gpu": gpu, "assumed_mfu": assumed_mfu,
@@ -178,16 +235,19 @@ def estimate(config: dict, benches: list[Bench], overrides: dict[str, int] | Non
 
 def format_estimate(est: dict, grid_file: str) -> str:
     lines = [f"{grid_file}: predicted cost, from benches measured on {', '.join(est['measured_on'])}",
-             f"{'stage':<12} {'count':>5} {'device-hours':>13} {'PFLOP':>9}"]
+             f"{'stage':<12} {'count':>5} {'device-hours':>13} {'PFLOP':>9} {'peak GB/job':>12} {'kept GB':>9}"]
     gpu = est.get("gpu_estimate")
     if gpu:
         lines[1] += f" {gpu['gpu'] + '-hours (estimate)':>22}"
     for name, s in est["stages"].items():
-        row = f"{name:<12} {s['count']:>5} {s['device_seconds'] / 3600:>13.1f} {s['flops'] / 1e15:>9.1f}"
+        timed = s["device_seconds"] > 0 or name in ("train clean", "protect", "retrain", "evaluate")
+        hours = f"{s['device_seconds'] / 3600:>13.1f} {s['flops'] / 1e15:>9.1f}" if timed else f"{'-':>13} {'-':>9}"
+        row = f"{name:<12} {s['count']:>5} {hours} {s['disk_peak'] / 1e9:>12.1f} {s['disk_kept'] / 1e9:>9.1f}"
         if gpu:
-            row += f" {gpu['hours'][name]:>22.2f}"
+            row += f" {gpu['hours'][name]:>22.2f}" if timed else f" {'-':>22}"
         lines.append(row)
-    total = f"{'total':<12} {'':>5} {est['total_device_hours']:>13.1f} {est['total_flops'] / 1e15:>9.1f}"
+    total = (f"{'total':<12} {'':>5} {est['total_device_hours']:>13.1f} {est['total_flops'] / 1e15:>9.1f} {'':>12} "
+             f"{est['total_disk_kept'] / 1e9:>9.1f}")
     if gpu:
         total += f" {gpu['total_hours']:>22.2f}"
     lines.append(total)
@@ -196,7 +256,8 @@ def format_estimate(est: dict, grid_file: str) -> str:
                      f"{gpu['gpu']} hours are an ESTIMATE from FLOP counts at an assumed {gpu['assumed_mfu']:.0%} "
                      f"of its bf16 peak; run the bench on a GPU for measured figures.")
     lines.append("count: jobs, except for evaluate: models evaluated, each at the end of its training job.")
-    lines.append("Not modelled: image decoding and publishing (I/O).")
+    lines.append("peak GB/job: the most disk one job of the stage needs at once; kept GB: what its jobs leave. "
+                 "Not timed: image decoding and publishing (I/O).")
     return "\n".join(lines)
 
 
