@@ -8,6 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import REPO
+
 from unlearnable.clip.encoders import Encoder
 from unlearnable.clip.models import ModelSpec, create_model, tokenizer
 from unlearnable.clip.text import EOT, SOT, insert_trigger, published_caption, tokenize, trigger_vocabulary
@@ -515,3 +517,15 @@ def test_an_ensemble_of_surrogates_trains_each_and_averages_their_losses(dataset
         protect(train, store, [ModelSpec("tiny-vit")] * 2, method_config({"kind": "mem"}), 0, "cpu", tmp_path / "m")
     with pytest.raises(Exception, match="share an input resolution.*RN50 224 px"):
         protect(train, store, [ModelSpec("tiny-vit"), ModelSpec("RN50")], cfg, 0, "cpu", tmp_path / "r")
+
+
+def test_robust_em_is_the_robustness_grids_lowfreq8_eot():
+    """The shipped kind is what the robustness grid measured: strong_em's budget and schedule in 8 x 8 squares,
+    optimised through the scraper chain (docs/results.md)."""
+    import yaml
+
+    grid = yaml.safe_load((REPO / "config/grids/robust.yaml").read_text())["methods"]
+    measured = method_config(grid["lowfreq8_eot"])
+    shipped = method_config({"kind": "robust_em", "surrogate_steps": 40, "lr": 0.001})
+    assert shipped.__dict__ == {**measured.__dict__, "method": "robust_em"}
+    assert shipped.optimises and shipped.trigger_len == 0

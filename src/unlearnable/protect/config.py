@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from .. import ConfigError
 from .eot import ScraperTransforms
 
-METHODS = ("mem", "em", "strong_em", "random_noise", "random_trigger")
+METHODS = ("mem", "em", "strong_em", "robust_em", "random_noise", "random_trigger")
+NOISE_KINDS = ("em", "strong_em", "robust_em")  # optimised image noise, no trigger
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class ProtectConfig:
                               "'cluster'")
         if self.granularity == "cluster" and self.method in ("mem", "random_trigger"):
             raise ConfigError("method: granularity 'cluster' is for image noise alone (kinds em, strong_em, "
-                              f"random_noise), not {self.method}")
+                              f"robust_em, random_noise), not {self.method}")
         if not 0 <= self.eps <= 127 or self.step < 1 or self.pgd_steps < 0:
             raise ConfigError("method: eps must be in [0, 127], step >= 1 and pgd_steps >= 0 (units of 1/255)")
         if self.common_words < 0 or self.trigger_position not in ("start", "inside"):
@@ -53,11 +54,10 @@ class ProtectConfig:
                               "has none")
         if not 0 <= self.colour_eps <= 64:
             raise ConfigError("method: colour_eps must be in [0, 64] (units of 1/255)")
-        if self.colour_eps and (self.granularity == "cluster" or self.method not in ("mem", "em", "strong_em",
-                                                                                    "random_noise")):
+        if self.colour_eps and (self.granularity == "cluster" or self.method == "random_trigger"):
             raise ConfigError("method: colour_eps is a per-image or per-pair colour transform (kinds mem, em, "
-                              f"strong_em, random_noise; granularity pair or image), not {self.method} at "
-                              f"granularity {self.granularity}")
+                              f"strong_em, robust_em, random_noise; granularity pair or image), not {self.method} "
+                              f"at granularity {self.granularity}")
         if self.eps + self.colour_eps > 127:
             raise ConfigError("method: eps + colour_eps must be at most 127 (the noise is stored as int8)")
         if self.noise_block < 1:
@@ -68,26 +68,31 @@ class ProtectConfig:
             raise ConfigError("method: token_num >= 0, candidates >= 1 and batch_size >= 2 are required")
         ScraperTransforms(self.eot)  # parses and checks each spec
         if self.eot and not self.optimises:
-            raise ConfigError(f"method: eot needs an optimised noise (kinds mem, em, strong_em), not {self.method}")
+            raise ConfigError(f"method: eot needs an optimised noise (kinds mem, {', '.join(NOISE_KINDS)}), not "
+                              f"{self.method}")
         if self.method in ("mem", "random_trigger") and self.token_num < 1:
             raise ConfigError(f"method: token_num must be >= 1 for kind {self.method} (its trigger would be "
                               "empty and the data published unprotected); use kind em for image noise alone")
 
     @property
     def optimises(self) -> bool:
-        return self.method in ("mem", "em", "strong_em")
+        return self.method == "mem" or self.method in NOISE_KINDS
 
     @property
     def trigger_len(self) -> int:
-        return 0 if self.method in ("em", "strong_em", "random_noise") else self.token_num
+        return 0 if self.method in NOISE_KINDS + ("random_noise",) else self.token_num
 
 
 # The reference's EM baseline (poison_mm.py): 5 rounds x 50 surrogate steps, aligned captions, no trigger.
 EM = {"rounds": 5, "surrogate_steps": 50, "token_num": 0, "shuffle": False, "hotflip_rounds": 0}
 # Image noise that protects on its own (the noise-only study, docs/results.md "Noise alone"): error-minimising
-# noise with no trigger, at 16/255, with twice em's rounds and PGD steps. (Optimising it through a scraper's defences,
-# `eot`, cost it undefended efficacy on shapes: it is an option, not a default.)
-KIND_DEFAULTS = {"em": EM, "strong_em": {**EM, "eps": 16, "rounds": 10, "pgd_steps": 16}}
+# noise with no trigger, at 16/255, with twice em's rounds and PGD steps.
+STRONG_EM = {**EM, "eps": 16, "rounds": 10, "pgd_steps": 16}
+# Noise that survives a scraper (docs/results.md "Protection that survives a scraper"): strong_em's budget and
+# schedule, one value per 8 x 8 square, optimised through the shipped `scraper` chain (its resize and JPEG, then
+# the victim's crops and flips); the robustness grid's lowfreq8_eot.
+ROBUST_EM = {**STRONG_EM, "noise_block": 8, "eot": ({"kind": "scraper"},)}
+KIND_DEFAULTS = {"em": EM, "strong_em": STRONG_EM, "robust_em": ROBUST_EM}
 
 
 def method_config(spec: dict) -> ProtectConfig:
