@@ -529,3 +529,21 @@ def test_robust_em_is_the_robustness_grids_lowfreq8_eot():
     shipped = method_config({"kind": "robust_em", "surrogate_steps": 40, "lr": 0.001})
     assert shipped.__dict__ == {**measured.__dict__, "method": "robust_em"}
     assert shipped.optimises and shipped.trigger_len == 0
+
+
+def test_read_ahead_reads_the_next_batch_while_this_one_runs_and_never_a_stale_row(tmp_path):
+    """The next batch's rows are being read once this batch's are handed over; a folded tail batch, which
+    shares units with the batch before it, is read after that batch's rows are rewritten, so it sees them."""
+    from unlearnable.protect.readahead import ReadAhead
+
+    noise = RowFile.create(tmp_path / "n.npy", (10, 2, 2, 3), np.int8)
+    noise.write(np.arange(10), np.arange(10, dtype=np.int8)[:, None, None, None].repeat(12, 1).reshape(10, 2, 2, 3))
+    batches = [np.array([3, 1, 4]), np.array([0, 5, 9]), np.array([2, 6, 8]), np.array([6, 8, 7])]  # 7 folded in
+    with ReadAhead(noise, batches, 0) as ahead:
+        for j, units in enumerate(batches):
+            rows = ahead.rows(j)
+            assert (j + 1 in ahead.pending) == (j + 1 < len(batches) and j + 1 != 3)  # read ahead, except the fold
+            assert np.array_equal(rows[:, 0, 0, 0], noise[units][:, 0, 0, 0])  # never a stale row
+            noise.write(units, rows - 50)  # this batch's rewrite, in place
+    # 6 and 8 were rewritten twice: the fold read their first rewrite
+    assert noise[np.arange(10)][:, 0, 0, 0].tolist() == [v - (100 if v in (6, 8) else 50) for v in range(10)]
