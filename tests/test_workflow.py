@@ -216,16 +216,16 @@ def test_shipped_grid_configs_plan(grid, tmp_path):
            str(REPO / "config" / "config.yaml"), str(REPO / "config" / "grids" / f"{grid}.yaml"), "-n", "--cores", "2"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    models = {"shapes-3seeds": 12, "shapes-full": 24, "noise-only": 36, "defences": 504, "robust": 168}
+    models = {"shapes-3seeds": 12, "shapes-full": 24, "noise-only": 36, "defences": 504, "robust": 156}
     counts = {# 6 protections x 14 defences x 2 victims x 3 seeds; each protection made once per seed and
               # defended 12 times (augment changes no file); the clean split defended once per defence; the
               # fine-tuned victim's pretraining run is trained too, but is no cell
               "defences": {"protect": 12, "defend_published": 180, "defend_clean": 12, "train_clean": 7,
                            "train_clean_defended": 78, "retrain": 30, "retrain_defended": 390},
-              # 13 protections (3 methods made with both surrogates) x 3 seeds, each defended once (scraper);
+              # 12 protections (2 methods made with both surrogates) x 3 seeds, each defended once (scraper);
               # the pretrained surrogate's checkpoint is the fine-tuned victim's, trained once
-              "robust": {"protect": 39, "defend_published": 39, "defend_clean": 1, "train_clean": 7,
-                         "train_clean_defended": 6, "retrain": 78, "retrain_defended": 78}}
+              "robust": {"protect": 36, "defend_published": 36, "defend_clean": 1, "train_clean": 7,
+                         "train_clean_defended": 6, "retrain": 72, "retrain_defended": 72}}
     for rule, n in counts.get(grid, {}).items():
         assert re.search(rf"^{rule}\s+{n}$", res.stdout, re.M), (rule, res.stdout[-1500:])
     summary = next(b for b in res.stdout.split("\n\n") if re.search(r"^rule summary:", b, re.M))
