@@ -122,11 +122,6 @@ def _bytes(config: dict, model: str) -> tuple[int, int]:
     return weights, 3 * weights
 
 
-def _arch(config: dict, model: str) -> str:
-    m = config["models"][model]
-    return config["models"][m["ensemble"][0]]["arch"] if "ensemble" in m else m["arch"]
-
-
 @dataclass
 class Bench:
     model: str
@@ -166,7 +161,7 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
         images = round((pairs + test_pairs) / 5)  # five captions an image, as in every dataset known here
         for model in (cell["victim"], cell["surrogate"]):
             if model in config["models"]:
-                res = image_resolution(_arch(config, model))
+                res = image_resolution(arch[model])
                 store = images * res * res * 3
                 jobs[("data", cell["dataset"], res)] = {"stage": "image store", "model": None, "passes": {},
                                                         "disk_peak": store, "disk_kept": store}
@@ -177,7 +172,7 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
             m = method_config(config["methods"][cell["method"]])
             sur = arch[cell["surrogate"]]
             units = pairs if m.granularity == "pair" else round(pairs / 5)
-            res = image_resolution(_arch(config, cell["surrogate"]))
+            res = image_resolution(sur)
             noise = units * res * res * 3
             if m.optimises:
                 flips = min(m.hotflip_rounds, m.rounds) * units if m.method == "mem" else 0
