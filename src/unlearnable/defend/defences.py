@@ -120,6 +120,11 @@ class Defence:
         return any(p.kind in TEXT_KINDS for p in self.parts)
 
     @property
+    def needs_tokenizer(self) -> bool:
+        """Only strip_trigger counts CLIP tokens; the job skips open_clip (and torch) for every other defence."""
+        return any(p.kind == "strip_trigger" for p in self.parts)
+
+    @property
     def changes_files(self) -> bool:
         """False when the defence only augments in training: the victim trains on the undefended folder."""
         return self.changes_images or self.changes_captions

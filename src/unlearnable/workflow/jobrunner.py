@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
 import time
 from typing import Callable
@@ -18,8 +19,6 @@ from ..usage import peak_rss_mib
 
 def run_job(log_path: str | None, threads: int, fn: Callable[[], object], where: str | None = None) -> None:
     """`where` (the job's output) is named when a full disk or a permission error stops the job."""
-    import torch
-
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     log_file = None
     if log_path:
@@ -31,7 +30,7 @@ def run_job(log_path: str | None, threads: int, fn: Callable[[], object], where:
     logging.raiseExceptions = False  # a log line that cannot be written (full disk) must not print a traceback
     for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    torch.set_num_threads(max(1, threads))
+    set_threads(threads)
     t0 = time.time()
     try:
         fn()
@@ -52,6 +51,15 @@ def run_job(log_path: str | None, threads: int, fn: Callable[[], object], where:
         if log_file:
             with contextlib.suppress(OSError):
                 log_file.flush()
+
+
+def set_threads(threads: int) -> None:
+    """torch's threads for this job, without importing torch: a job that imports it later reads
+    OMP_NUM_THREADS, and a job that needs no torch (a defence, a manifest, the summary) never pays for it."""
+    n = max(1, threads)
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 def _fail(line: str, log_file) -> None:

@@ -1,7 +1,8 @@
 """One function per workflow stage, taking plain paths and dataclasses.
 
-The Snakemake scripts are thin adapters over these (the owner's command line calls the library directly);
-nothing here knows about Snakemake.
+The Snakemake scripts are thin adapters over these; nothing here knows about Snakemake. Every job starts a
+fresh Python, so torch, open_clip and the CLIP code (about 4 s to import on this CPU) are imported inside the
+stages that use them: a defence, a manifest, an image store or the summary never pays for them.
 """
 from __future__ import annotations
 
@@ -10,24 +11,25 @@ import logging
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from ..atomic import atomic_path, write_json
-from ..clip.evaluate import evaluate_retrieval
-from ..clip.models import ModelSpec, create_model, load_weights, save_weights, tokenizer
-from ..clip.text import tokenize
-from ..clip.train import PairBatches, TrainConfig, train_clip
 from ..data import manifest as mf
 from ..data.image_store import build_image_store, open_image_store
 from ..data.sources import LayoutConfig, read_dataset
 from ..data.splits import SplitConfig, assign_split
-from ..provenance import configure_determinism, resolve_device, seed_everything, versions
 from ..usage import peak_rss_mib
 from .tracking import cell_parent, log_to_run, tracked_run
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+
+    from ..clip.models import ModelSpec
+    from ..clip.train import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,9 @@ def _train_rows(manifest_path: str | Path) -> pd.DataFrame:
 
 
 def _tokens(spec: ModelSpec, captions: list[str]) -> torch.Tensor:
+    from ..clip.models import tokenizer
+    from ..clip.text import tokenize
+
     return tokenize(tokenizer(spec.name), captions)
 
 
@@ -70,6 +75,10 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
               device: str, out_model: str | Path, out_record: str | Path, cell: dict, tracking: dict) -> list[dict]:
     """Train a CLIP from scratch on the `train` rows of a manifest (clean data or a published folder)."""
     import mlflow
+
+    from ..clip.models import create_model, save_weights
+    from ..clip.train import PairBatches, train_clip
+    from ..provenance import configure_determinism, resolve_device, seed_everything, versions
 
     dev = resolve_device(device)
     configure_determinism(dev)
@@ -121,6 +130,10 @@ def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path
                  tracking: dict, batch_size: int = 256, workers: int = 0, precision: str = "auto") -> dict:
     """Retrieval on the clean test split; one JSON and one Parquet row per evaluated model."""
     import mlflow
+
+    from ..clip.evaluate import evaluate_retrieval
+    from ..clip.models import ModelSpec, create_model, load_weights
+    from ..provenance import configure_determinism, resolve_device, seed_everything, versions
 
     record = json.loads(Path(train_record).read_text())
     spec, cell, seed = ModelSpec(**record["model"]), record["cell"], record["seed"]
@@ -244,6 +257,7 @@ def export_job(manifest_path: str | Path, store_path: str | Path, protection: st
     """Write the folder a data owner would publish; MLflow gets its size and trigger round-trip rate."""
     import mlflow
 
+    from ..clip.models import tokenizer
     from ..protect.export import export_published
 
     train = _train_rows(manifest_path)
@@ -268,7 +282,12 @@ def defend_job(manifest_path: str | Path, store_path: str | Path, name: str, spe
 
     defence = Defence.from_config(name, spec)
     t0 = time.time()
-    meta = defend_folder(_train_rows(manifest_path), store_path, defence, tokenizer("RN50"), out_dir, workers)
+    tok = None
+    if defence.needs_tokenizer:  # only strip_trigger counts tokens; the others need no torch or open_clip
+        from ..clip.models import tokenizer
+
+        tok = tokenizer("RN50")
+    meta = defend_folder(_train_rows(manifest_path), store_path, defence, tok, out_dir, workers)
     log.info("defence %s (%s): %d images, %d of %d captions kept, %d changed (%.1fs)", name, defence.kind,
              meta["images"], meta["captions_kept"], meta["captions_in"], meta["captions_changed"], time.time() - t0)
     return meta
