@@ -169,6 +169,28 @@ def test_shuffle_pairs_each_image_with_another_images_caption_and_its_own_trigge
     assert foreign > 0.5 * pgd_texts * cfg.batch_size * (1 - 1 / cfg.batch_size)
 
 
+@pytest.mark.parametrize("kind, granularity, block", [("em", "image", 1), ("strong_em", "pair", 8),
+                                                       ("em", "cluster", 1)])
+def test_unshuffled_pgd_encodes_each_batchs_captions_once(dataset, tmp_path, kind, granularity, block):
+    """Without caption shuffling every PGD step of a batch sees the same texts (the surrogate is frozen and the
+    captions fixed): they are encoded once per batch, not once per step, and still go with their own images."""
+    train, store = dataset
+    cfg = method_config({"kind": kind, "granularity": granularity, "clusters": 4 if granularity == "cluster" else 0,
+                         "rounds": 1, "surrogate_steps": 1, "pgd_steps": 3, "batch_size": 32, "noise_block": block})
+    pr = _protector(dataset, tmp_path, cfg)
+    pr.trainers[0].step = lambda *a: torch.tensor(0.0)
+    batches, texts = [], []
+    for name in ("pick_pairs", "pick_image_pairs"):
+        pick = getattr(pr.units, name)
+        setattr(pr.units, name, lambda units, gen, pick=pick: batches.append(pick(units, gen)) or batches[-1])
+    encode_text = pr.encoder.text
+    pr.encoder.text = lambda tokens: texts.append(tokens.clone()) or encode_text(tokens)
+    pr.run()
+    assert len(batches) > 1 and len(texts) == len(batches)  # one encoding per batch, for all 3 steps
+    for pairs, toks in zip(batches, texts):
+        assert torch.equal(toks, pr.captions[torch.as_tensor(pairs)])  # the batch's own captions, in order
+
+
 @pytest.mark.parametrize("commit_seconds", [0.0, 3600.0])
 @pytest.mark.parametrize("dies_at", [3, 4, 6])
 def test_resume_after_a_crash_is_bit_identical(dataset, tmp_path, dies_at, commit_seconds):

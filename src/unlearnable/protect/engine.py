@@ -19,6 +19,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -309,11 +310,7 @@ class Protector:
                 x, d = self.noisy_pixels(pairs, current)
                 captions = self.captions[torch.as_tensor(pairs)].to(self.device)
                 perms, view = self._pgd_draws(len(pairs))
-
-                @torch.no_grad()
-                def text_features(t: int) -> torch.Tensor:
-                    return self.encoder.text(captions if perms[t] is None else captions[perms[t]])
-
+                text_features = self._step_texts(perms, lambda p, c=captions: c if p is None else c[p])
                 d, loss = shared_noise_pgd(self.encoder, x, block_reduce(d, self.cfg.noise_block),
                                            torch.as_tensor(index, device=self.device), text_features, self.cfg.eps,
                                            self.cfg.step, self.cfg.pgd_steps, self.logit_scale(),
@@ -355,6 +352,22 @@ class Protector:
         transforms = self.eot.draw(self.cfg.pgd_steps, self.gen)
         return perms, lambda x, t: self.eot.apply(x, transforms[t], self.gen)
 
+    def _step_texts(self, perms: list, captions: Callable[[torch.Tensor | None], torch.Tensor]
+                    ) -> Callable[[int], torch.Tensor]:
+        """Text features for PGD step t, from the step's caption permutation. Without shuffling every step sees
+        the same captions (the surrogate is frozen and the trigger fixed during PGD): they are encoded once."""
+        fixed: list[torch.Tensor] = []
+
+        @torch.no_grad()
+        def text_features(t: int) -> torch.Tensor:
+            if perms[t] is not None:
+                return self.encoder.text(captions(perms[t]))
+            if not fixed:
+                fixed.append(self.encoder.text(captions(None)))
+            return fixed[0]
+
+        return text_features
+
     def _batch(self, units: np.ndarray, rows: np.ndarray, with_features: bool) -> Batch:
         pairs = self.units.pick_pairs(units, self.gen)
         x, d = self.noisy_pixels(pairs, rows)
@@ -379,12 +392,13 @@ class Protector:
         caption that still carries the image's own trigger, so the noise cannot learn the caption."""
         perms, view = self._pgd_draws(len(b.units))
 
-        @torch.no_grad()
-        def text_features(t: int) -> torch.Tensor:
-            if perms[t] is None:
-                return self.encoder.text(insert_trigger(b.captions, b.trigger, b.at))
-            at = None if b.at is None else b.at[perms[t]]  # a caption's trigger goes where its words allow
-            return self.encoder.text(insert_trigger(b.captions[perms[t]], b.trigger, at))
+        def captions(perm: torch.Tensor | None) -> torch.Tensor:
+            if perm is None:
+                return insert_trigger(b.captions, b.trigger, b.at)
+            at = None if b.at is None else b.at[perm]  # a caption's trigger goes where its words allow
+            return insert_trigger(b.captions[perm], b.trigger, at)
+
+        text_features = self._step_texts(perms, captions)
 
         if self.colour is not None:  # colour transform + spatial noise; the stored noise holds both, unclamped
             colour = self.colour[torch.as_tensor(b.units)].to(self.device)
