@@ -144,7 +144,7 @@ def test_variants_table_heatmap_and_visibility_plot_put_visibility_next_to_effic
     from unlearnable.report.html import variants_table_html
     from unlearnable.report.mdtable import variants_markdown
     from unlearnable.report.plots import retained_heatmap, visibility_vs_retained
-    from unlearnable.report.stats import variants_table
+    from unlearnable.report.stats import variant_params, variants_table
 
     rows = []
     for seed in (0, 1, 2):
@@ -159,6 +159,9 @@ def test_variants_table_heatmap_and_visibility_plot_put_visibility_next_to_effic
     every = aggregate(_every_metric_from_t2i(rows))
     v = variants_table(every).set_index("protection")
     assert v.loc["lf8 (rn)", "settings"] == "strong_em noise_block 8" and v.loc["lf8 (rn)", "psnr"] == 30.0
+    short = {"kind": "strong_em", "noise_block": 8, "rounds": 5, "pgd_steps": 8, "eot": [{"kind": "scraper"}]}
+    assert variant_params(json.dumps(short, sort_keys=True)) == ("strong_em noise_block 8, pgd_steps 8, rounds 5, "
+                                                                 "eot scraper")  # told apart from its long schedule
     assert v.loc["lf8 (rn)", "scratch / scraper"] == "62%"  # (40 - 15) / 40
     assert v.loc["px (rn)", "scratch / scraper"] == "≈ clean" and v.loc["px (rn)", "scratch / none"] == "92%"
     md = variants_markdown(every)

@@ -209,14 +209,18 @@ def test_mem_protects_and_random_noise_does_not(tmp_path):
     assert abs(s["random_noise"] - s["clean"]) <= 10, s.to_dict()
 
 
-@pytest.mark.parametrize("grid", ["shapes-3seeds", "shapes-full", "shapes-reference-schedule", "transfer", "noise-only",
-                                  "defences", "robust"])
+@pytest.mark.parametrize("grid", ["shapes-3seeds", "bf16", "shapes-full", "shapes-reference-schedule", "transfer",
+                                  "noise-only", "defences", "robust", "robust+robust-variants"])
 def test_shipped_grid_configs_plan(grid, tmp_path):
+    files = [str(REPO / "config" / "grids" / f"{g}.yaml") for g in grid.split("+")]
     cmd = [SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(tmp_path), "--configfile",
-           str(REPO / "config" / "config.yaml"), str(REPO / "config" / "grids" / f"{grid}.yaml"), "-n", "--cores", "2"]
+           str(REPO / "config" / "config.yaml"), *files, "-n", "--cores", "2"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
-    models = {"shapes-3seeds": 12, "shapes-full": 24, "noise-only": 36, "defences": 504, "robust": 156}
+    # the variants add 3 protections x 3 seeds (EOT at strong_em's schedule, squares per image, colour16 made
+    # with the pretrained surrogate), each trained by both victims, undefended and under scraper
+    models = {"shapes-3seeds": 12, "bf16": 12, "shapes-full": 24, "noise-only": 36, "defences": 504, "robust": 156,
+              "robust+robust-variants": 192}
     counts = {# 6 protections x 14 defences x 2 victims x 3 seeds; each protection made once per seed and
               # defended 12 times (augment changes no file); the clean split defended once per defence; the
               # fine-tuned victim's pretraining run is trained too, but is no cell
@@ -226,6 +230,7 @@ def test_shipped_grid_configs_plan(grid, tmp_path):
               # the pretrained surrogate's checkpoint is the fine-tuned victim's, trained once
               "robust": {"protect": 36, "defend_published": 36, "defend_clean": 1, "train_clean": 7,
                          "train_clean_defended": 6, "retrain": 72, "retrain_defended": 72}}
+    counts["robust+robust-variants"] = {"protect": 45, "retrain": 90, "retrain_defended": 90}
     for rule, n in counts.get(grid, {}).items():
         assert re.search(rf"^{rule}\s+{n}$", res.stdout, re.M), (rule, res.stdout[-1500:])
     summary = next(b for b in res.stdout.split("\n\n") if re.search(r"^rule summary:", b, re.M))
@@ -233,6 +238,18 @@ def test_shipped_grid_configs_plan(grid, tmp_path):
     assert all(f.endswith("/metrics.parquet") for f in evaluated)
     if grid in models:
         assert len(evaluated) == models[grid], grid
+
+
+def test_the_robustness_variants_repeat_every_run_of_the_robustness_grid():
+    """robust-variants.yaml replaces the runs list: it must keep every run of robust.yaml, or a run with both
+    files would leave cells out of the summary that docs/results.md reads."""
+    base, variants = (yaml.safe_load((REPO / "config" / "grids" / f).read_text())["grid"]["runs"]
+                      for f in ("robust.yaml", "robust-variants.yaml"))
+
+    def cells(runs):
+        return {(r["method"], s) for r in runs for s in r.get("surrogates", ["tiny-rn"])}
+
+    assert cells(base) < cells(variants)
 
 
 def test_cpu_bf16_switch_runs_the_grid_under_autocast_and_records_it(tmp_path):

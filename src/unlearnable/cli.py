@@ -179,8 +179,8 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("out", help="output folder: new, or a previous output with --overwrite")
     pr.add_argument("--method", default="mem", choices=list(METHODS),
                     help="mem: noise + trigger (default); em: noise only; strong_em: noise only at 16/255, "
-                         "twice em's schedule; robust_em: strong_em in 8x8 squares, optimised through a scraper's "
-                         "resize, JPEG, crops and flips; random_noise / random_trigger: controls")
+                         "twice em's schedule; robust_em: noise at 16/255 in 8x8 squares, optimised through a "
+                         "scraper's resize, JPEG, crops and flips; random_noise / random_trigger: controls")
     pr.add_argument("--model", default="tiny-vit", help="surrogate open_clip architecture (default tiny-vit)")
     pr.add_argument("--pretrained", default="none", help="surrogate weights: none, an open_clip tag or a file")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -95,7 +95,8 @@ def protection_label(method: str, apply: str, surrogate: str) -> str:
     return method if method == "clean" else method + ("" if apply == "both" else f" [{apply} only]") + f" ({surrogate})"
 
 
-VARIANT_KEYS = ("eps", "noise_block", "colour_eps", "token_num", "common_words", "trigger_position", "eot")
+VARIANT_KEYS = ("granularity", "eps", "noise_block", "colour_eps", "token_num", "common_words", "trigger_position",
+                "rounds", "pgd_steps", "eot")
 
 
 def variant_params(method_params: str) -> str:
