@@ -1,7 +1,7 @@
 """One function per workflow stage, taking plain paths and dataclasses.
 
 The Snakemake scripts are thin adapters over these; nothing here knows about Snakemake. Every job starts a
-fresh Python, so torch, open_clip and the CLIP code (about 4 s to import on this CPU) are imported inside the
+fresh Python, so torch, open_clip and the CLIP code (about 6 s to import here) are imported inside the
 stages that use them: a defence, a manifest, an image store or the summary never pays for them.
 """
 from __future__ import annotations
