@@ -65,6 +65,10 @@ def fn():
     import torch
     fn.threads = torch.get_num_threads()
 run_job(None, 1, fn)
-print(json.dumps({"torch_was_imported_before": False, "threads": fn.threads}))
+import os
+print(json.dumps({"threads": fn.threads, "omp_after": os.environ.get("OMP_NUM_THREADS")}))
 """)
     assert got["threads"] == 1
+    # the variable lasts only as long as the job: a process that goes on (pytest itself) and the programs it
+    # starts keep their environment; `nproc` reads OMP_NUM_THREADS, and the SLURM test's node took 1 CPU from it
+    assert got["omp_after"] is None

@@ -30,10 +30,10 @@ def run_job(log_path: str | None, threads: int, fn: Callable[[], object], where:
     logging.raiseExceptions = False  # a log line that cannot be written (full disk) must not print a traceback
     for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    set_threads(threads)
     t0 = time.time()
     try:
-        fn()
+        with job_threads(threads):
+            fn()
         logging.getLogger(__name__).info("usage: wall %.1f s, peak RSS %.0f MiB", time.time() - t0, peak_rss_mib())
     except UnlearnableError as e:
         _fail(f"error: {e}", log_file)
@@ -53,13 +53,26 @@ def run_job(log_path: str | None, threads: int, fn: Callable[[], object], where:
                 log_file.flush()
 
 
-def set_threads(threads: int) -> None:
+@contextlib.contextmanager
+def job_threads(threads: int):
     """torch's threads for this job, without importing torch: a job that imports it later reads
-    OMP_NUM_THREADS, and a job that needs no torch (a defence, a manifest, the summary) never pays for it."""
+    OMP_NUM_THREADS, and a job that needs no torch (a defence, a manifest, the summary) never pays for it. The
+    variable is set only while the job runs: a caller in the same process (a test, a notebook) keeps its
+    environment, and so do the programs it starts afterwards (`nproc` reads the variable too)."""
     n = max(1, threads)
-    os.environ["OMP_NUM_THREADS"] = str(n)
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
+        yield
+        return
+    before = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = before
 
 
 def _fail(line: str, log_file) -> None:
