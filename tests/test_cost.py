@@ -90,6 +90,18 @@ def test_cost_says_when_gpu_hours_are_estimates(tmp_path, tiny_bench):
     assert res.returncode == 1 and res.stderr.count("\n") == 1 and "no bench for model 'RN50'" in res.stderr
 
 
+def test_cost_into_a_closed_pipe_exits_quietly(tmp_path, tiny_bench):
+    """`unlearnable cost ... | head` (or `grep -q`) closes the pipe early: no traceback, SIGPIPE's exit status."""
+    bench = tmp_path / "tiny.json"
+    bench.write_text(json.dumps(tiny_bench[0]))
+    proc = subprocess.Popen([sys.executable, "-m", "unlearnable.cli", "cost", str(REPO / "config/config.yaml"),
+                             "--bench", str(bench)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    proc.stdout.close()  # the reader is gone before the child writes a byte (its imports alone take seconds)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipeError" not in err and "Exception ignored" not in err, err
+
+
 def test_sample_passes_share_work_like_the_dag():
     config = merged_config(REPO / "config/grids/paper.yaml")
     jobs = sample_passes(config)

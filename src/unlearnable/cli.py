@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -146,7 +147,7 @@ def _verify(args) -> None:
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=args.precision)
     result = verify(args.clean, args.published, ModelSpec(args.model), cfg, args.test, args.seed, args.device,
                     _layout(args), args.max_images, defence)
-    print(format_drop(result))
+    _emit(format_drop(result))
     if args.json:
         from .atomic import write_json
 
@@ -249,6 +250,11 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _emit(text: str) -> None:
+    """Print and flush now, so a closed pipe raises inside main's handlers rather than at interpreter exit."""
+    print(text, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -266,16 +272,21 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "table":
             from .report.mdtable import table_command
 
-            print(table_command(args.summary))
+            _emit(table_command(args.summary))
         elif args.command == "cost":
             from .workflow.cost import cost
 
-            print(cost(args.grid, args.bench, args.pairs, args.assume_mfu))
+            _emit(cost(args.grid, args.bench, args.pairs, args.assume_mfu))
         else:
             _verify(args)
     except UnlearnableError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `unlearnable table ... | head`: the reader left, which is no error of ours. Point stdout at /dev/null so
+        # the interpreter's last flush cannot raise again, and exit as a process killed by SIGPIPE would.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         resumable = args.command == "protect"
         print("interrupted; run the same command to resume" if resumable else "interrupted", file=sys.stderr)
