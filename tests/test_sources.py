@@ -1,4 +1,5 @@
 """Layout parsers, dirty data, safe extraction and the paper's splits."""
+import json
 import shutil
 import stat
 import zipfile
@@ -92,8 +93,9 @@ def test_dirty_images_each_counted_under_their_reason(tmp_path):
     cap.write_text("\n".join(lines + [lines[-1], f"{NAMES8K[5]},   "]) + "\n")
     rows, q = read_dataset(root, LayoutConfig(max_image_pixels=10_000), on_bad_sample="skip")
     assert q.dropped == {"truncated_image": 5, "empty_image": 5, "missing_image": 5, "undecodable_image": 5,
-                         "huge_image": 5, "duplicate_row": 1, "empty_caption": 1}
-    assert rows["image_id"].nunique() == 3 and len(rows) == 15
+                         "huge_image": 5, "empty_caption": 1}
+    assert q.repeated == {"repeated_caption": 1}  # the repeated row is kept: its photo is a good one
+    assert rows["image_id"].nunique() == 3 and len(rows) == 16
     assert "200x200" in q.examples["huge_image"]
 
 
@@ -212,3 +214,42 @@ def test_generic_csv_broken_row(tmp_path, shapes_root):
         read_dataset(root)
     rows, q = read_dataset(root, on_bad_sample="skip")
     assert len(rows) == 300 and q.dropped == {"malformed_row": 1}
+
+
+def _repeat_a_caption(root: Path, kind: str) -> None:
+    """Write one caption of the first photo a second time, as two annotators of a real dataset did."""
+    if kind == "coco2017":
+        ann = root / "coco2017/annotations/captions_train2017.json"
+        data = json.loads(ann.read_text())
+        data["annotations"].append({**data["annotations"][0], "id": 10_000})
+        ann.write_text(json.dumps(data))
+        return
+    cap = next(root.rglob("captions.txt" if kind == "flickr8k" else "results.csv"))
+    lines = cap.read_text().splitlines()
+    cap.write_text("\n".join(lines + [lines[1].replace("| 0|", "| 5|")]) + "\n")
+
+
+@pytest.mark.parametrize("kind, caption_files, image_dirs", [
+    ("flickr8k", ["captions.txt"], ["Images"]),
+    ("flickr30k", ["flickr30k_images/results.csv"], ["flickr30k_images/flickr30k_images"]),
+    ("coco2017", ["coco2017/annotations/captions_train2017.json", "coco2017/annotations/captions_val2017.json"],
+     ["coco2017/train2017", "coco2017/val2017"]),
+])
+def test_every_kaggle_reader_keeps_a_repeated_caption_and_records_the_layout_it_read(
+        tmp_path, kind, caption_files, image_dirs):
+    root = {"flickr8k": lambda: lb.flickr8k(tmp_path / "d", NAMES8K),
+            "flickr30k": lambda: lb.flickr30k(tmp_path / "d", NAMES8K, malformed_row=False),
+            "coco2017": lambda: lb.coco2017(tmp_path / "d", [9, 25, 30, 31, 32], [73, 312, 313])}[kind]()
+    _repeat_a_caption(root, kind)
+    summary = make_manifest(root, SplitConfig(val=1, test=2), tmp_path / "m.parquet", tmp_path / "q.json",
+                            on_bad_sample="fail")
+    assert summary["rows_kept"] == summary["rows_read"] == 41 and summary["dropped"] == {}
+    assert summary["repeated"] == {"repeated_caption": 1}
+    assert json.loads((tmp_path / "q.json").read_text())["layout"] == {
+        "kind": kind, "caption_files": caption_files, "image_dirs": image_dirs}
+
+
+def test_the_generic_layout_records_the_files_it_read(tmp_path, shapes_root):
+    summary = make_manifest(shapes_root, SplitConfig(val=1, test=2), tmp_path / "m.parquet", tmp_path / "q.json")
+    assert summary["layout"] == {"kind": "generic", "caption_files": ["captions.csv"], "image_dirs": ["images"]}
+    assert summary["layout_config"]["kind"] == "auto"

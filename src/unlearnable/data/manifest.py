@@ -36,12 +36,14 @@ SPLITS = ("train", "val", "test")
 
 @dataclass
 class Quality:
-    """What reading a dataset met: rows dropped per reason (with a first example), rows repaired."""
+    """What reading a dataset met: rows dropped per reason (with a first example), rows repaired, and rows
+    kept that repeat another row's caption of the same image (two annotators wrote the same sentence)."""
 
     rows_read: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, str] = field(default_factory=dict)
     repaired: dict[str, int] = field(default_factory=dict)
+    repeated: dict[str, int] = field(default_factory=dict)
 
     def bad(self, reason: str, message: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -51,12 +53,19 @@ class Quality:
         self.repaired[reason] = self.repaired.get(reason, 0) + 1
         self.examples.setdefault(reason, message)
 
+    def repeat(self, reason: str, message: str) -> None:
+        self.repeated[reason] = self.repeated.get(reason, 0) + 1
+        self.examples.setdefault(reason, message)
+
 
 def check_rows(rows: pd.DataFrame, root: Path, on_bad_sample: str = "fail", max_image_pixels: int = 89_478_485
                ) -> tuple[pd.DataFrame, Quality]:
-    """Drop (or fail on) empty captions, duplicate rows and missing, empty, corrupt or oversized images.
+    """Drop (or fail on) empty captions and missing, empty, corrupt or oversized images.
 
-    `rows` needs image_path, caption and `where` (file and row, for messages).
+    A row repeating another caption of the same image is data, not a bad sample: real datasets have them
+    (Flickr8k has 10, where two annotators wrote the same sentence). It is kept, so a published copy keeps
+    every row of the owner's file, and counted under `repeated`. `rows` needs image_path, caption and
+    `where` (file and row, for messages).
     """
     if on_bad_sample not in ("fail", "skip"):
         raise ConfigError(f"config key 'on_bad_sample': {on_bad_sample!r} is not one of 'fail', 'skip'")
@@ -76,8 +85,8 @@ def check_rows(rows: pd.DataFrame, root: Path, on_bad_sample: str = "fail", max_
     dup = rows.duplicated(["image_path", "caption"]).to_numpy()
     first_row = rows.drop_duplicates(["image_path", "caption"]).set_index(["image_path", "caption"])["where"]
     for i in np.flatnonzero(dup & keep):
-        reject(i, "duplicate_row", f"{rows['where'].iat[i]}: duplicate of "
-               f"{first_row[(rows['image_path'].iat[i], rows['caption'].iat[i])]}")
+        q.repeat("repeated_caption", f"{rows['where'].iat[i]}: repeats "
+                 f"{first_row[(rows['image_path'].iat[i], rows['caption'].iat[i])]} (kept)")
 
     outside = {p: escapes(root, p) for p in set(rows["image_path"])}  # one realpath per image, not per caption
     for i, p in enumerate(rows["image_path"]):  # never open a file the captions point outside the dataset to
@@ -186,6 +195,7 @@ def quality_summary(table: pa.Table, q: Quality) -> dict:
         "rows_kept": len(df),
         "dropped": q.dropped,
         "repaired": q.repaired,
+        "repeated": q.repeated,
         "examples": q.examples,
         "images": int(df["image_id"].nunique()),
         "captions": len(df),

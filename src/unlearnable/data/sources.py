@@ -88,7 +88,22 @@ def parse_layout(root: Path, layout: LayoutConfig) -> tuple[pd.DataFrame, Proble
         raise DataError(f"{root}: no caption rows found in the {kind} layout")
     if "image_id" not in rows:
         rows["image_id"] = default_ids(rows["image_path"])
-    return rows.reset_index(drop=True), problems
+    read = rows.attrs.get("read", {})
+    rows = rows.reset_index(drop=True)
+    rows.attrs["read"] = {"kind": kind, **read}
+    return rows, problems
+
+
+def layout_read(rows: pd.DataFrame) -> dict:
+    """The layout `read_dataset` actually read: its kind and, relative to the root, the caption files and the
+    image folders, as found (not as configured: a `flickr8k` read names `captions.txt` and `Images`)."""
+    return dict(rows.attrs.get("read", {}))
+
+
+def _note_read(rows: pd.DataFrame, root: Path, caption_files: list[Path], image_dirs: list[str]) -> pd.DataFrame:
+    rows.attrs["read"] = {"caption_files": [p.relative_to(root).as_posix() for p in caption_files],
+                          "image_dirs": image_dirs}
+    return rows
 
 
 def detect_layout(root: Path, layout: LayoutConfig = LayoutConfig()) -> str:
@@ -174,7 +189,8 @@ def _flickr8k(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFr
     if not names:
         return _rows([], [], [])
     folder = _image_dir(root, names, cap_file.parent, cap_file, prefer="Images")
-    return _rows([f"{folder}/{x}" if folder != "." else x for x in names], caps, where, files=names)
+    rows = _rows([f"{folder}/{x}" if folder != "." else x for x in names], caps, where, files=names)
+    return _note_read(rows, root, [cap_file], [folder])
 
 
 _FLICKR30K_REPAIRABLE = re.compile(r"^\s*(\d+)\s+(\S.*)$")
@@ -205,16 +221,17 @@ def _flickr30k(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataF
     if not names:
         return _rows([], [], [])
     folder = _image_dir(root, names, cap_file.parent, cap_file, prefer="flickr30k_images")
-    return _rows([f"{folder}/{x}" if folder != "." else x for x in names], caps, where, files=names)
+    rows = _rows([f"{folder}/{x}" if folder != "." else x for x in names], caps, where, files=names)
+    return _note_read(rows, root, [cap_file], [folder])
 
 
 def _coco2017(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFrame:
     """COCO caption JSON for train and val, joined; image ids are COCO's integer ids (as in the paper's list)."""
-    files = sorted({p for s in ("train", "val") if (p := _shallowest(root, f"captions_{s}2017.json"))})
-    if not files:
+    ann_files = sorted({p for s in ("train", "val") if (p := _shallowest(root, f"captions_{s}2017.json"))})
+    if not ann_files:
         raise DataError(f"{root}: captions_train2017.json / captions_val2017.json not found (coco2017 layout)")
-    frames = []
-    for ann_file in files:
+    frames, folders = [], []
+    for ann_file in ann_files:
         try:
             data = json.loads(ann_file.read_bytes())
             images = {int(im["id"]): im["file_name"] for im in data["images"]}
@@ -225,6 +242,7 @@ def _coco2017(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFr
             continue
         split = ann_file.stem.split("_")[-1]  # train2017 | val2017
         folder = _image_dir(root, sorted(images.values()), root, ann_file, prefer=split)
+        folders.append(folder)
         paths, caps, where, ids, files = [], [], [], [], []
         for k, ann in enumerate(anns):
             image_id = ann.get("image_id")
@@ -237,7 +255,8 @@ def _coco2017(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFr
             where.append(f"{ann_file}: annotation {k}")
             ids.append(str(image_id))
         frames.append(_rows(paths, caps, where, ids, files))
-    return pd.concat(frames, ignore_index=True) if frames else _rows([], [], [])
+    rows = pd.concat(frames, ignore_index=True) if frames else _rows([], [], [])
+    return _note_read(rows, root, ann_files, folders)
 
 
 def _generic(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFrame:
@@ -274,4 +293,4 @@ def _generic(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFra
     # every field of each row as the owner wrote it: a published copy keeps them all (see CaptionFile)
     rows["record"] = kept
     rows.attrs["caption_file"] = CaptionFile(records[0], ic, cc)
-    return rows
+    return _note_read(rows, root, [cap_file], [layout.images_dir])

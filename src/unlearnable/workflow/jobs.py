@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from ..atomic import atomic_path, write_json
 from ..data import manifest as mf
 from ..data.image_store import build_image_store, open_image_store
-from ..data.sources import LayoutConfig, read_dataset
+from ..data.sources import LayoutConfig, layout_read, read_dataset
 from ..data.splits import SplitConfig, assign_split
 from ..usage import peak_rss_mib
 from .tracking import cell_parent, log_to_run, tracked_run
@@ -39,7 +39,8 @@ def make_manifest(dataset_root: str | Path, split: SplitConfig, out_manifest: st
                   on_bad_sample: str = "fail") -> dict:
     rows, quality = read_dataset(dataset_root, layout, on_bad_sample)
     table = mf.build_manifest(rows, assign_split(rows["image_id"].tolist(), split))
-    summary = {**mf.quality_summary(table, quality), "layout": asdict(layout), "split_config": asdict(split)}
+    summary = {**mf.quality_summary(table, quality), "layout": layout_read(rows), "layout_config": asdict(layout),
+               "split_config": asdict(split)}
     for needed in ("train", "test"):  # refuse here, before any protection or training is spent on it
         if summary["splits"][needed]["images"] == 0:
             raise mf.DataError(f"{dataset_root}: the split leaves no {needed} images ({summary['images']} images "
@@ -50,6 +51,8 @@ def make_manifest(dataset_root: str | Path, split: SplitConfig, out_manifest: st
         log.warning("dropped rows: %s", summary["dropped"])
     if summary["repaired"]:
         log.warning("repaired rows: %s", summary["repaired"])
+    if summary["repeated"]:
+        log.info("rows kept that repeat a caption of the same image: %s", summary["repeated"])
     mf.write_manifest(table, out_manifest)
     write_json(out_quality, summary)
     return summary
