@@ -425,6 +425,8 @@ def _dry(tmp_path: Path, mutate) -> subprocess.CompletedProcess:
      ["key 'datasets.shapes.source.pth'", "unknown key"]),
     (lambda c: c["methods"].update(rt={"kind": "random_trigger", "token_num": 0}) or c["grid"]["runs"].append(
         {"method": "rt"}), ["key 'methods.rt'", "token_num must be >= 1"]),
+    (lambda c: c["methods"].update(e0={"kind": "em", "eps": 0}) or c["grid"]["runs"].append({"method": "e0"}),
+     ["key 'methods.e0'", "eps must be >= 1 for kind em", "unprotected"]),
 ])
 def test_config_mistakes_are_one_short_line_before_any_job(mutate, words, tmp_path):
     res = _dry(tmp_path, mutate)
@@ -453,3 +455,93 @@ def test_trigger_methods_refuse_an_empty_trigger(kind):
     with pytest.raises(ConfigError, match="token_num must be >= 1"):
         method_config({"kind": kind, "token_num": 0})
     assert method_config({"kind": "em"}).trigger_len == 0
+
+
+# -- settings that would publish the data unprotected, or fail after the work began ----------------------
+
+@pytest.mark.parametrize("flags,words", [
+    (["--method", "em", "--eps", "0"], "eps must be >= 1 for kind em"),
+    (["--method", "strong_em", "--eps", "0"], "eps must be >= 1 for kind strong_em"),
+    (["--method", "random_noise", "--eps", "0"], "eps must be >= 1 for kind random_noise"),
+    (["--method", "mem", "--rounds", "0"], "rounds must be >= 1 for kind mem"),
+    (["--method", "em", "--pgd-steps", "0"], "pgd_steps must be >= 1 for kind em"),
+    (["--lr", "nan"], "lr must be a finite number > 0"),
+    (["--lr", "-1"], "lr must be a finite number > 0"),
+    (["--weight-decay", "inf"], "weight_decay must be a finite number >= 0"),
+])
+def test_protect_refuses_settings_that_publish_unprotected_before_any_work(flags, words, owner_data, tmp_path,
+                                                                          capsys):
+    out = tmp_path / "out"
+    assert main(["protect", str(owner_data), str(out), *FAST, *flags]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert words in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]  # no output, no staging folder
+
+
+def test_colour_noise_alone_is_still_a_protection():
+    from unlearnable.protect.config import method_config
+
+    assert method_config({"kind": "strong_em", "eps": 0, "colour_eps": 16}).colour_eps == 16
+    assert method_config({"kind": "mem", "eps": 0}).token_num == 3  # a trigger alone still changes the data
+
+
+# -- outputs never touch what the user owns, whatever the path ------------------------------------------
+
+@pytest.mark.parametrize("out,words", [("", "an empty path"), ("/", "the filesystem root")])
+def test_protect_refuses_an_empty_or_root_output_in_one_line(out, words, owner_data, capsys):
+    assert main(["protect", str(owner_data), out, *FAST]) == 1
+    assert words in one_error_line(capsys.readouterr().err)
+
+
+def test_protect_refuses_a_mount_point_as_output_before_any_work(owner_data, capsys):
+    mounts = [m for m in ("/dev/shm", "/proc", "/sys", "/dev") if os.path.ismount(m)]
+    if not mounts:
+        pytest.skip("no mount point found to name")
+    before = digest(owner_data)
+    assert main(["protect", str(owner_data), mounts[0], *FAST]) == 1
+    assert "is a mount point" in one_error_line(capsys.readouterr().err)
+    assert digest(owner_data) == before
+    assert not Path(mounts[0]).with_name(f".{Path(mounts[0]).name}.unlearnable-partial").exists()
+
+
+@pytest.mark.parametrize("where", ["input captions", "published folder", "foreign file"])
+def test_verify_json_never_overwrites_an_input_or_a_file_it_did_not_write(where, owner_data, tmp_path, capsys):
+    published = tmp_path / "published"
+    published.mkdir()
+    (published / "captions.csv").write_text("image,caption\n")
+    foreign = tmp_path / "notes.json"
+    foreign.write_text('{"mine": true}\n')
+    target = {"input captions": owner_data / "captions.csv", "published folder": published / "v.json",
+              "foreign file": foreign}[where]
+    before = {**digest(owner_data), **{f"pub/{k}": v for k, v in digest(published).items()},
+              "notes": foreign.read_text()}
+    assert main(["verify", str(owner_data), str(published), "--device", "cpu", "--json", str(target)]) == 1
+    line = one_error_line(capsys.readouterr().err)
+    assert "--json" in line and ("input" in line or "not written by unlearnable verify" in line), line
+    assert {**digest(owner_data), **{f"pub/{k}": v for k, v in digest(published).items()},
+            "notes": foreign.read_text()} == before
+
+
+@pytest.mark.parametrize("section,name", [("datasets", "../outside"), ("methods", "a/../../b"), ("models", ".hidden"),
+                                          ("defences", "x/y")])
+def test_a_config_name_that_is_not_one_path_segment_is_refused(section, name, tmp_path):
+    def rename(c):
+        c.setdefault(section, {})
+        if section == "defences":
+            c["defences"][name] = {"kind": "jpeg"}
+            return
+        old = next(iter(c[section]))
+        c[section][name] = c[section].pop(old)
+        key = {"datasets": "datasets", "models": "victims"}.get(section)
+        if key:
+            c["grid"][key] = [name if n == old else n for n in c["grid"][key]]
+            if section == "models":
+                c["grid"]["surrogates"] = [name if n == old else n for n in c["grid"].get("surrogates", [])]
+        else:
+            c["grid"]["runs"] = [{**r, "method": name if r["method"] == old else r["method"]} for r in c["grid"]["runs"]]
+
+    res = _dry(tmp_path, rename)
+    assert res.returncode != 0
+    line = one_error_line(res.stderr)
+    assert f"key '{section}.{name}'" in line and "results folder" in line, line
+    assert not (tmp_path / "results").exists() and not (tmp_path.parent / "outside").exists()

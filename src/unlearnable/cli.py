@@ -145,13 +145,34 @@ def _verify(args) -> None:
 
     defence = Defence.parse(args.defence) if args.defence else None  # checked before any training
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=args.precision)
+    if args.json is not None:
+        _check_json_output(args.json, {"clean": args.clean, "published": args.published})
     result = verify(args.clean, args.published, ModelSpec(args.model), cfg, args.test, args.seed, args.device,
                     _layout(args), args.max_images, defence)
     _emit(format_drop(result))
     if args.json:
         from .atomic import write_json
 
-        write_json(args.json, result)
+        write_json(args.json, {"written_by": "unlearnable verify", **result})
+
+
+def _check_json_output(path: str, inputs: dict[str, str]) -> None:
+    """`verify --json`: a file apart from every input, and never a file verify did not write."""
+    from .paths import refuse_overlap
+
+    if not path.strip():
+        raise DataError("--json: an empty path; name a new file")
+    refuse_overlap(path, inputs, "--json file")
+    p = Path(path)
+    if p.is_dir():
+        raise DataError(f"--json {path} is a folder; name a file")
+    if p.exists():
+        try:
+            ours = json.loads(p.read_text()).get("written_by") == "unlearnable verify"
+        except (OSError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise DataError(f"--json {path} exists and was not written by unlearnable verify; name a new file")
 
 
 def _layout_args(p: argparse.ArgumentParser) -> None:

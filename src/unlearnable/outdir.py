@@ -35,12 +35,25 @@ def _marker(folder: Path) -> dict | None:
     return data if isinstance(data, dict) and data.get("written_by") == "unlearnable" else None
 
 
+def _output_path(out: str | os.PathLike) -> Path:
+    """OUT as an absolute path whose staging sibling lies on OUT's own disk, or a one-line refusal."""
+    if not str(out).strip():
+        raise DataError("output folder: an empty path; name a new folder")
+    path = Path(os.path.abspath(out))
+    if path.parent == path:
+        raise DataError(f"output {out}: the filesystem root; name a new folder")
+    if os.path.ismount(path):  # its staging sibling would sit on the parent disk; the final move fails (EBUSY)
+        raise DataError(f"output {out} is a mount point (a drive's root); name a new folder inside it, "
+                        f"e.g. {path / 'protected'}")
+    return path
+
+
 class OutputFolder:
     """Checks, staging, resume and the final move of one output folder; use as a context manager."""
 
     def __init__(self, out: str | os.PathLike, inputs: dict[str, str | os.PathLike], request: dict,
                  overwrite: bool = False):
-        self.out = Path(out)
+        self.out = _output_path(out)
         self.staging = self.out.with_name(f".{self.out.name}.unlearnable-partial")
         # as it will read back from the marker (tuples become lists), so a resume recognises its own request
         self.request, self.overwrite = json.loads(json.dumps(request)), overwrite

@@ -70,7 +70,7 @@ def build_image_store(manifest: pd.DataFrame, root: str | Path, out: str | Path,
         store.flush()
         store.close()
     write_json(out.with_suffix(".json"), {"images": n, "resolution": resolution, "dtype": "uint8",
-                                          "layout": "NHWC", "source_root": str(root)})
+                                          "layout": "NHWC"})  # no local path: a published store holds one
     return out
 
 

@@ -37,3 +37,12 @@ def aligned_units(train_rows: pd.DataFrame, protection: Path) -> tuple[np.ndarra
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise DataError(f"{protection / 'protection.json'}: no recorded granularity ({type(e).__name__})") from None
     return units["unit"].to_numpy(np.int64), granularity
+
+
+def noise_budget(protection: Path) -> int:
+    """The recorded L-inf budget (1/255) of the spatial noise plus its colour transform, as made."""
+    try:
+        config = json.loads((protection / "protection.json").read_text())["config"]
+        return int(config["eps"]) + int(config.get("colour_eps", 0))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise DataError(f"{protection / 'protection.json'}: no recorded eps ({type(e).__name__})") from None

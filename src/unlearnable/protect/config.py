@@ -1,6 +1,7 @@
 """Protection hyper-parameters. Defaults are the reference code's hard-coded values."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .. import ConfigError
@@ -73,6 +74,23 @@ class ProtectConfig:
         if self.method in ("mem", "random_trigger") and self.token_num < 1:
             raise ConfigError(f"method: token_num must be >= 1 for kind {self.method} (its trigger would be "
                               "empty and the data published unprotected); use kind em for image noise alone")
+        self._refuse_unprotected()
+
+    def _refuse_unprotected(self) -> None:
+        """Settings under which a kind would publish every image as it was, or fail after the work began."""
+        unprotected = "the data would be published unprotected"
+        if self.method in NOISE_KINDS + ("random_noise",) and self.eps + self.colour_eps < 1:
+            raise ConfigError(f"method: eps must be >= 1 for kind {self.method} (or colour_eps >= 1): with no "
+                              f"noise budget {unprotected}")
+        if self.optimises and self.rounds < 1:
+            raise ConfigError(f"method: rounds must be >= 1 for kind {self.method}: with no round {unprotected}")
+        if self.method in NOISE_KINDS and self.pgd_steps < 1:
+            raise ConfigError(f"method: pgd_steps must be >= 1 for kind {self.method}: with no PGD step "
+                              f"{unprotected}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"method: lr must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"method: weight_decay must be a finite number >= 0, got {self.weight_decay}")
 
     @property
     def optimises(self) -> bool:

@@ -20,7 +20,7 @@ from ..clip.text import insert_trigger, published_caption, token_positions, toke
 from ..data.folder import save_pngs, write_layout
 from ..data.image_store import open_image_store
 from ..data.rowfile import RowFile
-from .artifact import aligned_units, protected_pixels, trigger_words
+from .artifact import aligned_units, noise_budget, protected_pixels, trigger_words
 from .visibility import Visibility
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
         got = tokenize(tok, captions)
         roundtrip = float((got == expected).all(dim=1).float().mean())
         meta = {"apply": apply, "granularity": granularity, "files": len(pairs), "captions": len(captions),
-                "trigger_roundtrip_rate": roundtrip, "protection": str(protection),
+                "trigger_roundtrip_rate": roundtrip, "eps": noise_budget(protection),
                 "visibility": seen.result(), **(provenance or {})}
         write_json(tmp / "export.json", meta)
     log.info("published %d files, %d captions (apply=%s); trigger round-trip %.4f", len(pairs), len(captions),

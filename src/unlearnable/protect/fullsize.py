@@ -77,6 +77,15 @@ class FullSizeNoise:
         return np.tensordot(self.rows_map[r0:r1], self.half, axes=1)
 
 
+def bare(im: Image.Image) -> Image.Image:
+    """The same pixels (shared, not copied) as a plain image with no metadata: PIL's writers carry a source's
+    comment and XMP (JPEG, WebP) and its XMP, IPTC and Photoshop blocks (TIFF) into the file they write. Only
+    the ICC profile, passed explicitly, is published."""
+    plain = im._new(im.im)
+    plain.info = {}
+    return plain
+
+
 def publish_image(src: Path, dest: Path, image: PlannedImage, delta: np.ndarray, jpeg_quality: int) -> None:
     """Write `src` plus its full-size noise to `dest` in the planned format. The noise is added to the decoded
     picture in place, a strip of rows at a time: memory is the decoded photo (4 bytes a pixel) plus a strip."""
@@ -101,7 +110,7 @@ def publish_image(src: Path, dest: Path, image: PlannedImage, delta: np.ndarray,
         if icc and image.format in ("JPEG", "PNG", "WEBP", "TIFF"):
             options["icc_profile"] = icc  # colours shown as in the original
         dest.parent.mkdir(parents=True, exist_ok=True)
-        rgb.save(dest, format=image.format, **options)
+        bare(rgb).save(dest, format=image.format, **options)
         rgb.close()
     finally:
         im.close()

@@ -36,8 +36,7 @@ def samples(published: str | Path, manifest: str | Path, store: str | Path, n: i
     if not (published / "export.json").is_file() and (published / "defence.json").is_file():  # a defended copy
         source = Path(json.loads((published / "defence.json").read_text())["source_store"]).parent
     meta = json.loads((source / "export.json").read_text())
-    eps = int(json.loads((Path(meta["protection"]) / "protection.json").read_text())["config"]["eps"]) \
-        if (Path(meta["protection"]) / "protection.json").is_file() else 8
+    eps = meta.get("eps")  # the budget the amplified noise spans; a folder published without it: its own max
     pub = read_manifest(published / "manifest.parquet")
     orig = read_manifest(manifest)
     pub_store, orig_store = open_image_store(published / "images.npy"), open_image_store(store)
@@ -52,7 +51,8 @@ def samples(published: str | Path, manifest: str | Path, store: str | Path, n: i
         clean = orig_store[int(src["image_index"].iat[0])][0]
         protected = pub_store[int(row["image_index"])][0]
         diff = protected.astype(np.int16) - clean.astype(np.int16)
-        amplified = np.clip(127.5 + diff * (127.5 / max(eps, 1)), 0, 255).astype(np.uint8)
+        scale = eps if eps else max(int(np.abs(diff).max()), 1)
+        amplified = np.clip(127.5 + diff * (127.5 / max(scale, 1)), 0, 255).astype(np.uint8)
         out.append(Sample(_png(clean), _png(protected), _png(amplified), str(row["caption"]),
                           str((original if not original.empty else src)["caption"].iat[0]), int(np.abs(diff).max())))
     return out

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 from pathlib import Path
 
 import jsonschema
@@ -63,8 +64,22 @@ def _chosen_branch(e: jsonschema.ValidationError) -> jsonschema.ValidationError:
     return _chosen_branch(sorted(chosen[0], key=lambda s: len(s.path))[0])
 
 
+# A name under datasets, models, methods or defences becomes a folder of the results layout: one path segment,
+# never `..`, a separator or a hidden name, so no name can lead an output out of `results` or into an input.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_names(config: dict, source: str = "config") -> None:
+    for section in ("datasets", "models", "methods", "defences"):
+        for name in config.get(section) or {}:
+            if not NAME.fullmatch(str(name)) or ".." in str(name):
+                raise ConfigError(f"{source}: key '{section}.{name}': a name becomes a results folder, so it must "
+                                  "be letters, digits and _ . + - (starting with a letter or digit, no '..')")
+
+
 def check_references(config: dict, source: str = "config") -> None:
     """Names used by the grid must be defined: a typo fails before any job runs."""
+    check_names(config, source)
     grid = config["grid"]
     for i, name in enumerate(grid["datasets"]):
         if name not in config["datasets"]:
