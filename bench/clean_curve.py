@@ -10,7 +10,6 @@ an e-epoch prefix of the full cosine schedule, so the curve shows when more epoc
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import platform
 import time
@@ -83,7 +82,8 @@ def main() -> None:
                      curve[-1]["train_s"])
 
     train_clip(model, data, cfg, torch.device("cpu"), generator, on_epoch=on_epoch)
-    write_json(args.out, {"model": args.model, "resolution": res, "train": asdict(cfg), "seed": args.seed, "threads": args.threads, "data": args.data,
+    write_json(args.out, {"model": args.model, "resolution": res, "train": asdict(cfg), "seed": args.seed,
+                          "threads": args.threads, "data": args.data,
                           "train_pairs": len(train), "test_images": int(test["image_id"].nunique()),
                           "cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                           "curve": curve})

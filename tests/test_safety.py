@@ -538,7 +538,8 @@ def test_a_config_name_that_is_not_one_path_segment_is_refused(section, name, tm
             if section == "models":
                 c["grid"]["surrogates"] = [name if n == old else n for n in c["grid"].get("surrogates", [])]
         else:
-            c["grid"]["runs"] = [{**r, "method": name if r["method"] == old else r["method"]} for r in c["grid"]["runs"]]
+            c["grid"]["runs"] = [{**r, "method": name if r["method"] == old else r["method"]}
+                                 for r in c["grid"]["runs"]]
 
     res = _dry(tmp_path, rename)
     assert res.returncode != 0
