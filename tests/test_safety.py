@@ -546,3 +546,42 @@ def test_a_config_name_that_is_not_one_path_segment_is_refused(section, name, tm
     line = one_error_line(res.stderr)
     assert f"key '{section}.{name}'" in line and "results folder" in line, line
     assert not (tmp_path / "results").exists() and not (tmp_path.parent / "outside").exists()
+
+
+def _kill_after_first_round(cmd: list[str], work: Path) -> None:
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not in_second_pass(work):  # round 1 committed, round 2's pass begun
+        assert proc.poll() is None and time.time() < deadline, "protection ended before it could be killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+@pytest.mark.parametrize("change", ["image", "caption"])
+def test_a_resume_refuses_an_input_changed_since_the_killed_run_or_starts_over(change, owner_data, tmp_path):
+    """Same paths, sizes and settings; other bytes. Resuming would publish noise made for another photo."""
+    slow = [*FAST, "--rounds", "3", "--surrogate-steps", "6"]
+    out = tmp_path / "out"
+    cmd = _cli("protect", str(owner_data), str(out), *slow)
+    _kill_after_first_round(cmd, tmp_path / ".out.unlearnable-partial" / "work" / "protection")
+    if change == "image":
+        victim = sorted((owner_data / "images").iterdir())[3]
+        st = victim.stat()
+        Image.open(sorted((owner_data / "images").iterdir())[4]).save(victim)  # another photo, same name
+        os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    else:
+        text = (owner_data / "captions.csv").read_text()
+        (owner_data / "captions.csv").write_text(text.replace("red", "blue", 1))
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 1
+    line = one_error_line(res.stderr)
+    assert "the input changed since the unfinished run" in line and "--restart" in line, line
+    assert not out.exists() and (tmp_path / ".out.unlearnable-partial").is_dir()  # nothing lost either
+    res = subprocess.run(cmd + ["--restart"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "starting again" in res.stderr and "resumed from" not in res.stderr
+    ref = tmp_path / "ref"
+    assert subprocess.run(_cli("protect", str(owner_data), str(ref), *slow), capture_output=True).returncode == 0
+    a, b = digest(out / "private"), digest(ref / "private")
+    assert {k: a[k] for k in a if k.endswith(".npy")} == {k: b[k] for k in b if k.endswith(".npy")}

@@ -20,7 +20,8 @@ from pathlib import Path
 from . import DataError, UnlearnableError
 from .clip.models import ModelSpec, image_resolution, tokenizer
 from .data.manifest import build_manifest
-from .data.sources import LAYOUTS, LayoutConfig, read_dataset
+from .data.fingerprint import input_fingerprint
+from .data.sources import LAYOUTS, LayoutConfig, layout_read, read_dataset
 from .faults import describe_fault
 from .protect.config import METHODS, ProtectConfig, method_config
 
@@ -107,6 +108,8 @@ def _protect(args) -> None:
                "precision": args.precision}
     folder = OutputFolder(args.out, {"dataset": args.dataset}, request, args.overwrite)  # refuses before any work
     rows, quality = read_dataset(args.dataset, _layout(args), args.on_bad_sample)
+    folder.expect_inputs(input_fingerprint(args.dataset, layout_read(rows).get("caption_files", [])
+                                           + sorted(set(rows["image_path"]))), args.restart)
     rows = _selected(rows, args.max_images, args.seed)
     train = build_manifest(rows, {i: "train" for i in rows["image_id"]}).to_pandas()
     # every file's place, format and name is decided (or refused) now, before any compute
@@ -220,6 +223,8 @@ def parser() -> argparse.ArgumentParser:
                     help="fail: stop at the first bad row or image; skip: drop it and go on")
     pr.add_argument("--overwrite", action="store_true",
                     help="replace OUT when it holds a previous output of unlearnable (only its files are deleted)")
+    pr.add_argument("--restart", action="store_true",
+                    help="start over when the input changed since an unfinished run (default: refuse to resume)")
     pr.add_argument("--threads", type=_positive, default=None, help="CPU threads for torch (default: torch's)")
     pr.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar over rounds and batches (default: when stderr is a terminal)")

@@ -57,6 +57,8 @@ class OutputFolder:
         self.staging = self.out.with_name(f".{self.out.name}.unlearnable-partial")
         # as it will read back from the marker (tuples become lists), so a resume recognises its own request
         self.request, self.overwrite = json.loads(json.dumps(request)), overwrite
+        self.inputs: dict[str, str] | None = None  # each input file's sha256, when the caller knows them
+        self.restart = False
         self._lock_fd = -1
         if self.out.exists() and not self.out.is_dir():
             raise DataError(f"output {self.out} exists and is not a folder")
@@ -80,20 +82,46 @@ class OutputFolder:
             raise DataError(f"output {self.out} holds {len(foreign)} file(s) unlearnable did not write "
                             f"(e.g. {foreign[0]}); move them away first")
 
+    def expect_inputs(self, inputs: dict[str, str], restart: bool = False) -> None:
+        """Resume only from a run made from these very bytes (`inputs`: file -> sha256); a run made from other
+        bytes is refused in one line, or discarded and started again when `restart`."""
+        self.inputs, self.restart = inputs, restart
+
     def __enter__(self) -> Path:
-        """The staging folder, fresh or (same request) left by a killed run, locked for this process."""
+        """The staging folder, fresh or (same request and input) left by a killed run, locked for this process."""
         marker = _marker(self.staging) if self.staging.is_dir() else None
         if marker is not None:
             self._lock()
-            if marker.get("request") == self.request:
+            if marker.get("request") == self.request and self._same_inputs(marker):
                 log.info("resuming the unfinished output in %s", self.staging)
                 return self.staging
-            log.info("%s holds an unfinished output of another request; starting again", self.staging)
+            if marker.get("request") == self.request:
+                log.warning("the input changed since the unfinished run in %s: starting again (--restart)",
+                            self.staging)
+            else:
+                log.info("%s holds an unfinished output of another request; starting again", self.staging)
             remove_path(self.staging)
         self.staging.mkdir(parents=True)
         self._lock()
         self._write_marker(self.staging, [])
         return self.staging
+
+    def _same_inputs(self, marker: dict) -> bool:
+        """True when the unfinished run was made from the same bytes (or nobody gave the inputs); raises, unless
+        `restart`, when they differ."""
+        from .data.fingerprint import changed_files
+
+        if self.inputs is None:
+            return True
+        changed = changed_files(marker.get("inputs") or {}, self.inputs)
+        if not changed:
+            return True
+        if self.restart:
+            return False
+        self.__exit__()
+        raise DataError(f"the input changed since the unfinished run in {self.staging} was made from it "
+                        f"({len(changed)} file(s) differ, e.g. {changed[0]}); resuming would publish stale noise: "
+                        "restore the input, or pass --restart to start over")
 
     def _lock(self) -> None:
         self._lock_fd = os.open(self.staging, os.O_RDONLY)
@@ -106,8 +134,10 @@ class OutputFolder:
 
     def _write_marker(self, folder: Path, files: list[str]) -> None:
         tmp = folder / (MARKER + ".tmp")
-        tmp.write_text(json.dumps({"written_by": "unlearnable", "request": self.request, "files": files},
-                                  indent=2, sort_keys=True) + "\n")
+        record = {"written_by": "unlearnable", "request": self.request, "files": files}
+        if self.inputs is not None:
+            record["inputs"] = self.inputs  # what a resume checks (beside OUT/published, never inside it)
+        tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, folder / MARKER)
 
     def finish(self, scratch: list[str]) -> None:
