@@ -364,3 +364,40 @@ def test_model_size_publishing_keeps_nested_same_name_photos_apart(tmp_path):
     assert len(pd.read_csv(out / "published" / "captions.csv")["image"].unique()) == 2
     assert main(["verify", str(root), str(out / "published"), "--epochs", "1", "--batch-size", "2", "--test", "1",
                  "--device", "cpu"]) == 0
+
+
+def _generic_owner(root: Path, lines: list[str]) -> Path:
+    (root / "images").mkdir(parents=True)
+    for i in range(6):
+        _scene(i, (80, 60))[0].save(root / "images" / f"p{i}.jpg", quality=90)
+    (root / "captions.csv").write_bytes(("\n".join(lines) + "\n").encode("utf-8", errors="surrogateescape"))
+    return root
+
+
+def test_a_quote_that_swallows_the_next_rows_is_a_named_bad_row_not_a_long_caption(tmp_path, capsys):
+    lines = ["image,caption,author", "p0.jpg,a red circle,ann", 'p1.jpg,"a blue square,bob', "p2.jpg,a green cross,cy",
+             'p3.jpg,a grey ring",dan', "p4.jpg,a pink dot,eve", "p5.jpg,a black line,fay"]
+    root = _generic_owner(tmp_path / "photos", lines)
+    assert main(["protect", str(root), str(tmp_path / "out"), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "captions.csv: row 3: an unbalanced quote runs over line 4" in err, err[-2000:]
+    assert main(["protect", str(root), str(tmp_path / "out"), *FAST, "--on-bad-sample", "skip"]) == 0
+    pub = pd.read_csv(tmp_path / "out" / "published" / "captions.csv")
+    assert list(pub["image"]) == ["p0.jpg", "p4.jpg", "p5.jpg"]  # the merged row is dropped, never published
+
+
+def test_a_caption_keeps_its_own_line_breaks_and_spaces_and_every_field_is_checked_for_utf8(tmp_path, capsys):
+    lines = ["image,caption,author", 'p0.jpg,"a red circle\non two  lines",ann', "p1.jpg,a   blue square,bob",
+             "p2.jpg,a green cross,cy", "p3.jpg,a grey ring,dan", "p4.jpg,a pink dot,eve", "p5.jpg,a black line,fay"]
+    root = _generic_owner(tmp_path / "photos", lines)
+    assert main(["protect", str(root), str(tmp_path / "out"), *FAST]) == 0
+    pub = pd.read_csv(tmp_path / "out" / "published" / "captions.csv")
+    assert pub["caption"][0].endswith("a red circle\non two  lines") and pub["caption"][1].endswith("a   blue square")
+    assert len(pub["caption"][0].split()) == 6 + 3  # the 3-word trigger in front, the rest as written
+    # a byte that is not UTF-8 in a column other than the caption: named before any compute
+    lines[4] = "p3.jpg,a grey ring,d\udce9n"
+    root = _generic_owner(tmp_path / "photos2", lines)
+    assert main(["protect", str(root), str(tmp_path / "out2"), *FAST]) == 1
+    err = capsys.readouterr().err
+    assert "captions.csv: row 6: column 'author': text is not valid UTF-8" in err, err[-2000:]
+    assert not (tmp_path / "out2").exists() and not (tmp_path / ".out2.unlearnable-partial").exists()

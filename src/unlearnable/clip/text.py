@@ -8,6 +8,7 @@ optimised trigger.
 from __future__ import annotations
 
 import functools
+import re
 
 import torch
 
@@ -57,12 +58,15 @@ def trigger_text(tok, trigger_ids) -> str:
 
 
 def published_caption(tok, trigger_ids, caption: str, word: int = 0) -> str:
-    """The caption with its trigger's words put before its word number `word` (0: in front)."""
+    """The caption with its trigger's words put before its word number `word` (0: in front). Everything else
+    is kept as written (line breaks and runs of spaces included); CLIP's tokenizer reads them as one space."""
     text = trigger_text(tok, trigger_ids) if len(trigger_ids) else ""
     if not text:
-        return caption.strip()
-    words = caption.split()
-    return " ".join(words[:word] + [text] + words[word:])
+        return caption
+    starts = [m.start() for m in re.finditer(r"\S+", caption)]
+    if word < len(starts):
+        return caption[:starts[word]] + text + " " + caption[starts[word]:]
+    return (caption.rstrip() + " " + text).lstrip()
 
 
 def token_positions(tok, captions: list[str], words: list[int] | None) -> torch.Tensor | None:

@@ -259,38 +259,73 @@ def _coco2017(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFr
     return _note_read(rows, root, ann_files, folders)
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+
+
+def _records(text: str) -> list[tuple[int, int, list[str]]]:
+    """(first line, last line, fields) of each CSV record: a quoted field may span lines."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    out, last = [], 0
+    for rec in reader:
+        out.append((last + 1, reader.line_num, rec))
+        last = reader.line_num
+    return out
+
+
+def _swallowed(lines: list[str], first: int, last: int, n_fields: int, image_field: int) -> int | None:
+    """The line number of a row that a record spanning `first`..`last` swallowed (an unbalanced quote), or None
+    when its extra lines are a caption's own line breaks: a swallowed line reads alone as a whole row naming an
+    image file."""
+    for n in range(first + 1, last + 1):
+        try:
+            fields = next(csv.reader([lines[n - 1]]))
+        except (csv.Error, StopIteration):
+            continue
+        if len(fields) == n_fields and fields[image_field].strip().lower().endswith(IMAGE_SUFFIXES):
+            return n
+    return None
+
+
 def _generic(root: Path, layout: LayoutConfig, problems: Problems) -> pd.DataFrame:
+    """A CSV of any columns. Every field of a row is published, so every field is checked (UTF-8); a row whose
+    quote swallowed the rows after it is a named bad row, never a long caption."""
     cap_file = root / layout.captions_file
     if not cap_file.is_file():
         raise DataError(f"{cap_file}: captions file not found")
     text = cap_file.read_bytes().decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
     try:
-        records = list(csv.reader(io.StringIO(text, newline="")))
+        records = _records(text)
     except csv.Error as e:
         raise DataError(f"{cap_file}: cannot parse captions file ({e})") from None
     if not records:
         raise DataError(f"{cap_file}: empty captions file")
-    header = [h.strip() for h in records[0]]
+    header = [h.strip() for h in records[0][2]]
     for col in (layout.image_column, layout.caption_column):
         if col not in header:
             raise DataError(f"{cap_file}: missing column {col!r} (found {header})")
     ic, cc = header.index(layout.image_column), header.index(layout.caption_column)
+    lines = text.split("\n")
     names, caps, where, kept = [], [], [], []
-    for n, rec in enumerate(records[1:], start=2):
+    for first, last, rec in records[1:]:
         if not rec:
             continue
+        n = f"{first}" if first == last else f"{first}-{last}"
         if len(rec) != len(header):
             problems.add("malformed_row", f"{cap_file}: row {n}: expected {len(header)} fields, got {len(rec)}")
             continue
-        if _NON_UTF8.search(rec[ic] + rec[cc]):
-            problems.add("non_utf8_text", f"{cap_file}: row {n}: text is not valid UTF-8")
+        if (col := next((i for i, v in enumerate(rec) if _NON_UTF8.search(v)), None)) is not None:
+            problems.add("non_utf8_text", f"{cap_file}: row {n}: column {header[col]!r}: text is not valid UTF-8")
+            continue
+        if last > first and (inner := _swallowed(lines, first, last, len(header), ic)) is not None:
+            problems.add("malformed_row", f"{cap_file}: row {first}: an unbalanced quote runs over line {inner}, "
+                         f"which reads as a row of its own (lines {first}-{last} would be one caption)")
             continue
         names.append(f"{layout.images_dir}/{rec[ic].strip()}".lstrip("/"))
         caps.append(rec[cc])
-        where.append(f"{cap_file}: row {n}")
+        where.append(f"{cap_file}: row {first}")
         kept.append(rec)
     rows = _rows(names, caps, where, files=[r[ic].strip() for r in kept])
     # every field of each row as the owner wrote it: a published copy keeps them all (see CaptionFile)
     rows["record"] = kept
-    rows.attrs["caption_file"] = CaptionFile(records[0], ic, cc)
+    rows.attrs["caption_file"] = CaptionFile(records[0][2], ic, cc)
     return _note_read(rows, root, [cap_file], [layout.images_dir])

@@ -127,6 +127,8 @@ def _write_captions(path: Path, plan: PublishPlan, captions: list[str]) -> None:
         w = csv.writer(f)
         w.writerow(plan.caption_file.header)
         for rec, caption in zip(plan.records, captions):
+            raw = rec[field]  # read stripped; its own leading and trailing space is given back
+            caption = raw[:len(raw) - len(raw.lstrip())] + caption + raw[len(raw.rstrip()):]
             w.writerow([caption if i == field else v for i, v in enumerate(rec)])
 
 
