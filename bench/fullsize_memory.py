@@ -1,7 +1,8 @@
 """Peak memory of `unlearnable protect` (full-size publishing) against the size of the largest photo.
 
 For each size, a folder of 5 small photos plus one photo of that many megapixels (a 4:3 JPEG, a phone's
-shape) is protected in a fresh process with a minimal schedule. Two figures per size:
+shape), or of a given shape (`--shapes 4000x4 10000x10`: a PNG strip, whose long side a square crop upsamples),
+is protected in a fresh process with a minimal schedule. Two figures per size:
 
 - the command's peak RSS: the largest of its processes, from the kernel (`wait4`; the folder is made in
   another process first, so that nothing of this one's memory is inherited through fork);
@@ -9,6 +10,8 @@ shape) is protected in a fresh process with a minimal schedule. Two figures per 
   `export.json`); the slope of a least-squares line through (pixels, that peak) is the cost of one more pixel.
 
     python bench/fullsize_memory.py --out bench/results/fullsize_memory.json
+    python bench/fullsize_memory.py --megapixels 1 12 --shapes 4000x4 4x4000 10000x10 --out \
+        bench/results/fullsize_memory_shapes.json
 """
 from __future__ import annotations
 
@@ -44,18 +47,25 @@ def photo(width: int, height: int, seed: int) -> Image.Image:
     return img
 
 
-def folder(root: Path, megapixels: float) -> tuple[int, int]:
+def folder(root: Path, size: str) -> tuple[int, int, str]:
+    """`size`: megapixels (a 4:3 JPEG) or WIDTHxHEIGHT (a PNG)."""
     (root / "images").mkdir(parents=True)
     rows = []
     for i in range(5):
         photo(640, 480, i).save(root / "images" / f"small{i}.jpg", quality=90)
         rows.append((f"small{i}.jpg", f"a small photo number {i}"))
-    w = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
-    h = int(round(w * 3 / 4))
-    photo(w, h, 99).save(root / "images" / "big.jpg", quality=90)
-    rows.append(("big.jpg", "the big photo"))
+    if "x" in size:
+        w, h = map(int, size.split("x"))
+        name = "big.png"
+        photo(w, h, 99).save(root / "images" / name)
+    else:
+        w = int(round((float(size) * 1e6 * 4 / 3) ** 0.5))
+        h = int(round(w * 3 / 4))
+        name = "big.jpg"
+        photo(w, h, 99).save(root / "images" / name, quality=90)
+    rows.append((name, "the big photo"))
     pd.DataFrame(rows, columns=["image", "caption"]).to_csv(root / "captions.csv", index=False)
-    return w, h
+    return w, h, name
 
 
 def peak_rss(cmd: list[str]) -> tuple[int, float]:
@@ -72,26 +82,28 @@ def peak_rss(cmd: list[str]) -> tuple[int, float]:
 
 def main() -> None:
     if sys.argv[1:2] == ["--make"]:  # child: write the folder, print the big photo's size
-        print(*folder(Path(sys.argv[2]), float(sys.argv[3])))
+        print(*folder(Path(sys.argv[2]), sys.argv[3]))
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--megapixels", type=float, nargs="+", default=[1, 12, 24, 48, 64])
+    ap.add_argument("--megapixels", type=float, nargs="*", default=[1, 12, 24, 48, 64])
+    ap.add_argument("--shapes", nargs="*", default=[], help="WIDTHxHEIGHT photos (PNG), after the megapixels")
     ap.add_argument("--model", default="tiny-vit")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     rows = []
-    for mp in args.megapixels:
+    for size in [str(mp) for mp in args.megapixels] + args.shapes:
         with tempfile.TemporaryDirectory(prefix="fullsize-mem-") as tmp:
-            made = subprocess.run([sys.executable, __file__, "--make", f"{tmp}/photos", str(mp)], check=True,
+            made = subprocess.run([sys.executable, __file__, "--make", f"{tmp}/photos", size], check=True,
                                   capture_output=True, text=True)
-            w, h = map(int, made.stdout.split())
+            w, h, name = made.stdout.split()
+            w, h = int(w), int(h)
             cmd = [sys.executable, "-m", "unlearnable.cli", "protect", f"{tmp}/photos", f"{tmp}/out", "--model",
                    args.model, *FAST]
             peak, seconds = peak_rss(cmd)
-            with Image.open(Path(tmp) / "out/published/images/big.jpg") as im:
-                assert im.size == (w, h) and im.format == "JPEG"
+            with Image.open(Path(tmp) / "out/published/images" / name) as im:
+                assert im.size == (w, h) and im.format == ("PNG" if name.endswith(".png") else "JPEG")
             publisher = json.loads((Path(tmp) / "out/published/export.json").read_text())["publisher_peak_rss_mib"]
-        rows.append({"megapixels": round(w * h / 1e6, 1), "width": w, "height": h, "peak_rss_mib": peak / 2**20,
+        rows.append({"megapixels": round(w * h / 1e6, 4), "width": w, "height": h, "peak_rss_mib": peak / 2**20,
                      "publisher_peak_rss_mib": publisher, "seconds": seconds})
         print(f"{w}x{h} ({w * h / 1e6:.1f} MP): peak RSS {peak / 2**20:.0f} MiB (publisher {publisher:.0f} MiB), "
               f"{seconds:.1f} s", flush=True)
@@ -101,7 +113,7 @@ def main() -> None:
     print(f"publisher: {slope:.2f} bytes per pixel of the largest photo, {intercept / 2**20:.0f} MiB at 0 pixels")
     result = {"rows": rows, "publisher_bytes_per_pixel": slope, "publisher_intercept_mib": intercept / 2**20,
               "model": args.model, "cpu": platform.processor() or platform.machine(),
-              "python": platform.python_version(), "command": "python bench/fullsize_memory.py"}
+              "python": platform.python_version(), "command": "python " + " ".join(sys.argv)}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
 

@@ -401,3 +401,41 @@ def test_a_caption_keeps_its_own_line_breaks_and_spaces_and_every_field_is_check
     err = capsys.readouterr().err
     assert "captions.csv: row 6: column 'author': text is not valid UTF-8" in err, err[-2000:]
     assert not (tmp_path / "out2").exists() and not (tmp_path / ".out2.unlearnable-partial").exists()
+
+
+@pytest.mark.parametrize("w,h", [(2000, 4), (4000, 4), (4, 4000), (10000, 10)])
+def test_publishing_a_strip_holds_memory_by_its_pixels_not_its_long_side(w, h, tmp_path):
+    """A 4000 x 4 PNG is 16,000 pixels, but a square crop upsamples its long side 8x: the noise must be solved
+    on the pixels that reach the crop, never on a matrix the size of the long side (which took 5.7 GB)."""
+    import tracemalloc
+
+    from unlearnable.data.image_store import load_square
+    from unlearnable.protect.fullsize import crop_inverse, publish_image
+    from unlearnable.protect.publish_plan import PlannedImage
+
+    _scene(2, (w, h))[0].save(tmp_path / "strip.png")
+    delta = np.random.default_rng(0).integers(-8, 9, (32, 32, 3)).astype(np.int8)
+    crop_inverse.cache_clear()
+    tracemalloc.start()
+    publish_image(tmp_path / "strip.png", tmp_path / "out.png", PlannedImage("a", "b", "PNG", (w, h)), delta, 95)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 2 * w * h + 16 * 2**20, peak  # numpy's buffers: a few MB whatever the long side
+    clean, published = (load_square(tmp_path / n, 32).astype(int) for n in ("strip.png", "out.png"))
+    assert np.abs(published - clean).max() <= 16 and (published != clean).any()  # the noise is there, bounded
+
+
+def test_a_long_axis_solved_on_a_window_matches_the_exact_pseudo_inverse():
+    """Where the exact pseudo-inverse is affordable, the windowed solve gives the same noise (upsampled axes)."""
+    from unlearnable.protect import fullsize
+
+    delta = np.random.default_rng(1).integers(-8, 9, (32, 32, 3)).astype(np.float64)
+    exact = fullsize.FullSizeNoise(400, 4, delta).rows(0, 4)
+    try:
+        fullsize.MAX_DENSE = 0
+        fullsize.crop_inverse.cache_clear()
+        windowed = fullsize.FullSizeNoise(400, 4, delta).rows(0, 4)
+    finally:
+        fullsize.MAX_DENSE = 1 << 22
+        fullsize.crop_inverse.cache_clear()
+    assert np.abs(exact - windowed).max() < 1e-4 and np.abs(exact).max() > 0.5

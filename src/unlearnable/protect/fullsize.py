@@ -38,43 +38,84 @@ log = logging.getLogger(__name__)
 STRIP_ROWS = 64  # rows of the full-size noise held at once (64 x 8000 px x 3 x 4 B = 6 MB)
 
 
-@functools.lru_cache(maxsize=64)
-def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in): PIL's bicubic resize along one axis, read off by resizing unit vectors, 512 at a time
-    (the whole identity of an 8000 px axis would be 256 MB)."""
+MAX_DENSE = 1 << 22  # entries of one axis's resize matrix (32 MB in float64) above which it is solved on a window
+WINDOW_MARGIN = 32  # input pixels beyond the crop's bicubic support that a windowed solve may use
+
+
+def _unit_responses(n_in: int, n_out: int, lo: int, hi: int, out_lo: int = 0, out_hi: int | None = None
+                    ) -> np.ndarray:
+    """(out_hi - out_lo, hi - lo): outputs out_lo..out_hi of PIL's bicubic resize along one axis of the unit
+    vectors lo..hi, 512 at a time (PIL's `box` gives a run of outputs with the full resize's coefficients)."""
+    out_hi = n_out if out_hi is None else out_hi
+    box = (out_lo * n_in / n_out, out_hi * n_in / n_out)
     cols = []
-    for s in range(0, n_in, 512):
-        block = np.zeros((min(512, n_in - s), n_in), dtype=np.float32)
+    for s in range(lo, hi, 512):
+        block = np.zeros((min(512, hi - s), n_in), dtype=np.float32)
         block[np.arange(len(block)), s + np.arange(len(block))] = 1.0
-        cols.append(np.asarray(Image.fromarray(block).resize((n_out, len(block)), Image.Resampling.BICUBIC)))
+        cols.append(np.asarray(Image.fromarray(block).resize((out_hi - out_lo, len(block)), Image.Resampling.BICUBIC,
+                                                             box=(box[0], 0, box[1], len(block)))))
     return np.concatenate(cols, axis=0).T.astype(np.float64)
 
 
 @functools.lru_cache(maxsize=64)
-def _pinv(n_in: int, n_out: int) -> np.ndarray:
-    return np.linalg.pinv(resize_matrix(n_in, n_out))
+def resize_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in): PIL's bicubic resize along one axis, read off by resizing unit vectors."""
+    return _unit_responses(n_in, n_out, 0, n_in)
+
+
+@functools.lru_cache(maxsize=64)
+def crop_inverse(n_in: int, n_out: int, lo: int, hi: int) -> tuple[int, np.ndarray]:
+    """(first, P): the full-size noise along one axis whose resize is a unit at crop position lo..hi and zero
+    elsewhere, as rows first..first + len(P) of the axis (zero outside them); P is (rows, hi - lo).
+
+    A small axis takes the exact pseudo-inverse of its resize. A long one (a 10000 x 10 strip, whose short side
+    is upsampled and long side becomes 22 million model pixels) is solved on the input pixels that reach the
+    crop, plus a margin: memory and time then follow the crop, never the axis (the least-squares solution on
+    the window differs from the full one by far less than the rounding to 8 bits; the published files' view
+    gap is measured anyway)."""
+    if n_in * n_out <= MAX_DENSE:
+        return 0, np.linalg.pinv(resize_matrix(n_in, n_out))[:, lo:hi]
+    scale = n_out / n_in
+    reach = 2 * max(1.0, 1 / scale) + 1  # bicubic support, in input pixels
+    first = max(0, int(np.floor((lo + 0.5) / scale - 0.5 - reach)) - WINDOW_MARGIN)
+    last = min(n_in, int(np.ceil((hi - 0.5) / scale - 0.5 + reach)) + WINDOW_MARGIN + 1)
+    out_lo = max(0, int(np.floor((first - reach + 0.5) * scale - 0.5)) - 2)  # every output the window reaches
+    out_hi = min(n_out, int(np.ceil((last - 1 + reach + 0.5) * scale - 0.5)) + 3)
+    response = _unit_responses(n_in, n_out, first, last, out_lo, out_hi)  # (outputs, window)
+    touched = np.flatnonzero(np.abs(response).sum(axis=1) > 1e-6)
+    c, d = int(touched[0]), int(touched[-1]) + 1  # the outputs the window reaches (a superset of the crop)
+    return first, np.linalg.pinv(response[c:d])[:, lo - out_lo - c:hi - out_lo - c]
 
 
 class FullSizeNoise:
-    """The least-squares full-size noise Δ [height, width, 3] of a model-resolution δ [res, res, 3], by rows."""
+    """The least-squares full-size noise Δ [height, width, 3] of a model-resolution δ [res, res, 3], by rows.
+
+    Δ = P_rows δ P_colsᵀ, where P_axis holds the crop's columns of that axis's resize pseudo-inverse, on the rows
+    of the axis it reaches (`crop_inverse`); memory is the crop's rows times the width it reaches, whatever the
+    photo's shape."""
 
     def __init__(self, width: int, height: int, delta: np.ndarray):
         res = delta.shape[0]
         nw, nh, left, top = square_geometry(width, height, res)
-        view = np.zeros((nh, nw, 3))
-        view[top:top + res, left:left + res] = delta
-        self.identity = (nw, nh) == (width, height)
-        if self.identity:
-            self.view = view.astype(np.float32)
-        else:
-            self.rows_map = _pinv(height, nh).astype(np.float32)  # (height, nh)
-            # (nh, width, 3): the column resize undone once; each strip then needs one small matmul
-            self.half = np.einsum("HWc,wW->Hwc", view, _pinv(width, nw)).astype(np.float32)
+        self.width = width
+        if (nw, nh) == (width, height):
+            self.row0, self.col0 = top, left
+            self.row_map = np.eye(res, dtype=np.float32)
+            self.half = delta.astype(np.float32)
+            return
+        self.row0, row_map = crop_inverse(height, nh, top, top + res)
+        self.col0, col_map = crop_inverse(width, nw, left, left + res)
+        self.row_map = row_map.astype(np.float32)  # (rows reached, res)
+        # (res, columns reached, 3): the column resize undone once; each strip then needs one small matmul
+        self.half = np.einsum("hwc,Ww->hWc", delta.astype(np.float64), col_map).astype(np.float32)
 
     def rows(self, r0: int, r1: int) -> np.ndarray:
-        if self.identity:
-            return self.view[r0:r1]
-        return np.tensordot(self.rows_map[r0:r1], self.half, axes=1)
+        out = np.zeros((r1 - r0, self.width, 3), dtype=np.float32)
+        a, b = max(r0, self.row0), min(r1, self.row0 + len(self.row_map))
+        if a < b:
+            c0, c1 = self.col0, self.col0 + self.half.shape[1]
+            out[a - r0:b - r0, c0:c1] = np.tensordot(self.row_map[a - self.row0:b - self.row0], self.half, axes=1)
+        return out
 
 
 def bare(im: Image.Image) -> Image.Image:
