@@ -13,7 +13,7 @@ from unlearnable.workflow.jobenv import put_library_on_job_path
 put_library_on_job_path(_SRC)
 
 from unlearnable import ConfigError, UnlearnableError
-from unlearnable.workflow.configschema import check_folders, check_references, validate_config
+from unlearnable.workflow.configschema import check_config_files, check_folders, check_references, validate_config
 from unlearnable.workflow.grid import (WILDCARDS, artifacts_dir, cells as grid_cells, checkpoint_path, defence,
                                        defended_clean_dir, defended_files, defended_published_dir,
                                        expand_trigger_lengths, manifest_path, protection_cell, protection_dir,
@@ -22,6 +22,7 @@ from unlearnable.workflow.grid import (WILDCARDS, artifacts_dir, cells as grid_c
 from unlearnable.clip.models import image_resolution
 
 try:
+    check_config_files(workflow.configfiles)
     validate_config(config, workflow.source_path("../config/schema.yaml"), source="config")
     check_references(config, source="config")
     check_folders(config, source="config")

@@ -585,3 +585,22 @@ def test_a_resume_refuses_an_input_changed_since_the_killed_run_or_starts_over(c
     assert subprocess.run(_cli("protect", str(owner_data), str(ref), *slow), capture_output=True).returncode == 0
     a, b = digest(out / "private"), digest(ref / "private")
     assert {k: a[k] for k in a if k.endswith(".npy")} == {k: b[k] for k in b if k.endswith(".npy")}
+
+
+def test_a_key_given_twice_in_a_config_file_is_one_line_before_any_job(tmp_path):
+    """PyYAML (and Snakemake's loader) keep a repeated key's last value silently: `eps: 8` then `eps: 0`."""
+    cfg = {k: v for k, v in TINY.items() if k != "precision"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg) + "precision: fp32\nprecision: bf16\n")
+    res = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow" / "Snakefile"), "-d", str(tmp_path), "--configfile",
+                          str(tmp_path / "config.yaml"), "-n"], capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    line = one_error_line(res.stderr)
+    assert "config.yaml: line" in line and "key 'precision' is given twice in one mapping" in line, line
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_yaml_merge_is_no_repeated_key():
+    from unlearnable.workflow.configschema import load_yaml
+
+    config = load_yaml(REPO / "config" / "grids" / "paper.yaml")  # `mem5: {<<: *mem, token_num: 5}`
+    assert config["methods"]["mem5"]["token_num"] == 5 and config["methods"]["mem5"]["rounds"] == 20

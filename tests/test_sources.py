@@ -122,6 +122,53 @@ def test_zip_slip_archives_are_refused_before_anything_is_written(tmp_path, name
     assert not Path("/tmp/abs-escape.txt").exists()
 
 
+def test_a_zip_bomb_is_refused_before_a_byte_is_written(tmp_path):
+    """A 2 MB archive declaring 2 GB (zeros compress 1000x): named as a bomb, not blamed on corruption."""
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("ok/captions.txt", "image,caption\n")
+        with zf.open("ok/zeros.bin", "w", force_zip64=True) as f:
+            block = bytes(1 << 20)
+            for _ in range(64):  # 64 MiB of zeros: about 64 KB compressed
+                f.write(block)
+    assert bomb.stat().st_size < 1 << 20
+    dest = tmp_path / "out"
+    with pytest.raises(DataError, match=r"member 'ok/zeros.bin' would expand \d+x .*a zip bomb, refused before"):
+        safe_extract(bomb, dest)
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("names,words", [(["a/b", "a/b/c.txt"], "'a/b' is both a file and a folder"),
+                                         (["a/x.txt", "a/x.txt"], "member 'a/x.txt' is given twice")])
+def test_an_archive_whose_members_clash_is_one_line_before_extracting(tmp_path, names, words):
+    bad = tmp_path / "clash.zip"
+    with zipfile.ZipFile(bad, "w") as zf, pytest.warns(UserWarning) if len(set(names)) < len(names) else _nothing():
+        for n in names:
+            zf.writestr(n, "x")
+    with pytest.raises(DataError, match=words):
+        safe_extract(bad, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_archive_larger_than_the_free_disk_is_refused_before_extracting(tmp_path, monkeypatch):
+    import shutil as sh
+
+    from unlearnable.data import archive
+
+    src = lb.flickr8k(tmp_path / "src", NAMES8K[:2])
+    usage = sh.disk_usage(tmp_path)
+    monkeypatch.setattr(archive.shutil, "disk_usage", lambda p: usage._replace(free=100 << 20))
+    with pytest.raises(DataError, match=r"extracting needs 0.00 GiB but .* has 0.10 GiB free"):
+        safe_extract(lb.zip_folder(src, tmp_path / "a.zip"), tmp_path / "x")
+    assert not (tmp_path / "x").exists()
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
 def test_safe_extract_keeps_a_normal_archive(tmp_path):
     src = lb.flickr8k(tmp_path / "src", NAMES8K[:2])
     info = safe_extract(lb.zip_folder(src, tmp_path / "a.zip"), tmp_path / "x")

@@ -28,6 +28,44 @@ def _with_defaults(cls):
 _Validator = _with_defaults(jsonschema.Draft202012Validator)
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (PyYAML keeps the last silently). A `<<` merge is no
+    repeat: keys written beside it override the merged ones, as YAML says."""
+
+    source = "config"
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{self.source}: line {line}: key {key!r} is given twice in one mapping (first at "
+                                  f"line {seen[key]}); YAML would keep the last silently: remove one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(path: str | Path) -> object:
+    """A config file, every key given once; a syntax error is one line naming the file."""
+    loader = _UniqueKeys(Path(path).read_text())
+    loader.source = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    finally:
+        loader.dispose()
+
+
+def check_config_files(paths: list[str | Path]) -> None:
+    """Re-read the config files a run merges (Snakemake's loader keeps a repeated key's last value)."""
+    for path in paths:
+        load_yaml(path)
+
+
 def validate_config(config: dict, schema_path: str | Path, source: str = "config") -> dict:
     """Fill defaults in place and raise ConfigError naming the first offending key."""
     schema = yaml.safe_load(Path(schema_path).read_text())

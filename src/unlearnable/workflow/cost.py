@@ -21,14 +21,12 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from .. import ConfigError
 from ..clip.models import image_resolution
 from ..clip.train import TrainConfig
 from ..paths import CONFIG_DIR
 from ..protect.config import method_config
-from .configschema import check_references, validate_config
+from .configschema import check_references, load_yaml, validate_config
 from .grid import cells, expand_trigger_lengths
 
 # training pairs and test pairs (images x captions) under the paper's splits, for datasets not yet on disk
@@ -56,7 +54,7 @@ def merged_config(grid_file: str | Path, base: str | Path = CONFIG_DIR / "config
             a[k] = update(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
         return a
 
-    config = update(yaml.safe_load(Path(base).read_text()), yaml.safe_load(Path(grid_file).read_text()))
+    config = update(load_yaml(base), load_yaml(grid_file))
     validate_config(config, CONFIG_DIR / "schema.yaml", source=str(grid_file))
     check_references(config, source=str(grid_file))
     return expand_trigger_lengths(config)
