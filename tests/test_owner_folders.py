@@ -439,3 +439,68 @@ def test_a_long_axis_solved_on_a_window_matches_the_exact_pseudo_inverse():
         fullsize.MAX_DENSE = 1 << 22
         fullsize.crop_inverse.cache_clear()
     assert np.abs(exact - windowed).max() < 1e-4 and np.abs(exact).max() > 0.5
+
+
+def _png48(path: Path, a: np.ndarray) -> None:
+    """A 48-bit PNG (PIL cannot write one): 16 bits per channel, big-endian rows behind filter byte 0."""
+    import struct
+    import zlib
+
+    h, w, _ = a.shape
+    raw = b"".join(b"\x00" + a[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    """Files whose publication cannot keep them exactly: each change is listed, none is silent."""
+    root = tmp_path_factory.mktemp("convert") / "photos"
+    (root / "images").mkdir(parents=True)
+    img, _ = _scene(7, (48, 40))
+    _png48(root / "images" / "deep.png", np.asarray(img).astype(np.uint16) * 257)
+    Image.fromarray(np.asarray(img.convert("L")).astype(np.float32)).save(root / "images" / "float255.tif")
+    img.save(root / "images" / "actually_png.jpg", format="PNG")
+    img.save(root / "images" / "back\\slash.png")
+    frames = [_scene(k, (48, 40))[0] for k in (1, 2)]
+    frames[0].save(root / "images" / "moving.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(root / "images" / "pages.tif", save_all=True, append_images=frames[1:])
+    for k in range(4):
+        _scene(10 + k, (48, 40))[0].save(root / "images" / f"plain{k}.jpg", quality=90)
+    names = ["deep.png", "float255.tif", "actually_png.jpg", "back\\slash.png", "moving.gif", "pages.tif"] + [
+        f"plain{k}.jpg" for k in range(4)]
+    pd.DataFrame({"image": names, "caption": [f"a photo called {n}" for n in names]}).to_csv(
+        root / "captions.csv", index=False)
+    return root
+
+
+def test_animated_files_stop_a_fail_run_and_are_skipped_and_counted_under_skip(converted, tmp_path, caplog):
+    assert main(["protect", str(converted), str(tmp_path / "a"), *FAST]) == 1
+    assert not (tmp_path / "a").exists()
+    with caplog.at_level("INFO"):
+        assert main(["protect", str(converted), str(tmp_path / "b"), *FAST, "--on-bad-sample", "skip"]) == 0
+    assert "'animated_image': 2" in caplog.text
+    pub = pd.read_csv(tmp_path / "b" / "published" / "captions.csv")
+    assert "moving.gif" not in set(pub["image"]) and "pages.tif" not in set(pub["image"]) and len(pub) == 8
+
+
+def test_every_conversion_is_listed_and_a_backslash_is_part_of_the_name(converted, tmp_path):
+    assert main(["protect", str(converted), str(tmp_path / "o"), *FAST, "--on-bad-sample", "skip"]) == 0
+    pub = tmp_path / "o" / "published"
+    changed = {c["source"]: c for c in json.loads((pub / "export.json").read_text())["changed"]}
+    assert changed["images/deep.png"]["mode"] == "48-bit RGB -> 24-bit RGB"
+    assert changed["images/float255.tif"]["values"] == "float read as 0..255"
+    assert changed["images/actually_png.jpg"]["format"] == "PNG -> JPEG"
+    assert "images/back\\slash.png" not in changed and set(changed) == {
+        "images/deep.png", "images/float255.tif", "images/actually_png.jpg"}
+    assert (pub / "images" / "back\\slash.png").is_file() and not (pub / "images" / "back").exists()
+    assert "back\\slash.png" in set(pd.read_csv(pub / "captions.csv")["image"])
+    # a float file holding 0..255 is published as the grey it shows, not almost white
+    clean = np.asarray(_scene(7, (48, 40))[0].convert("L"), dtype=np.float64)
+    with Image.open(pub / "images" / "float255.tif") as im:
+        got = np.asarray(im.convert("L"), dtype=np.float64)
+    assert np.abs(got - clean).mean() < 10 and got.mean() < 200

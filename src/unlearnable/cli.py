@@ -90,7 +90,7 @@ def _protect(args) -> None:
     from .paths import real
     from .protect import fullsize, run
     from .protect.export import caption_texts, export_published
-    from .protect.publish_plan import plan_publication
+    from .protect.publish_plan import animated_sources, plan_publication
 
     overrides = {f.name: getattr(args, f.name) for f in fields(ProtectConfig)
                  if f.name != "method" and getattr(args, f.name, None) is not None}
@@ -111,6 +111,12 @@ def _protect(args) -> None:
     folder.expect_inputs(input_fingerprint(args.dataset, layout_read(rows).get("caption_files", [])
                                            + sorted(set(rows["image_path"]))), args.restart)
     rows = _selected(rows, args.max_images, args.seed)
+    if args.on_bad_sample == "skip" and args.size == "original":  # an animated file is a bad sample: left out
+        for source, why in animated_sources(rows, args.dataset).items():
+            quality.bad("animated_image", why)
+            rows = rows[rows["image_path"] != source]
+        if rows.empty:
+            raise DataError(f"{args.dataset}: no image left to protect after the bad samples were skipped")
     train = build_manifest(rows, {i: "train" for i in rows["image_id"]}).to_pandas()
     # every file's place, format and name is decided (or refused) now, before any compute
     plan = plan_publication(rows, args.dataset, _layout(args)) if args.size == "original" else None

@@ -6,7 +6,8 @@ white), and drops transparency onto black. The rules here, used by every reader 
 
 - EXIF orientation is applied (`ImageOps.exif_transpose`).
 - 16-bit and 32-bit integer images (`I;16*`, `I`) hold 0..65535 and are scaled by 255/65535.
-- Float images (`F`) are taken to hold 0..1 and are scaled by 255 (values outside are clipped).
+- Float images (`F`) hold 0..1 (scaled by 255) or, where any value passes 1, 0..255 as a scanner or a
+  numpy export writes them (taken as they are); values outside are clipped. `float_range` says which.
 - Images with transparency (alpha, or a palette's transparent colour) are composited on white
   (`BACKGROUND`), as a browser shows them on a blank page.
 - Everything else (palette, grey, CMYK, YCbCr, ...) goes through PIL's own conversion.
@@ -17,6 +18,11 @@ import numpy as np
 from PIL import Image, ImageOps
 
 BACKGROUND = (255, 255, 255)
+
+
+def float_range(pixels: np.ndarray) -> str:
+    """'0..1' or '0..255': how a float image's values are read (0..255 where any value passes 1)."""
+    return "0..255" if np.nanmax(pixels, initial=0.0) > 1.0 else "0..1"
 
 
 def to_rgb(im: Image.Image) -> Image.Image:
@@ -32,8 +38,9 @@ def to_rgb(im: Image.Image) -> Image.Image:
         a = np.asarray(im).astype(np.float64)
         return Image.fromarray(np.rint(np.clip(a, 0, 65535) * (255 / 65535)).astype(np.uint8), "L").convert("RGB")
     if mode == "F":
-        a = np.asarray(im).astype(np.float64)
-        return Image.fromarray(np.rint(np.clip(np.nan_to_num(a), 0, 1) * 255).astype(np.uint8), "L").convert("RGB")
+        a = np.nan_to_num(np.asarray(im).astype(np.float64))
+        scale = 255.0 if float_range(a) == "0..1" else 1.0
+        return Image.fromarray(np.rint(np.clip(a * scale, 0, 255)).astype(np.uint8), "L").convert("RGB")
     if mode == "P" and "transparency" in im.info or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = im.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, BACKGROUND + (255,))

@@ -10,8 +10,14 @@ published `export.json` under `changed`, and never silent:
 - Animated files (several frames: GIF, APNG, WebP, multi-page TIFF) are refused: the noise is made for one
   frame, and publishing that frame alone would drop the animation. Phones' MPO JPEGs are the exception: the
   main image is published and the extra frames (a depth map or preview) are dropped.
-- The noise has three colour channels, so greyscale, palette, CMYK and 16-bit files are published as 8-bit
-  RGB, and transparency is composited on white (as the model sees it).
+- The noise has three colour channels, so greyscale, palette, CMYK and 16-bit files (48-bit PNGs included,
+  which PIL opens as plain RGB) are published as 8-bit RGB, float files say how their values were read, and
+  transparency is composited on white (as the model sees it).
+- A file whose content is not what its suffix says (a PNG named `.jpg`) is written in the suffix's format, as
+  any viewer of the name expects, and listed.
+- A name is a POSIX path: a backslash is part of the file's name, never a folder separator, so the file is
+  published under the very name its caption row gives.
+- Under `--on-bad-sample skip`, an animated file is a bad sample: left out with its rows, and counted.
 """
 from __future__ import annotations
 
@@ -19,10 +25,12 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from PIL import Image
 
 from .. import DataError
+from ..data.decode import float_range
 from ..data.sources import CaptionFile, LayoutConfig
 
 FORMATS = {".jpg": "JPEG", ".jpeg": "JPEG", ".jpe": "JPEG", ".jfif": "JPEG", ".png": "PNG", ".webp": "WEBP",
@@ -56,7 +64,7 @@ class PublishPlan:
 
 def _relative(path: str, where: str) -> str:
     """A path from data, normalised, refused unless it stays inside the folder it names a place in."""
-    norm = posixpath.normpath(path.replace("\\", "/"))
+    norm = posixpath.normpath(path)
     if norm.startswith("/") or norm == "." or norm.split("/")[0] == "..":
         raise DataError(f"{where}: {path!r} cannot be published at the same place (it leaves the folder)")
     return norm
@@ -66,11 +74,14 @@ def _inspect(root: Path, source: str, suffix: str, where: str) -> tuple[str, str
     """(format to write, new suffix or None, size as shown, change) from the file's header; no decoding."""
     with Image.open(root / source) as im:
         frames, fmt_in, mode, size = getattr(im, "n_frames", 1), im.format, im.mode, im.size
+        args = im.tile[0][3] if im.tile else ""  # read before getexif, which may load the file and clear it
+        rawmode = args if isinstance(args, str) else str(args[0]) if args else ""  # PNG: 'RGB;16B' for 48 bits
         if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientation that swaps the axes
             size = size[::-1]
+        float_values = float_range(np.asarray(im)) if mode == "F" else None  # decodes float files alone
     change: dict = {}
     if frames > 1 and fmt_in != "MPO":
-        raise DataError(f"{root / source}: animated image ({frames} frames; referenced by {where}); the noise is "
+        raise AnimatedImage(f"{root / source}: animated image ({frames} frames; referenced by {where}); the noise is "
                         "made for one frame and would drop the animation: publish a still image or leave it out")
     if fmt_in == "MPO":
         change["why"] = "MPO: the main image is published; its extra frames (depth map, preview) are dropped"
@@ -80,10 +91,36 @@ def _inspect(root: Path, source: str, suffix: str, where: str) -> tuple[str, str
         change["why"] = ("GIF holds at most 256 colours, too few to carry the noise: published as PNG"
                          if suffix.lower() == ".gif" else f"no writer for {suffix or 'files without a suffix'} "
                          "here: published as PNG")
+    elif fmt_in and FORMATS.get(suffix.lower()) != fmt_in and fmt_in != "MPO":
+        change["format"] = f"{fmt_in} -> {fmt}"
+        change.setdefault("why", f"the content is {fmt_in} but the name says {suffix}: written as {fmt}, as "
+                          "the name says")
     if mode != "RGB":
         change["mode"] = f"{mode} -> RGB"
         change.setdefault("why", WHY_MODE.get(mode, "the noise has three colour channels"))
+    if ";16" in rawmode and mode == "RGB":  # a 48-bit PNG, which PIL opens as 8-bit RGB
+        change["mode"] = "48-bit RGB -> 24-bit RGB"
+        change.setdefault("why", "16 bits per channel are published as 8 (the noise is made in 1/255 steps)")
+    if float_values:
+        change["values"] = f"float read as {float_values}"
     return fmt, new_suffix, size, change
+
+
+class AnimatedImage(DataError):
+    """A file of several frames, which the noise (made for one frame) cannot be published in."""
+
+
+def animated_sources(rows: pd.DataFrame, root: str | Path) -> dict[str, str]:
+    """Each animated image among `rows` with its one-line reason: the bad samples `--on-bad-sample skip` leaves
+    out, with their rows, before any compute (`plan_publication` refuses them)."""
+    found = {}
+    for source, where in rows.drop_duplicates("image_path")[["image_path", "where"]].itertuples(index=False):
+        with Image.open(Path(root) / source) as im:
+            frames, fmt = getattr(im, "n_frames", 1), im.format
+        if frames > 1 and fmt != "MPO":
+            found[source] = (f"{Path(root) / source}: animated image ({frames} frames; referenced by {where}); the "
+                             "noise is made for one frame and would drop the animation")
+    return found
 
 
 def plan_publication(rows: pd.DataFrame, root: str | Path, layout: LayoutConfig) -> PublishPlan:
