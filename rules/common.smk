@@ -143,9 +143,15 @@ def torch_threads():
 
 
 def train_threads():
-    """A training job's CPUs: its torch threads, plus on a GPU one per loader worker feeding it (on SLURM,
+    """A training job's CPUs: its torch threads plus one per loader worker gathering its batches (on SLURM,
     --cpus-per-task follows), so one core is not left to feed the GPU, pin memory and every worker."""
-    return torch_threads() + (config["train"]["workers"] if gpu_count() else 0)
+    return torch_threads() + config["train"]["workers"]
+
+
+def cpus(n):
+    """A job's --cpus-per-task on a cluster: its threads as declared, not as capped by the local --cores (a dry
+    run caps them at 1, and a login node at its own cores), so `snakemake -n` prints what the cluster gets."""
+    return lambda wildcards: n
 
 
 def clean_test(w):

@@ -19,6 +19,8 @@ rule generate:
     log:
         f"{RESULTS}/logs/{{dataset}}/generate.log",
     threads: 2
+    resources:
+        cpus_per_task=cpus(2),
     conda:
         "../envs/unlearnable.yaml"
     script:
@@ -70,6 +72,8 @@ rule image_store:
     log:
         f"{RESULTS}/logs/{{dataset}}/image_store_{{res}}px.log",
     threads: 2
+    resources:
+        cpus_per_task=cpus(2),
     conda:
         "../envs/unlearnable.yaml"
     script:

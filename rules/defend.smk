@@ -15,6 +15,8 @@ rule defend_clean:
     log:
         f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/clean_{{res}}px.log",
     threads: torch_threads()
+    resources:
+        cpus_per_task=cpus(torch_threads()),
     conda:
         "../envs/unlearnable.yaml"
     script:
@@ -33,6 +35,8 @@ rule defend_published:
     log:
         f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/publish/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}.log",
     threads: torch_threads()
+    resources:
+        cpus_per_task=cpus(torch_threads()),
     conda:
         "../envs/unlearnable.yaml"
     script:

@@ -20,6 +20,7 @@ rule protect:
     threads: torch_threads()
     resources:
         gpu=gpu_count,
+        cpus_per_task=cpus(torch_threads()),
     conda:
         "../envs/unlearnable.yaml"
     script:
@@ -40,6 +41,8 @@ rule publish:
     log:
         f"{RESULTS}/logs/{{dataset}}/publish/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}.log",
     threads: torch_threads()  # PNG encoding threads; the files do not depend on it
+    resources:
+        cpus_per_task=cpus(torch_threads()),
     conda:
         "../envs/unlearnable.yaml"
     script:

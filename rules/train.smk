@@ -25,7 +25,7 @@ rule train_clean:
     threads: train_threads()
     resources:
         gpu=gpu_count,
-        cpus_per_task=lambda w, threads: threads,
+        cpus_per_task=cpus(train_threads()),
     conda:
         "../envs/unlearnable.yaml"
     script:

@@ -37,7 +37,10 @@ def test_grid_runs_on_slurm_with_gpu_requests_and_matches_a_local_run(cluster, f
     before = {j["JobId"] for j in _jobs()}
     wd = tmp_path / "wd"
     wd.mkdir()
-    (wd / "config.yaml").write_text(yaml.safe_dump(TINY))
+    # a loader worker beside the torch thread: the training jobs' sbatch must ask for both CPUs (threads_per_job
+    # + train.workers), whatever --cores says; workers gather batches in the order drawn, so numbers stay equal
+    config = {**TINY, "threads_per_job": 1, "train": {**TINY["train"], "workers": 1}}
+    (wd / "config.yaml").write_text(yaml.safe_dump(config))
     res = subprocess.run([SNAKEMAKE, "-s", str(REPO / "workflow/Snakefile"), "-d", str(wd),
                           "--workflow-profile", str(REPO / "profiles/slurm"), "--configfile", str(wd / "config.yaml"),
                           "--jobs", "4"], capture_output=True, text=True, timeout=1800)
@@ -50,6 +53,8 @@ def test_grid_runs_on_slurm_with_gpu_requests_and_matches_a_local_run(cluster, f
         rule = j["Comment"][len("rule_"):].split("_wildcards_")[0]
         if rule in GPU_RULES:
             assert j["Partition"] == "gpu" and "gpu:1" in j.get("TresPerJob", ""), j
+        if rule in GPU_RULES - {"protect"}:
+            assert j["CPUs/Task"] == "2", j  # its torch thread and its loader worker
         else:
             assert j["Partition"] == "cpu" and "gpu" not in j.get("TresPerJob", "") + j["TRES"], j
     for run in ["clean/tiny-vit/seed0", "retrain/mem/both/tiny-vit/tiny-vit/seed0"]:
