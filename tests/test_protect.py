@@ -569,3 +569,84 @@ def test_read_ahead_reads_the_next_batch_while_this_one_runs_and_never_a_stale_r
             noise.write(units, rows - 50)  # this batch's rewrite, in place
     # 6 and 8 were rewritten twice: the fold read their first rewrite
     assert noise[np.arange(10)][:, 0, 0, 0].tolist() == [v - (100 if v in (6, 8) else 50) for v in range(10)]
+
+
+class _Killed(BaseException):
+    """A kill at a syscall: no `except Exception` of the code under test can catch it."""
+
+
+def _kill_at(monkeypatch, n: int, after: bool, calls: list) -> None:
+    """Die at the n-th write (pwrite of noise rows, undo record), rename or unlink of the protection, before or
+    after it takes effect; `calls` collects what each call was."""
+    import builtins
+
+    from unlearnable.protect import commit
+
+    def wrap(name, fn):
+        def call(*args, **kwargs):
+            calls.append((name, str(args[0]) if args and not isinstance(args[0], int) else name))
+            if len(calls) == n and not after:
+                raise _Killed(name)
+            try:
+                return fn(*args, **kwargs)
+            finally:  # after it took effect, or failed (an unlink of a missing file)
+                if len(calls) == n and after:
+                    raise _Killed(name)
+        return call
+
+    for name in ("replace", "rename", "unlink", "pwrite"):
+        monkeypatch.setattr(os, name, wrap(name, getattr(os, name)))
+    real_open = builtins.open
+
+    class _LogFile:  # the undo log's append: a record written whole or cut short
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.f.__exit__(*exc)
+
+        def write(self, data):
+            return wrap("append", self.f.write)(data)
+
+    monkeypatch.setattr(commit, "open", lambda p, mode="r", *a, **kw: (
+        _LogFile(real_open(p, mode, *a, **kw)) if "a" in mode else real_open(p, mode, *a, **kw)), raising=False)
+
+
+@pytest.mark.parametrize("granularity,batch", [("image", 8), ("pair", 32)])
+def test_a_kill_at_every_write_rename_and_unlink_of_the_commits_resumes_to_the_same_bytes(
+        dataset, tmp_path, monkeypatch, granularity, batch):
+    """Fault injection over a whole protection (12 images, 2 rounds, 2 batches a pass, a marker after every
+    batch): die right after every write, rename and unlink (and before the first), resume, and end with the bytes
+    of an uninterrupted run. A kill before call n leaves what a kill after call n-1 does: between the two only
+    memory and temporaries change. A resume once replayed a stale undo log over committed noise when the kill
+    fell between a commit and the removal of its log."""
+    train, store = dataset
+    small = (train[train["image_id"].isin(sorted(train["image_id"].unique())[:12])].reset_index(drop=True), store)
+    cfg = ProtectConfig(**{**SMALL.__dict__, "rounds": 2, "batch_size": batch, "granularity": granularity,
+                           "surrogate_steps": 1, "candidates": 2, "hotflip_rounds": 1, "pgd_steps": 1})
+
+    def protector(work):
+        pr = _protector(small, work, cfg)
+        pr.commit_seconds = 0.0  # a marker after every batch: every kind of commit, twice a pass
+        return pr
+
+    full, calls = protector(tmp_path / "ref"), []
+    with monkeypatch.context() as m:
+        _kill_at(m, 0, False, calls)
+        full.run()
+    want_noise, want_trig = RowFile(full.noise_path).read_all(), full.triggers.clone()
+    assert {"replace", "unlink", "pwrite", "append"} <= {name for name, _ in calls}
+    for n, after in [(1, False)] + [(n, True) for n in range(1, len(calls) + 1)]:
+        work = tmp_path / f"k{n}{'a' if after else 'b'}"
+        with monkeypatch.context() as m, pytest.raises(_Killed):
+            _kill_at(m, n, after, [])
+            protector(work).run()
+        resumed = protector(work)
+        resumed.run()
+        where = f"killed {'after' if after else 'before'} call {n} of {len(calls)}: {calls[n - 1]}"
+        assert np.array_equal(RowFile(resumed.noise_path).read_all(), want_noise), where
+        assert torch.equal(resumed.triggers, want_trig), where
+        assert [h["pgd_loss"] for h in resumed.history] == [h["pgd_loss"] for h in full.history], where

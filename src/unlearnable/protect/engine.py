@@ -197,7 +197,8 @@ class Protector:
         else:
             with atomic_path(self.marker_path) as tmp, open(tmp, "wb") as f:
                 torch.save(self._progress(), f)
-        undo.clear()
+        undo.clear()  # a kill before this leaves a log of the previous commit, which a resume discards
+        undo.follow(self.seq)
         write_progress(self.workdir / "progress.json", {"rounds_done": self.round, "of": self.cfg.rounds,
                                                         "pass_batches_done": self.batch})
 
@@ -227,9 +228,11 @@ class Protector:
     def run(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.resume():
+            for log_file in self.workdir.glob("undo*.log"):  # no commit yet: nothing a log could belong to
+                log_file.unlink()
             RowFile.create(self.noise_path, (len(self.units),) + self.res, np.int8).close()
         noise = RowFile(self.noise_path, writable=True)
-        undo = UndoLog(self.workdir / "undo.log", noise)
+        undo = UndoLog(self.workdir, noise, self.seq)
         restored = undo.restore()  # rows a killed pass overwrote after its last commit
         if restored:
             log.info("put back the rows of %d batches a killed pass had overwritten", restored)
