@@ -118,21 +118,13 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "import sys; from unlearnable.cli import main; sys.exit(main(sys.argv[1:]))", *args]
 
 
-
 def test_protect_killed_mid_round_resumes_to_identical_output(owner_data, tmp_path):
     args = ["protect", str(owner_data)]
     slow = [*FAST, "--rounds", "3", "--surrogate-steps", "6"]
     ref = tmp_path / "ref"
     assert subprocess.run(_cli(*args, str(ref), *slow), capture_output=True).returncode == 0
     out = tmp_path / "out"
-    work = tmp_path / ".out.unlearnable-partial" / "work" / "protection"
-    proc = subprocess.Popen(_cli(*args, str(out), *slow), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    while not in_second_pass(work):  # round 1 committed, round 2's pass begun
-        assert proc.poll() is None and time.time() < deadline, "protection ended before it could be killed"
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    _kill_after_first_round(_cli(*args, str(out), *slow), tmp_path / ".out.unlearnable-partial" / "work" / "protection")
     assert not out.exists()  # nothing that looks complete
     res = subprocess.run(_cli(*args, str(out), *slow), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -604,3 +596,42 @@ def test_a_yaml_merge_is_no_repeated_key():
 
     config = load_yaml(REPO / "config" / "grids" / "paper.yaml")  # `mem5: {<<: *mem, token_num: 5}`
     assert config["methods"]["mem5"]["token_num"] == 5 and config["methods"]["mem5"]["rounds"] == 20
+
+
+def test_a_kill_at_every_rename_and_unlink_of_publishing_resumes_to_the_same_bytes(shapes_root, tmp_path):
+    """A real SIGKILL (tests/faultkill/sitecustomize.py) right after each rename, replace, unlink, rmdir and
+    pwrite under the output's folder, in the command or in its publishing child, outside the protection's own
+    work folder (tests/test_protect.py covers that one call by call): the same command then ends with the bytes
+    of an uninterrupted run, and no killed run leaves an output that looks complete."""
+    data = tmp_path / "photos"
+    shutil.copytree(shapes_root, data)
+    (data / "captions.csv").write_text("\n".join((data / "captions.csv").read_text().splitlines()[:61]) + "\n")
+    args = ["--rounds", "1", "--surrogate-steps", "1", "--pgd-steps", "1", "--hotflip-rounds", "1", "--candidates",
+            "2", "--batch-size", "8", "--device", "cpu", "--threads", "1"]
+    hooks = str(REPO / "tests" / "faultkill")
+
+    def run(run_dir: Path, kill_at: int) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([hooks, str(REPO / "src")]),
+               "UNLEARNABLE_KILL_UNDER": str(run_dir), "UNLEARNABLE_KILL_COUNTER": str(run_dir) + ".calls",
+               "UNLEARNABLE_KILL_AT": str(kill_at), "UNLEARNABLE_KILL_SKIP": "/work/protection/"}
+        return subprocess.run([sys.executable, "-m", "unlearnable.cli", "protect", str(data), str(run_dir / "out"),
+                               *args], capture_output=True, text=True, env=env, timeout=600)
+
+    def result(out: Path) -> dict:
+        return {k: v for k, v in digest(out).items() if not k.endswith(".json")}  # JSON holds timings
+
+    ref = tmp_path / "ref"
+    assert run(ref, 0).returncode == 0
+    calls = (tmp_path / "ref.calls").read_text().splitlines()
+    kinds = {c.split()[0] for c in calls}
+    assert {"replace", "rename", "unlink"} <= kinds and any("published" in c for c in calls), calls
+    want = result(ref / "out")
+    assert any(k.startswith("published/images/") for k in want)
+    for n in range(1, len(calls) + 1):
+        run_dir = tmp_path / f"k{n}"
+        killed = run(run_dir, n)
+        assert killed.returncode != 0, f"call {n} ({calls[n - 1]}) was never reached"
+        if not (run_dir / "out" / ".unlearnable-output.json").exists():  # else the kill came after the last move
+            resumed = run(run_dir, 0)
+            assert resumed.returncode == 0, (calls[n - 1], resumed.stderr[-2000:])
+        assert result(run_dir / "out") == want, f"killed after call {n}: {calls[n - 1]}"
