@@ -2,21 +2,11 @@
 edited since the run it continues, even when every path, size and time stamp stayed the same."""
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..paths import confined
-
-CHUNK = 1 << 20
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
+from .archive import file_sha256
 
 
 def input_fingerprint(root: str | Path, files: list[str]) -> dict[str, str]:

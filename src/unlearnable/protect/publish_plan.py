@@ -80,9 +80,8 @@ def _inspect(root: Path, source: str, suffix: str, where: str) -> tuple[str, str
             size = size[::-1]
         float_values = float_range(np.asarray(im)) if mode == "F" else None  # decodes float files alone
     change: dict = {}
-    if frames > 1 and fmt_in != "MPO":
-        raise AnimatedImage(f"{root / source}: animated image ({frames} frames; referenced by {where}); the noise is "
-                        "made for one frame and would drop the animation: publish a still image or leave it out")
+    if _animated(frames, fmt_in):
+        raise AnimatedImage(_animated_reason(root / source, frames, where) + ": publish a still image or leave it out")
     if fmt_in == "MPO":
         change["why"] = "MPO: the main image is published; its extra frames (depth map, preview) are dropped"
     fmt, new_suffix = FORMATS.get(suffix.lower()), None
@@ -106,6 +105,16 @@ def _inspect(root: Path, source: str, suffix: str, where: str) -> tuple[str, str
     return fmt, new_suffix, size, change
 
 
+def _animated(frames: int, fmt: str | None) -> bool:
+    """Several frames, other than a phone's MPO (whose main image is published, its extra frames dropped)."""
+    return frames > 1 and fmt != "MPO"
+
+
+def _animated_reason(path: Path, frames: int, where: str) -> str:
+    return (f"{path}: animated image ({frames} frames; referenced by {where}); the noise is made for one frame "
+            "and would drop the animation")
+
+
 class AnimatedImage(DataError):
     """A file of several frames, which the noise (made for one frame) cannot be published in."""
 
@@ -117,9 +126,8 @@ def animated_sources(rows: pd.DataFrame, root: str | Path) -> dict[str, str]:
     for source, where in rows.drop_duplicates("image_path")[["image_path", "where"]].itertuples(index=False):
         with Image.open(Path(root) / source) as im:
             frames, fmt = getattr(im, "n_frames", 1), im.format
-        if frames > 1 and fmt != "MPO":
-            found[source] = (f"{Path(root) / source}: animated image ({frames} frames; referenced by {where}); the "
-                             "noise is made for one frame and would drop the animation")
+        if _animated(frames, fmt):
+            found[source] = _animated_reason(Path(root) / source, frames, where)
     return found
 
 
