@@ -5,6 +5,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
+# pytest-xdist workers for `make test`; a test module stays on one worker (tests/conftest.py)
+TEST_WORKERS ?= 2
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: run test lint wheel-test bench gpu-check clean
@@ -21,7 +23,7 @@ run: $(VENV)/.installed
 	@$(VENV)/bin/unlearnable table results/summary.parquet
 
 test: $(VENV)/.installed
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(VENV)/.installed  # ruff (pyproject.toml) and Snakemake's own linter
 	$(VENV)/bin/ruff check src tests scripts bench

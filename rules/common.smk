@@ -18,11 +18,12 @@ from unlearnable.workflow.grid import (WILDCARDS, artifacts_dir, cells as grid_c
                                        defended_clean_dir, defended_files, defended_published_dir,
                                        expand_trigger_lengths, manifest_path, protection_cell, protection_dir,
                                        protection_dirs, published_dir, published_dirs, quality_path, report_path,
-                                       run_dir, run_files, store_path, summary_path, tracking_path, training_cell)
+                                       run_dir, run_files, source_copy, store_path, summary_path, tracking_path,
+                                       training_cell)
 from unlearnable.clip.models import image_resolution
 
 try:
-    check_config_files(workflow.configfiles)
+    check_config_files(workflow.configfiles, config)
     validate_config(config, workflow.source_path("../config/schema.yaml"), source="config")
     check_references(config, source="config")
     check_folders(config, source="config")
@@ -33,8 +34,10 @@ except ConfigError as _e:
 RESULTS = config["results"]
 RESOURCES = config["resources"]
 GRID = config["grid"]
-GENERATED_DATASETS = [d for d, c in config["datasets"].items() if c["source"]["kind"] in ("shapes", "standin")]
-KAGGLE_DATASETS = [d for d, c in config["datasets"].items() if c["source"]["kind"] == "kaggle"]
+# a source shared by several datasets (the parts of one split) is downloaded or generated once, for the first
+SOURCE_COPIES = [d for d in config["datasets"] if source_copy(config, d) == d]
+GENERATED_DATASETS = [d for d in SOURCE_COPIES if config["datasets"][d]["source"]["kind"] in ("shapes", "standin")]
+KAGGLE_DATASETS = [d for d in SOURCE_COPIES if config["datasets"][d]["source"]["kind"] == "kaggle"]
 SPLIT_LISTS = Path(workflow.basedir).parent / "config" / "splits"
 
 # Output patterns, from the one owner of the results layout (unlearnable.workflow.grid).
@@ -68,7 +71,7 @@ wildcard_constraints:
 
 def dataset_root(wildcards):
     src = config["datasets"][wildcards.dataset]["source"]
-    return src["path"] if src["kind"] == "local" else f"{RESOURCES}/{wildcards.dataset}"
+    return src["path"] if src["kind"] == "local" else f"{RESOURCES}/{source_copy(config, wildcards.dataset)}"
 
 
 def layout_params(wildcards):

@@ -1,6 +1,7 @@
 """The defence axis: every protection is made once and defended many times, and the clean baseline gets the
 same defence, so that each drop is measured against clean data under that defence."""
 import copy
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 from test_grid import job_counts, jobs
 from wf import PROTECTION, TINY, snakemake
 
+from unlearnable import ConfigError
 from unlearnable.workflow.grid import cells, run_dir
 
 DEFENDED = copy.deepcopy(TINY)
@@ -28,6 +30,19 @@ def test_cells_cross_every_run_with_every_defence():
     assert {run_dir("results", c) for c in undefended} == {  # where they always were: old results reused
         "results/shapes/clean/tiny-vit/seed0", "results/shapes/retrain/mem/both/tiny-vit/tiny-vit/seed0"}
     assert "results/shapes/defended/gray/clean/tiny-vit/seed0" in {run_dir("results", c) for c in cs}
+
+
+def test_a_run_may_take_a_subset_of_the_defences_and_only_one_of_the_grids():
+    from unlearnable.workflow.configschema import check_references
+
+    cfg = copy.deepcopy(DEFENDED)
+    cfg["grid"]["runs"][1]["defences"] = ["none", "strip"]
+    cs = cells(copy.deepcopy(cfg))
+    assert {c["defence"] for c in cs if c["method"] == "mem"} == {"none", "strip"}
+    assert {c["defence"] for c in cs if c["method"] == "clean"} == {"none", "gray", "aug", "strip", "scraper"}
+    cfg["grid"]["runs"][1]["defences"] = ["none", "jpeg50"]
+    with pytest.raises(ConfigError, match=r"grid.runs.1.defences.1.*'jpeg50' is not one of grid.defences"):
+        check_references(cfg)
 
 
 def test_plan_defends_each_folder_once_and_augments_without_files(tmp_path):
@@ -110,8 +125,23 @@ def test_defended_victims_reuse_the_protection_and_fill_the_defence_table(tmp_pa
     assert rows == ["| none", "| aug", "| gray", "| scraper", "| strip"]  # a row per defence, undefended first
     assert any(line.startswith("| mem (tiny-vit) | mem ") for line in lines)  # and the variants table
     assert (finished / PROTECTION).is_dir()
+    # every MLflow run carries every axis of its cell as a tag, `defence: none` included
+    import mlflow
+
+    mlflow.set_tracking_uri(json.loads((finished / "results/tracking.json").read_text())["uri"])
+    runs = mlflow.search_runs(experiment_names=["unlearnable"])
+    axes = {"cell": CELL_AXES, "train": CELL_AXES, "evaluate": CELL_AXES,
+            "protect": PROTECTION_AXES, "publish": PROTECTION_AXES}
+    assert set(runs["tags.stage"]) == set(axes)
+    for stage, keys in axes.items():
+        tags = runs[runs["tags.stage"] == stage][[f"tags.{k}" for k in keys]]
+        assert tags.notna().all().all(), (stage, tags.isna().sum().to_dict())
+    trained = runs[runs["tags.stage"] != "protect"].dropna(subset=["tags.defence"])
+    assert set(trained["tags.defence"]) == {"none", "gray", "aug", "strip", "scraper"}
 
 
+CELL_AXES = ("dataset", "method", "apply", "surrogate", "victim", "seed", "defence")
+PROTECTION_AXES = ("dataset", "method", "apply", "surrogate", "seed")
 FINETUNED = copy.deepcopy(TINY)
 FINETUNED["datasets"]["pretrain"] = {"source": {"kind": "shapes", "n_images": 120, "image_size": 32, "seed": 9},
                                      "split": {"val": 0, "test": 10}}

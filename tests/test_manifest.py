@@ -47,6 +47,24 @@ def _line_of(data, image):
     return next(i + 1 for i, ln in enumerate(lines) if ln.startswith(image))
 
 
+def test_train_parts_are_seeded_disjoint_halves_of_train_and_keep_val_and_test():
+    ids = [f"img{i:03d}" for i in range(101)]
+    whole = assign_split(ids, SplitConfig(val=10, test=20, seed=4))
+    parts = {p: assign_split(ids, SplitConfig(val=10, test=20, seed=4, train_part=p)) for p in ("pretrain", "owner")}
+    train = {i for i, s in whole.items() if s == "train"}
+    halves = {p: {i for i, s in part.items() if s == "train"} for p, part in parts.items()}
+    assert halves["pretrain"] | halves["owner"] == train and not halves["pretrain"] & halves["owner"]
+    assert (len(halves["pretrain"]), len(halves["owner"])) == (36, 35)  # 71 train images: the odd one to pretrain
+    assert sorted(halves["pretrain"]) != sorted(train)[:36]  # drawn, not the first names
+    for part in parts.values():  # val and test untouched; the other half left out of the manifest
+        assert {i: s for i, s in part.items() if s in ("val", "test")} == {
+            i: s for i, s in whole.items() if s in ("val", "test")}
+    other = assign_split(ids, SplitConfig(val=10, test=20, seed=5, train_part="owner"))
+    assert {i for i, s in other.items() if s == "train"} != halves["owner"]
+    with pytest.raises(ConfigError, match="split.train_part"):
+        assign_split(ids, SplitConfig(train_part="half"))
+
+
 def test_missing_image_names_file_and_row(data):
     (data / "images" / "shape_000007.png").unlink()
     with pytest.raises(DataError) as e:

@@ -173,6 +173,34 @@ def test_variants_table_heatmap_and_visibility_plot_put_visibility_next_to_effic
     assert retained_heatmap(undefended) is None and visibility_vs_retained(undefended) is None
 
 
+def test_the_heatmap_row_labels_touch_no_other_panel_or_colour_bar():
+    """Two victims, long protection names: no tick label of one panel overlaps another panel or a colour bar
+    (side by side, the right panel's row labels ran into the left panel's colour bar)."""
+    from unlearnable.report.plots import retained_heatmap_figure
+
+    rows = []
+    for victim in ("scratch", "finetuned"):
+        for seed in (0, 1, 2):
+            for defence, clean in (("none", 50.0), ("scraper", 40.0), ("jpeg75", 45.0)):
+                for method in ("clean", "robust_em_with_a_long_name", "strong_em_low_frequency_8"):
+                    protected = method != "clean"
+                    rows.append({"dataset": "flickr8k", "method": method, "apply": "both" if protected else "none",
+                                 "surrogate": "small-rn-64" if protected else "none", "victim": victim,
+                                 "defence": defence, "seed": seed, "t2i_r1": (5.0 if protected else clean) + seed,
+                                 "method_params": json.dumps({"kind": "robust_em"} if protected else {})})
+    fig = retained_heatmap_figure(aggregate(_every_metric_from_t2i(rows)))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [ax.get_window_extent(renderer) for ax in fig.axes]
+    for i, ax in enumerate(fig.axes[:2]):
+        labels = [t.get_window_extent(renderer) for t in ax.get_yticklabels() + ax.get_xticklabels() if t.get_text()]
+        assert labels
+        for j, other in enumerate(boxes):
+            if j != i:
+                assert not any(lab.overlaps(other) for lab in labels), (i, j)
+    assert len(fig.axes) == 3  # two panels and their one colour bar
+
+
 def test_runs_table_finds_each_run_by_its_whole_cell_defence_included():
     """Two runs of one cell, undefended and under jpeg75: each row shows its own training run, not the other's."""
     from unlearnable.report.html import runs_table_html

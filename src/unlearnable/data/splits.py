@@ -1,7 +1,9 @@
 """Train/val/test assignment per image (never per caption, so no image leaks across splits).
 
 `random` draws seeded counts or fractions; `paper` takes the paper's val/test image lists and leaves the
-rest for training. Optional caps subsample each split for quick runs, also seeded and per image.
+rest for training. `train_part` keeps one seeded half of the train images: a pretraining half for a clean
+CLIP that a fine-tuned victim starts from, and the owner's half it then trains on (the two never share an
+image). Optional caps subsample each split for quick runs, also seeded and per image.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class SplitConfig:
     lists: str | None = None  # paper: NAME -> NAME_test.txt (+ NAME_val.txt when present) in lists_dir
     lists_dir: str = str(CONFIG_DIR / "splits")
     require_all_listed: bool = False  # paper: every listed image must exist (full datasets)
+    train_part: str | None = None  # pretrain | owner: one seeded half of the train images, the other left out
     max_train_images: int | None = None
     max_val_images: int | None = None
     max_test_images: int | None = None
@@ -88,6 +91,8 @@ def assign_split(image_ids: list[str], cfg: SplitConfig) -> dict[str, str | None
     else:
         raise ConfigError(f"config key 'split.kind': {cfg.kind!r} is not one of 'random', 'paper'")
     result: dict[str, str | None] = dict(zip(ids, split))
+    if cfg.train_part is not None:
+        _keep_train_part(result, ids, cfg)
     for k, name in enumerate(SPLITS):
         cap = getattr(cfg, f"max_{name}_images")
         members = [i for i in ids if result[i] == name]
@@ -96,6 +101,22 @@ def assign_split(image_ids: list[str], cfg: SplitConfig) -> dict[str, str | None
             for j in drop:
                 result[members[j]] = None
     return result
+
+
+TRAIN_PARTS = ("pretrain", "owner")
+
+
+def _keep_train_part(result: dict[str, str | None], ids: list[str], cfg: SplitConfig) -> None:
+    """Both halves come from one seeded permutation of the train images, so that `pretrain` and `owner` with
+    the same seed are disjoint and together are the whole train split; val and test stay as they are."""
+    if cfg.train_part not in TRAIN_PARTS:
+        raise ConfigError(f"config key 'split.train_part': {cfg.train_part!r} is not one of 'pretrain', 'owner'")
+    train = [i for i in ids if result[i] == "train"]
+    order = np.random.default_rng([cfg.seed, 2]).permutation(len(train))
+    cut = (len(train) + 1) // 2
+    left_out = order[cut:] if cfg.train_part == "pretrain" else order[:cut]
+    for j in left_out:
+        result[train[j]] = None
 
 
 def _count(x: float, n: int, key: str) -> int:

@@ -158,16 +158,25 @@ def transfer_matrix(agg: pd.DataFrame) -> bytes | None:
 def retained_heatmap(every: pd.DataFrame, metric: str = "t2i_r1") -> bytes | None:
     """Protection (rows) x defence (columns), one panel per dataset and victim: the share of the protection
     retained against clean data under the same defence; "≈" marks no difference from clean."""
+    fig = retained_heatmap_figure(every, metric)
+    return None if fig is None else _png(fig)
+
+
+def retained_heatmap_figure(every: pd.DataFrame, metric: str = "t2i_r1"):
+    """The panels are stacked, one per row, with one colour bar for all of them: side by side, a panel's row
+    labels ran into its left neighbour's colour bar."""
     from .stats import defence_grids, effect_label, protection_label
 
     panels = [p for p in defence_grids(every, metric) if len(p[2]) > 1]
     if not panels:
         return None
     plt = _plt()
-    fig, axes = plt.subplots(1, len(panels), squeeze=False,
-                             figsize=(max(4.0, 0.9 * len(panels[0][2]) + 3) * len(panels),
-                                      0.45 * len(panels[0][3]) + 2))
-    for ax, (dataset, victim, defences, protections, cells) in zip(axes[0], panels):
+    width = max(5.0, 0.9 * max(len(p[2]) for p in panels) + 4)
+    heights = [0.3 * len(p[3]) + 1.2 for p in panels]
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False, figsize=(width, sum(heights) + 0.6),
+                             gridspec_kw={"height_ratios": heights}, layout="constrained")
+    im = None
+    for ax, (dataset, victim, defences, protections, cells) in zip(axes[:, 0], panels):
         prot = [p for p in protections if p[0] != "clean"]
         mat = np.full((len(prot), len(defences)), np.nan)
         for i, p in enumerate(prot):
@@ -181,8 +190,8 @@ def retained_heatmap(every: pd.DataFrame, metric: str = "t2i_r1") -> bytes | Non
         ax.set_xticks(range(len(defences)), defences, rotation=45, ha="right", fontsize=8)
         ax.set_yticks(range(len(prot)), [protection_label(*p) for p in prot], fontsize=7)
         ax.set_title(f"{dataset}, victim {victim}", fontsize=10)
-        fig.colorbar(im, ax=ax, fraction=0.046, label="protection retained")
-    return _png(fig)
+    fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.046, label="protection retained")
+    return fig
 
 
 def visibility_vs_retained(every: pd.DataFrame, defence: str = "scraper", metric: str = "t2i_r1") -> bytes | None:

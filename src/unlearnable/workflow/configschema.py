@@ -60,10 +60,22 @@ def load_yaml(path: str | Path) -> object:
         loader.dispose()
 
 
-def check_config_files(paths: list[str | Path]) -> None:
-    """Re-read the config files a run merges (Snakemake's loader keeps a repeated key's last value)."""
-    for path in paths:
-        load_yaml(path)
+def check_config_files(paths: list[str | Path], config: dict | None = None) -> None:
+    """Re-read the config files a run merges (Snakemake's loader keeps a repeated key's last value). With
+    `config`, a dataset's `source` is the last file's whole: Snakemake merges key by key, which would give a
+    Kaggle source that a later file points at a local copy both a `dataset` and a `path`."""
+    loaded = [load_yaml(path) for path in paths]
+    if config is not None:
+        whole_sources(config, loaded)
+
+
+def whole_sources(config: dict, files: list[dict]) -> dict:
+    """Each dataset's `source` as the last of `files` that gives one states it, never merged with an earlier."""
+    for data in files:
+        for name, ds in ((data or {}).get("datasets") or {}).items():
+            if isinstance(ds, dict) and isinstance(ds.get("source"), dict) and name in config.get("datasets", {}):
+                config["datasets"][name]["source"] = copy.deepcopy(ds["source"])
+    return config
 
 
 def validate_config(config: dict, schema_path: str | Path, source: str = "config") -> dict:
@@ -136,6 +148,10 @@ def check_references(config: dict, source: str = "config") -> None:
             if name not in config["models"]:
                 raise ConfigError(f"{source}: key 'grid.runs.{i}.surrogates.{j}': model {name!r} is not defined "
                                   "under 'models'")
+        for j, name in enumerate(run.get("defences") or []):
+            if name not in (grid.get("defences") or ["none"]):
+                raise ConfigError(f"{source}: key 'grid.runs.{i}.defences.{j}': defence {name!r} is not one of "
+                                  "grid.defences")
         ensembles = [s for s in (run.get("surrogates") or grid.get("surrogates") or [])
                      if "ensemble" in config["models"][s]]
         if ensembles and method != "clean" and config.get("methods", {}).get(method, {}).get("kind") == "mem":

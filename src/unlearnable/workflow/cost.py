@@ -26,7 +26,7 @@ from ..clip.models import image_resolution
 from ..clip.train import TrainConfig
 from ..paths import CONFIG_DIR
 from ..protect.config import method_config
-from .configschema import check_references, load_yaml, validate_config
+from .configschema import check_references, load_yaml, validate_config, whole_sources
 from .grid import cells, expand_trigger_lengths
 
 # training pairs and test pairs (images x captions) under the paper's splits, for datasets not yet on disk
@@ -46,15 +46,22 @@ def grid_path(grid: str | Path) -> Path:
     raise ConfigError(f"{grid}: no such grid file, and no shipped grid of that name ({names})")
 
 
-def merged_config(grid_file: str | Path, base: str | Path = CONFIG_DIR / "config.yaml") -> dict:
-    """The config Snakemake would run: `base` deep-updated by `grid_file`, validated, axes expanded."""
+def merged_config(grid_file: str | Path, base: str | Path = CONFIG_DIR / "config.yaml",
+                  more: tuple[str | Path, ...] = ()) -> dict:
+    """The config Snakemake would run: `base` deep-updated by `grid_file` and then `more` (as further
+    `--configfile`s; a dataset's source replaced whole), validated, axes expanded."""
     grid_file = grid_path(grid_file)
+
     def update(a: dict, b: dict) -> dict:
         for k, v in b.items():
             a[k] = update(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
         return a
 
-    config = update(load_yaml(base), load_yaml(grid_file))
+    files = [load_yaml(base), load_yaml(grid_file), *(load_yaml(f) for f in more)]
+    config = {}
+    for data in files:
+        config = update(config, copy.deepcopy(data))
+    whole_sources(config, files)
     validate_config(config, CONFIG_DIR / "schema.yaml", source=str(grid_file))
     check_references(config, source=str(grid_file))
     return expand_trigger_lengths(config)

@@ -45,12 +45,13 @@ def expand_trigger_lengths(config: dict) -> dict:
 
 
 def cells(config: dict) -> list[dict]:
-    """Every cell of the grid, in a stable order. Each protection is crossed with every defence, and so is
-    the clean baseline, so that each drop is measured against clean data under the same defence."""
+    """Every cell of the grid, in a stable order. Each protection is crossed with every defence (or its run's
+    own subset), and so is the clean baseline, so that each drop is measured against clean data under the
+    same defence."""
     grid, out = config["grid"], []
     for d in grid["datasets"]:
         for run in grid["runs"]:
-            for defence in grid.get("defences") or ["none"]:
+            for defence in run.get("defences") or grid.get("defences") or ["none"]:
                 for v in grid["victims"]:
                     for s in grid["seeds"]:
                         if run["method"] == "clean":
@@ -62,6 +63,13 @@ def cells(config: dict) -> list[dict]:
                                         "surrogate": sur, "victim": v, "seed": s, "defence": defence})
     unique = {tuple(c.values()): c for c in out}
     return list(unique.values())
+
+
+def source_copy(config: dict, name: str) -> str:
+    """The dataset whose copy of the source `name` reads: the first dataset with the same source, so that the
+    parts of one split (a pretraining half and the owner's half) download or generate it once."""
+    source = config["datasets"][name]["source"]
+    return next(d for d, ds in config["datasets"].items() if ds["source"] == source)
 
 
 def defence(config: dict, name: str):
@@ -137,8 +145,7 @@ def training_cell(config: dict, wildcards: dict) -> dict:
             "surrogate": w.get("surrogate", "none"), "victim": w["victim"], "seed": int(w["seed"])}
     if "method" in w:
         cell["method_params"] = config["methods"][w["method"]]
-    if "defence" in w:
-        cell["defence"] = w["defence"]
+    cell["defence"] = w.get("defence", "none")  # an undefended run is tagged `none`, so MLflow can filter it
     return cell
 
 
