@@ -144,3 +144,15 @@ def test_gpu_check_fails_a_grid_outside_its_tolerance(monkeypatch, tmp_path):
             frame(0.0, "fp32") if p == "fp32" else frame(s, q), ""))
         result = gpu_check.grid_check("cpu")
         assert result["ok"] is ok, (shift, precision)
+
+
+def test_two_victims_of_one_architecture_are_two_victims_each_with_its_own_schedule():
+    """flickr8k-real.yaml trains a victim from scratch and a fine-tuned one, both small-rn-64: each is its own
+    job (they were counted once, by architecture), and the fine-tuned one takes its own 1 epoch."""
+    config = merged_config(REPO / "config/grids/flickr8k-real.yaml")
+    passes = sample_passes(config, {"flickr8k_owner": 7500, "flickr8k_pretrain": 15230})
+    retrains = [j["passes"]["train"] for j in passes if j["stage"] == "retrain"]
+    assert len(retrains) == 42 + 72  # as the plan: tests/test_grid.py
+    steps = 7500 // 128 * 128
+    assert sorted(set(retrains)) == [1 * steps, 4 * steps]
+    assert retrains.count(1 * steps) == retrains.count(4 * steps) == 57

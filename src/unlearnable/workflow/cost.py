@@ -150,7 +150,6 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
     """Every stage of work's sample-passes by kind: {stage, model, passes: {train|pgd_step|hotflip|encode: n}}; one
     per job, and one per evaluation (which runs inside its training job)."""
     overrides = overrides or {}
-    train = TrainConfig(**config["train"])
     arch = {name: m["arch"] for name, m in config["models"].items() if "arch" in m}
     size = {name: len(m.get("ensemble", [name])) for name, m in config["models"].items()}
     for name, m in config["models"].items():  # an ensemble: its first member's kind, times its members
@@ -158,6 +157,8 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
     jobs: dict[tuple, dict] = {}
     for cell in cells(config):
         pairs, test_pairs, _ = dataset_size(config, cell["dataset"], overrides)
+        # the victim's own schedule: a fine-tuned victim overrides `train` (fewer epochs)
+        train = TrainConfig(**{**config["train"], **config["models"][cell["victim"]].get("train", {})})
         steps = pairs // min(train.batch_size, pairs) * min(train.batch_size, pairs)
         victim = arch[cell["victim"]]
         seed = cell["seed"]
@@ -171,7 +172,7 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
                 jobs[("data", cell["dataset"], res)] = {"stage": "image store", "model": None, "passes": {},
                                                         "disk_peak": store, "disk_kept": store}
         if cell["method"] == "clean":
-            jobs[("train", cell["dataset"], victim, seed, cell.get("defence", "none"))] = {
+            jobs[("train", cell["dataset"], cell["victim"], seed, cell.get("defence", "none"))] = {
                 "stage": "train clean", "model": victim, "passes": {"train": train.epochs * steps}, **trained}
         else:
             m = method_config(config["methods"][cell["method"]])
@@ -181,17 +182,17 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
             noise = units * res * res * 3
             if m.optimises:
                 flips = min(m.hotflip_rounds, m.rounds) * units if m.method == "mem" else 0
-                jobs[("protect", cell["dataset"], cell["method"], sur, seed)] = {
+                jobs[("protect", cell["dataset"], cell["method"], cell["surrogate"], seed)] = {
                     "stage": "protect", "model": sur, "flip_work": m.trigger_len * m.candidates, "passes": {
                         "train": m.rounds * m.surrogate_steps * m.batch_size * size[cell["surrogate"]],
                         "pgd_step": m.rounds * m.pgd_steps * units * size[cell["surrogate"]], "hotflip": flips},
                     "disk_peak": noise + min(UNDO_LIMIT, noise // 8) + 2 * _bytes(config, cell["surrogate"])[1],
                     "disk_kept": noise}
             published = noise  # its image store, one image per unit, and about as much again in PNG files
-            jobs[("publish", cell["dataset"], cell["method"], cell["apply"], sur, seed)] = {
+            jobs[("publish", cell["dataset"], cell["method"], cell["apply"], cell["surrogate"], seed)] = {
                 "stage": "publish", "model": None, "passes": {}, "disk_peak": 2 * published,
                 "disk_kept": 2 * published}
-            jobs[("retrain", cell["dataset"], cell["method"], cell["apply"], sur, victim, seed,
+            jobs[("retrain", cell["dataset"], cell["method"], cell["apply"], cell["surrogate"], cell["victim"], seed,
                   cell.get("defence", "none"))] = {
                 "stage": "retrain", "model": victim, "passes": {"train": train.epochs * steps}, **trained}
         # evaluation is a stage of work, done at the end of each training job
