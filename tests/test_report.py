@@ -95,7 +95,7 @@ def test_readme_table_is_mean_and_sample_sd_over_seeds_with_chance_and_machine()
     text = markdown_table(pd.DataFrame(rows))
     lines = text.splitlines()
     assert "| clean | – | vit | 3 | 50.0 ± 10.0 | 50.0 ± 10.0 | 50.0 ± 10.0 | 300.0 ± 60.0 |" in lines
-    assert "| mem3 | noise | vit → vit | 3 | 5.0 ± 3.6 |" in text  # sample sd of 2, 4, 9
+    assert "| mem · mem3 | noise | vit → vit | 3 | 5.0 ± 3.6 |" in text  # sample sd of 2, 4, 9; by kind, then name
     assert "| chance | | | | 0.50 | 0.50 | 5.00 | 16.00 |" in lines
     assert lines[-1] == "Recall in %, mean ± sd over seeds 0, 1, 2; measured on Test CPU, 1 torch thread(s) per job."
 
@@ -158,14 +158,15 @@ def test_variants_table_heatmap_and_visibility_plot_put_visibility_next_to_effic
                              "ssim": 0.9, "mean_shift_max": 1.5, "method_params": json.dumps(params)})
     every = aggregate(_every_metric_from_t2i(rows))
     v = variants_table(every).set_index("protection")
-    assert v.loc["lf8 (rn)", "settings"] == "strong_em noise_block 8" and v.loc["lf8 (rn)", "psnr"] == 30.0
+    lf8, px = "strong_em · lf8 (rn)", "strong_em · px (rn)"  # by kind, with the grid's name beside it
+    assert v.loc[lf8, "settings"] == "strong_em noise_block 8" and v.loc[lf8, "psnr"] == 30.0
     short = {"kind": "strong_em", "noise_block": 8, "rounds": 5, "pgd_steps": 8, "eot": [{"kind": "scraper"}]}
     assert variant_params(json.dumps(short, sort_keys=True)) == ("strong_em noise_block 8, pgd_steps 8, rounds 5, "
                                                                  "eot scraper")  # told apart from its long schedule
-    assert v.loc["lf8 (rn)", "scratch / scraper"] == "62%"  # (40 - 15) / 40
-    assert v.loc["px (rn)", "scratch / scraper"] == "≈ clean" and v.loc["px (rn)", "scratch / none"] == "92%"
+    assert v.loc[lf8, "scratch / scraper"] == "62%"  # (40 - 15) / 40
+    assert v.loc[px, "scratch / scraper"] == "≈ clean" and v.loc[px, "scratch / none"] == "92%"
     md = variants_markdown(every)
-    assert "| lf8 (rn) | strong_em noise_block 8 | 30.0 | 0.900 | 1.5 | 90% | 62% |" in md
+    assert "| strong_em · lf8 (rn) | strong_em noise_block 8 | 30.0 | 0.900 | 1.5 | 90% | 62% |" in md
     assert "62%" in variants_table_html(every)
     assert retained_heatmap(every)[:4] == b"\x89PNG" and visibility_vs_retained(every)[:4] == b"\x89PNG"
     df = _every_metric_from_t2i(rows)

@@ -14,7 +14,7 @@ import pandas as pd
 from ..atomic import atomic_path
 from . import gallery, plots
 from .stats import (NO_DIFFERENCE_NOTE, aggregate, defence_grids, defence_matrix, defence_order, effect_label,
-                    protection_label, variants_table, with_defence)
+                    params_of, protection_label, variants_table, with_defence)
 
 
 def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
@@ -25,7 +25,7 @@ def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
     out = []
     for dataset, victim, defences, protections, cells in defence_grids(agg, metric):
         head = "<thead><tr><th>defence</th>" + "".join(
-            f"<th>{html.escape(protection_label(*p))}</th>" for p in protections) + "</tr></thead>"
+            f"<th>{html.escape(protection_label(*p, params_of(cells, p)))}</th>" for p in protections) + "</tr></thead>"
         body = []
         for dfc in defences:
             row = [f"<td>{html.escape(dfc)}</td>"]

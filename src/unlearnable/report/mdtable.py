@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .stats import NO_DIFFERENCE_NOTE, aggregate, defence_grids, effect_label, protection_label, variants_table
+from .stats import (NO_DIFFERENCE_NOTE, aggregate, defence_grids, effect_label, method_label, params_of,
+                    protection_label, variants_table)
 
 COLUMNS = [("t2i_r1", "t2i R@1"), ("i2t_r1", "i2t R@1"), ("t2i_r10", "t2i R@10"), ("rsum", "rsum")]
 
@@ -39,7 +40,7 @@ def defence_table(agg: pd.DataFrame) -> list[str]:
     for dataset, victim, defences, protections, cells in defence_grids(agg):
         out += [f"Protection under defences, {dataset}, victim {victim} (t2i R@1; retained = (clean_d - "
                 "protected_d) / (clean_d - chance)):", "",
-                "| defence | " + " | ".join(protection_label(*p) for p in protections) + " |",
+                "| defence | " + " | ".join(protection_label(*p, params_of(cells, p)) for p in protections) + " |",
                 "|---|" + "---|" * len(protections)]
         for dfc in defences:
             row = []
@@ -84,7 +85,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
             published = "–" if r.method == "clean" else _published(r.apply, r.method_params)
             models = r.victim if r.method == "clean" else f"{r.surrogate} → {r.victim}"
             cells = [_cell(getattr(r, c), getattr(r, f"{c}_std"), r.seeds) for c, _ in COLUMNS]
-            out.append("| " + " | ".join([r.method, published, models, str(r.seeds)] + cells) + " |")
+            name = method_label(r.method, r.method_params)
+            out.append("| " + " | ".join([name, published, models, str(r.seeds)] + cells) + " |")
         first = sub.iloc[0]
         chance = [f"{first[f'chance_{c}']:.2f}" for c, _ in COLUMNS]
         out.append("| chance | | | | " + " | ".join(chance) + " |")

@@ -34,8 +34,12 @@ def note(text: str) -> bytes:
 
 
 def label(r) -> str:
-    """method [apply] surrogate->victim, the way a cell is named everywhere in the report."""
-    text = str(r["method"]) + (f" [{r['apply']}]" if r["apply"] not in ("", "both", "none") else "")
+    """method [apply] surrogate->victim, the way a cell is named everywhere in the report (a method by its kind,
+    with the grid's name beside it where they differ)."""
+    from .stats import method_label
+
+    text = (method_label(str(r["method"]), r.get("method_params"))
+            + (f" [{r['apply']}]" if r["apply"] not in ("", "both", "none") else ""))
     return text + (f" {r['surrogate']}→{r['victim']}" if r["surrogate"] not in ("", "none") else f" {r['victim']}")
 
 
@@ -165,7 +169,7 @@ def retained_heatmap(every: pd.DataFrame, metric: str = "t2i_r1") -> bytes | Non
 def retained_heatmap_figure(every: pd.DataFrame, metric: str = "t2i_r1"):
     """The panels are stacked, one per row, with one colour bar for all of them: side by side, a panel's row
     labels ran into its left neighbour's colour bar."""
-    from .stats import defence_grids, effect_label, protection_label
+    from .stats import defence_grids, effect_label, params_of, protection_label
 
     panels = [p for p in defence_grids(every, metric) if len(p[2]) > 1]
     if not panels:
@@ -188,7 +192,7 @@ def retained_heatmap_figure(every: pd.DataFrame, metric: str = "t2i_r1"):
                             color="black" if mat[i, j] != mat[i, j] or mat[i, j] > 0.35 else "white")
         im = ax.imshow(mat, cmap="viridis", vmin=0, vmax=1, aspect="auto")
         ax.set_xticks(range(len(defences)), defences, rotation=45, ha="right", fontsize=8)
-        ax.set_yticks(range(len(prot)), [protection_label(*p) for p in prot], fontsize=7)
+        ax.set_yticks(range(len(prot)), [protection_label(*p, params_of(cells, p)) for p in prot], fontsize=7)
         ax.set_title(f"{dataset}, victim {victim}", fontsize=10)
     fig.colorbar(im, ax=axes[:, 0].tolist(), fraction=0.046, label="protection retained")
     return fig
@@ -214,7 +218,8 @@ def visibility_vs_retained(every: pd.DataFrame, defence: str = "scraper", metric
         ys = [0.0 if r["within_spread"] else r["retained"] for r in sub.to_dict("records")]
         ax.scatter(xs, ys, marker=marker, label=f"victim {victim}")
         for x, y, r in zip(xs, ys, sub.to_dict("records")):
-            ax.annotate(protection_label(r["method"], r["apply"], r["surrogate"]), (x, y), fontsize=6,
+            name = protection_label(r["method"], r["apply"], r["surrogate"], r["method_params"])
+            ax.annotate(name, (x, y), fontsize=6,
                         xytext=(3, 3), textcoords="offset points")
     ax.axhline(0.5, color="#c0392b", lw=0.8, ls="--", label="50% retained")
     ax.set_xlabel("PSNR of the published images (dB, higher = less visible)")

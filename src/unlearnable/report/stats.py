@@ -91,8 +91,25 @@ def defence_grids(agg: pd.DataFrame, metric: str = "t2i_r1"):
         yield dataset, victim, defences, protections, cells
 
 
-def protection_label(method: str, apply: str, surrogate: str) -> str:
-    return method if method == "clean" else method + ("" if apply == "both" else f" [{apply} only]") + f" ({surrogate})"
+def method_label(method: str, method_params: str | dict | None = None) -> str:
+    """A protection by its kind, with the grid's name beside it where the two differ (`robust_em · lowfreq8`):
+    a reader knows the shipped kinds, not each grid's names for them. `method_params`: the summary's JSON, or a
+    cell's dict."""
+    import json
+
+    params = method_params if isinstance(method_params, dict) else json.loads(method_params or "{}")
+    kind = params.get("kind", method)
+    return method if kind == method else f"{kind} · {method}"
+
+
+def protection_label(method: str, apply: str, surrogate: str, method_params: str | dict | None = None) -> str:
+    return method if method == "clean" else (method_label(method, method_params)
+                                             + ("" if apply == "both" else f" [{apply} only]") + f" ({surrogate})")
+
+
+def params_of(cells: dict, protection: tuple) -> str | None:
+    """A protection's `method_params`, from any of its cells in a `defence_grids` panel."""
+    return next((r["method_params"] for (_, p), r in cells.items() if p == protection), None)
 
 
 VARIANT_KEYS = ("granularity", "eps", "noise_block", "colour_eps", "token_num", "common_words", "trigger_position",
@@ -123,7 +140,7 @@ def variants_table(every: pd.DataFrame, metric: str = "t2i_r1") -> pd.DataFrame:
     vis = vis[~vis.index.duplicated()]
     rows = []
     for key, sub in m.groupby(["dataset", "method", "apply", "surrogate"], sort=False):
-        row = {"dataset": key[0], "protection": protection_label(*key[1:]),
+        row = {"dataset": key[0], "protection": protection_label(*key[1:], sub["method_params"].iloc[0]),
                "settings": variant_params(sub["method_params"].iloc[0])}
         for k in VISIBILITY:
             row[k] = float(vis[k].get(key, float("nan"))) if k in vis else float("nan")
