@@ -5,7 +5,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 CORES ?= 2
-# pytest-xdist workers for `make test`; a test module stays on one worker (tests/conftest.py)
+# pytest-xdist workers for `make test`; `--dist loadfile` keeps a test module on one worker, so that its module
+# fixtures (a fake Kaggle server on port 80, a SLURM cluster) are built once (session fixtures: once per worker)
 TEST_WORKERS ?= 2
 export MLFLOW_DISABLE_TELEMETRY := true
 
@@ -23,7 +24,7 @@ run: $(VENV)/.installed
 	@$(VENV)/bin/unlearnable table results/summary.parquet
 
 test: $(VENV)/.installed
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(VENV)/.installed  # ruff (pyproject.toml) and Snakemake's own linter
 	$(VENV)/bin/ruff check src tests scripts bench

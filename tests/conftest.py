@@ -50,12 +50,3 @@ def finished(tmp_path_factory):
     assert res.returncode == 0, res.stderr[-3000:]
     return wd
 
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(config, items):
-    """Under pytest-xdist (`make test`: `--dist loadgroup`) a module runs on one worker, so that its module
-    fixtures (a fake Kaggle server on port 80, a SLURM cluster) are built once. Session fixtures, such as the
-    tiny grid, are built once per worker."""
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(item.module.__name__))
