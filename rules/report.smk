@@ -36,6 +36,7 @@ rule report:
     params:
         config=config,
         gallery=gallery_entries,
+        metric=config.get("report", {}).get("metric"),
     log:
         f"{RESULTS}/logs/report.log",
     conda:

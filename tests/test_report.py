@@ -140,6 +140,39 @@ def test_defence_table_has_a_row_per_defence_and_a_column_per_protection_for_eac
     assert page.count("≈ clean</small>") == 1
 
 
+def test_a_grid_near_chance_at_r1_reads_the_protection_retained_at_the_metric_it_names(tmp_path):
+    """A small CPU victim of real photos sits < 1 point above chance at R@1, where retained is undefined; the
+    grid's `report.metric` (and `unlearnable table --metric`) reads it at R@10 in every table and the report."""
+    from unlearnable.cli import main
+    from unlearnable.report.mdtable import markdown_table
+
+    rows = []
+    for seed, jitter in enumerate((-0.5, 0.0, 0.5)):
+        for method, r1, r10 in (("clean", 1.0, 16.0), ("mem3", 0.3, 2.0)):
+            for defence in ("none", "scraper"):
+                rows.append({"dataset": "real", "method": method, "apply": "none" if method == "clean" else "both",
+                             "surrogate": "none" if method == "clean" else "rn", "victim": "rn", "seed": seed,
+                             "defence": defence, "t2i_r1": r1 + jitter / 5, "t2i_r10": r10 + jitter,
+                             "method_params": json.dumps({"kind": "mem"} if method == "mem3" else {})})
+    df = pd.DataFrame(rows)
+    for c in ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r5", "rsum", "i2t_medr", "t2i_medr"):
+        df[c] = df["t2i_r1"]
+    for c, chance in (("i2t_r1", 0.1), ("i2t_r5", 0.5), ("i2t_r10", 1.0), ("t2i_r1", 0.1), ("t2i_r5", 0.5),
+                      ("t2i_r10", 1.0), ("rsum", 3.2)):
+        df[f"chance_{c}"] = chance
+    at_r1 = markdown_table(df)
+    assert "victim rn (t2i R@1;" in at_r1 and "| none | 1.0 ± 0.1 | 0.3 ± 0.1 (–) |" in at_r1  # undefined
+    at_r10 = markdown_table(df, "t2i_r10")
+    assert "victim rn (t2i R@10;" in at_r10
+    assert "| none | 16.0 ± 0.5 | 2.0 ± 0.5 (93%) |" in at_r10  # (16 - 2) / (16 - 1)
+    summary = tmp_path / "summary.parquet"
+    df.to_parquet(summary)
+    assert main(["table", "--metric", "t2i_r10", str(summary)]) == 0
+    write_report(df, tmp_path / "report", [], [], [], {"config": {}, "versions": {}}, "t2i_r10")
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "retained 93%" in page and "t2i R@10 on clean test data" in page
+
+
 def test_variants_table_heatmap_and_visibility_plot_put_visibility_next_to_efficacy():
     from unlearnable.report.html import variants_table_html
     from unlearnable.report.mdtable import variants_markdown

@@ -24,6 +24,7 @@ from .data.fingerprint import input_fingerprint
 from .data.sources import LAYOUTS, LayoutConfig, layout_read, read_dataset
 from .faults import describe_fault
 from .protect.config import METHODS, ProtectConfig, method_config
+from .report.stats import RECALLS, RETAINED_METRIC
 
 PRIVATE_NOTE = """This folder holds the raw protection: the noise added to every image (noise.npy, int8, 1/255 units,
 at the model's resolution) and the trigger tokens (triggers.npy), with protection.json (settings, losses, timings).
@@ -270,6 +271,9 @@ def parser() -> argparse.ArgumentParser:
 
     ta = sub.add_parser("table", help="print a run's results as the README's markdown table (mean ± sd)")
     ta.add_argument("summary", help="results/summary.parquet of a finished run")
+    ta.add_argument("--metric", default=None, choices=RECALLS,
+                    help="the recall the protection retained is read on (default: the paper's t2i_r1); t2i_r10 "
+                         "where the clean victim sits near chance at R@1")
 
     co = sub.add_parser("cost", help="predict a grid's device-hours per stage from the bench's per-sample costs",
                         description="Read GRID (merged over the shipped config.yaml, as snakemake --configfile does) "
@@ -304,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "table":
             from .report.mdtable import table_command
 
-            _emit(table_command(args.summary))
+            _emit(table_command(args.summary, args.metric or RETAINED_METRIC))
         elif args.command == "cost":
             from .workflow.cost import cost
 

@@ -13,13 +13,13 @@ import pandas as pd
 
 from ..atomic import atomic_path
 from . import gallery, plots
-from .stats import (NO_DIFFERENCE_NOTE, aggregate, defence_grids, defence_matrix, defence_order, effect_label,
-                    params_of, protection_label, variants_table, with_defence)
+from .stats import (NO_DIFFERENCE_NOTE, RETAINED_METRIC, aggregate, defence_grids, defence_matrix, defence_order,
+                    effect_label, metric_label, params_of, protection_label, variants_table, with_defence)
 
 
-def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
-    """Protection x defence, one table per dataset and victim: text->image R@1 (mean ± sd) and, for
-    protections, the protection retained."""
+def defence_table_html(agg: pd.DataFrame, metric: str = RETAINED_METRIC) -> str:
+    """Protection x defence, one table per dataset and victim: `metric` (mean ± sd) and, for protections, the
+    protection retained."""
     if defence_order(defence_matrix(agg, metric)) == ["none"]:
         return ""
     out = []
@@ -39,14 +39,14 @@ def defence_table_html(agg: pd.DataFrame, metric: str = "t2i_r1") -> str:
             body.append("<tr>" + "".join(row) + "</tr>")
         out.append(f"<h3>{html.escape(dataset)}, victim {html.escape(victim)}</h3>"
                    f'<table class="defences">{head}<tbody>{"".join(body)}</tbody></table>')
-    return ("".join(out) + "<p>Text→image R@1 on clean test data after the victim trained on defended data; "
+    return ("".join(out) + f"<p>{metric_label(metric)} on clean test data after the victim trained on defended data; "
             "retained = (clean<sub>d</sub> − protected<sub>d</sub>) / (clean<sub>d</sub> − chance) under the same "
             f"defence d; {html.escape(NO_DIFFERENCE_NOTE)}</p>")
 
 
-def variants_table_html(every: pd.DataFrame) -> str:
+def variants_table_html(every: pd.DataFrame, metric: str = RETAINED_METRIC) -> str:
     """Every protection variant: settings, visibility and the share retained per victim and defence."""
-    v = variants_table(every)
+    v = variants_table(every, metric)
     if v.empty or set(every["defence"]) == {"none"}:
         return ""
     cols = ["dataset", "protection", "settings", "psnr", "ssim", "mean_shift_max"] + list(v.columns[6:])
@@ -56,7 +56,7 @@ def variants_table_html(every: pd.DataFrame) -> str:
                                     for c in cols) + "</tr>" for r in v.to_dict("records"))
     return (f'<table class="defences"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
             "<p>PSNR (dB) and SSIM of the published images against the clean ones, and the largest per-channel "
-            "mean shift (1/255); then, per victim / defence, the protection retained (text→image R@1). "
+            f"mean shift (1/255); then, per victim / defence, the protection retained ({metric_label(metric)}). "
             f"{html.escape(NO_DIFFERENCE_NOTE)}</p>")
 
 
@@ -161,8 +161,9 @@ MISSING = {
 
 
 def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list[Path], protections: list[Path],
-                 published: list[dict], meta: dict) -> None:
-    """`published`: dicts with the folder (`path`), its dataset's `manifest` and `store`, and a `title`."""
+                 published: list[dict], meta: dict, metric: str = RETAINED_METRIC) -> None:
+    """`published`: dicts with the folder (`path`), its dataset's `manifest` and `store`, and a `title`;
+    `metric`: the recall the protection retained is read on."""
     every = aggregate(summary)
     agg = every[every["defence"] == "none"]  # the main table and figures: undefended victims
     records = [json.loads(Path(p).read_text()) for p in train_records]
@@ -172,8 +173,8 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
         "training_curves.png": plots.training_curves(prots, records),
         "trigger_lengths.png": plots.trigger_lengths(agg),
         "transfer_matrix.png": plots.transfer_matrix(agg),
-        "retained_heatmap.png": plots.retained_heatmap(every),
-        "visibility_scraper.png": plots.visibility_vs_retained(every, "scraper"),
+        "retained_heatmap.png": plots.retained_heatmap(every, metric),
+        "visibility_scraper.png": plots.visibility_vs_retained(every, "scraper", metric),
     }
     entries = [{"title": e["title"], "samples": gallery.samples(e["path"], e["manifest"], e["store"])}
                for e in published]
@@ -194,11 +195,11 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
             "protected rows: ▼ lowest recall (strongest protection), ▲ highest. rsum is the sum of the six "
             "recalls.</p>",
             paper_table_html(agg),
-            *(["<h2>Protection under defences</h2>", defence_table_html(every),
+            *(["<h2>Protection under defences</h2>", defence_table_html(every, metric),
                "<h3>Protection retained: protection × defence</h3>", fig("retained_heatmap.png"),
                "<h3>Visibility against protection retained under the scraper chain</h3>",
                fig("visibility_scraper.png"),
-               "<h3>Every variant tried</h3>", variants_table_html(every)]
+               "<h3>Every variant tried</h3>", variants_table_html(every, metric)]
               if set(every["defence"]) != {"none"} else []),
             "<h2>Recall@1 by method and dataset</h2>", fig("recall.png"),
             "<h2>Transfer: surrogate × victim</h2>", fig("transfer_matrix.png"),

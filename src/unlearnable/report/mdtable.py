@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .stats import (NO_DIFFERENCE_NOTE, aggregate, defence_grids, effect_label, method_label, params_of,
-                    protection_label, variants_table)
+from .stats import (NO_DIFFERENCE_NOTE, RETAINED_METRIC, aggregate, defence_grids, effect_label, method_label,
+                    metric_label, params_of, protection_label, variants_table)
 
 COLUMNS = [("t2i_r1", "t2i R@1"), ("i2t_r1", "i2t R@1"), ("t2i_r10", "t2i R@10"), ("rsum", "rsum")]
 
@@ -33,12 +33,12 @@ def _published(apply: str, method_params: str) -> str:
     return " + ".join(parts) or "nothing"
 
 
-def defence_table(agg: pd.DataFrame) -> list[str]:
-    """Protection x defence, one table per dataset and victim: t2i R@1 mean ± sd, and the protection
+def defence_table(agg: pd.DataFrame, metric: str = RETAINED_METRIC) -> list[str]:
+    """Protection x defence, one table per dataset and victim: `metric` mean ± sd, and the protection
     retained under each defence."""
     out = []
-    for dataset, victim, defences, protections, cells in defence_grids(agg):
-        out += [f"Protection under defences, {dataset}, victim {victim} (t2i R@1; retained = (clean_d - "
+    for dataset, victim, defences, protections, cells in defence_grids(agg, metric):
+        out += [f"Protection under defences, {dataset}, victim {victim} ({metric_label(metric)}; retained = (clean_d - "
                 "protected_d) / (clean_d - chance)):", "",
                 "| defence | " + " | ".join(protection_label(*p, params_of(cells, p)) for p in protections) + " |",
                 "|---|" + "---|" * len(protections)]
@@ -58,14 +58,14 @@ def defence_table(agg: pd.DataFrame) -> list[str]:
     return out
 
 
-def variants_markdown(every: pd.DataFrame) -> list[str]:
+def variants_markdown(every: pd.DataFrame, metric: str = RETAINED_METRIC) -> list[str]:
     """Every variant tried, its visibility and the share retained per victim and defence."""
-    v = variants_table(every)
+    v = variants_table(every, metric)
     if v.empty or set(every["defence"]) == {"none"}:
         return []
     head = ["protection", "settings", "PSNR", "SSIM", "shift"] + list(v.columns[6:])
     out = ["Every variant (PSNR in dB and SSIM of the published images against the clean ones; shift: the "
-           "largest per-channel mean shift in 1/255; then the protection retained, t2i R@1):", "",
+           f"largest per-channel mean shift in 1/255; then the protection retained, {metric_label(metric)}):", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in v.to_dict("records"):
         vis = [f"{r['psnr']:.1f}", f"{r['ssim']:.3f}", f"{r['mean_shift_max']:.1f}"]
@@ -73,7 +73,7 @@ def variants_markdown(every: pd.DataFrame) -> list[str]:
     return out + [""]
 
 
-def markdown_table(summary: pd.DataFrame) -> str:
+def markdown_table(summary: pd.DataFrame, metric: str = RETAINED_METRIC) -> str:
     every = aggregate(summary)
     agg = every[every["defence"] == "none"]
     out = []
@@ -92,8 +92,8 @@ def markdown_table(summary: pd.DataFrame) -> str:
         out.append("| chance | | | | " + " | ".join(chance) + " |")
         out.append("")
     if set(every["defence"]) != {"none"}:
-        out += defence_table(every)
-        out += variants_markdown(every)
+        out += defence_table(every, metric)
+        out += variants_markdown(every, metric)
     cpus = sorted(set(summary.get("cpu", pd.Series(dtype=str)).dropna()) - {""})
     threads = sorted(set(summary.get("torch_threads", pd.Series(dtype=str)).dropna()) - {""})
     seeds = sorted(summary["seed"].unique().tolist())
@@ -107,5 +107,5 @@ def markdown_table(summary: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def table_command(summary_path: str | Path) -> str:
-    return markdown_table(pd.read_parquet(summary_path))
+def table_command(summary_path: str | Path, metric: str = RETAINED_METRIC) -> str:
+    return markdown_table(pd.read_parquet(summary_path), metric)

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 
+from .stats import RETAINED_METRIC
+
 
 def _plt():
     import matplotlib
@@ -159,14 +161,14 @@ def transfer_matrix(agg: pd.DataFrame) -> bytes | None:
     return _png(fig)
 
 
-def retained_heatmap(every: pd.DataFrame, metric: str = "t2i_r1") -> bytes | None:
+def retained_heatmap(every: pd.DataFrame, metric: str = RETAINED_METRIC) -> bytes | None:
     """Protection (rows) x defence (columns), one panel per dataset and victim: the share of the protection
     retained against clean data under the same defence; "≈" marks no difference from clean."""
     fig = retained_heatmap_figure(every, metric)
     return None if fig is None else _png(fig)
 
 
-def retained_heatmap_figure(every: pd.DataFrame, metric: str = "t2i_r1"):
+def retained_heatmap_figure(every: pd.DataFrame, metric: str = RETAINED_METRIC):
     """The panels are stacked, one per row, with one colour bar for all of them: side by side, a panel's row
     labels ran into its left neighbour's colour bar."""
     from .stats import defence_grids, effect_label, params_of, protection_label
@@ -198,7 +200,8 @@ def retained_heatmap_figure(every: pd.DataFrame, metric: str = "t2i_r1"):
     return fig
 
 
-def visibility_vs_retained(every: pd.DataFrame, defence: str = "scraper", metric: str = "t2i_r1") -> bytes | None:
+def visibility_vs_retained(every: pd.DataFrame, defence: str = "scraper",
+                           metric: str = RETAINED_METRIC) -> bytes | None:
     """Each protection's PSNR (published against clean, higher is less visible) against the share of its
     protection retained under `defence`, one marker per victim."""
     from .stats import defence_matrix, protection_label

@@ -8,6 +8,13 @@ import pandas as pd
 RECALLS = ["i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10"]
 GROUP = ["dataset", "method", "apply", "surrogate", "victim", "defence"]
 VISIBILITY = ["psnr", "ssim", "mean_shift_max"]  # of the published images against the clean ones
+RETAINED_METRIC = "t2i_r1"  # the paper's; a grid whose clean victim sits near chance at R@1 reads R@10 instead
+
+
+def metric_label(metric: str) -> str:
+    """`t2i_r10` -> `t2i R@10`."""
+    direction, k = metric.split("_r")
+    return f"{direction} R@{k}"
 
 
 def with_defence(summary: pd.DataFrame) -> pd.DataFrame:
@@ -50,7 +57,7 @@ def effect_label(record: dict, retained: str = "{}") -> str:
     return NO_DIFFERENCE if record["within_spread"] else retained.format(percent(record["retained"]))
 
 
-def defence_matrix(agg: pd.DataFrame, metric: str = "t2i_r1") -> pd.DataFrame:
+def defence_matrix(agg: pd.DataFrame, metric: str = RETAINED_METRIC) -> pd.DataFrame:
     """One row per protected cell (and clean), one column group per defence: mean, sd, seeds, the protection
     retained against the clean baseline of the same dataset, victim and defence, and whether the two differ
     by no more than their spread."""
@@ -78,7 +85,7 @@ def percent(x: float) -> str:
     return "–" if x != x else f"{100 * x:.0f}%"
 
 
-def defence_grids(agg: pd.DataFrame, metric: str = "t2i_r1"):
+def defence_grids(agg: pd.DataFrame, metric: str = RETAINED_METRIC):
     """Per dataset and victim: the defences (rows: undefended first), the protections (columns: clean first,
     as (method, apply, surrogate)) and each cell's record from `defence_matrix`, keyed (defence, protection)."""
     m = defence_matrix(agg, metric)
@@ -129,7 +136,7 @@ def variant_params(method_params: str) -> str:
     return text + (", eot " + "+".join(e["kind"] for e in eot) if eot else "")
 
 
-def variants_table(every: pd.DataFrame, metric: str = "t2i_r1") -> pd.DataFrame:
+def variants_table(every: pd.DataFrame, metric: str = RETAINED_METRIC) -> pd.DataFrame:
     """Every protection variant tried: its settings, its visibility and, per victim and defence, the share of
     its protection retained (or "≈ clean" where it is no different from clean data)."""
     m = defence_matrix(every, metric)
