@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from unlearnable.data.folders import PublishedDir
+
 FAST = ["--rounds", "1", "--surrogate-steps", "1", "--pgd-steps", "1", "--hotflip-rounds", "1", "--candidates",
         "2", "--batch-size", "4", "--device", "cpu", "--threads", "2"]
 
@@ -102,7 +104,7 @@ def main() -> None:
             peak, seconds = peak_rss(cmd)
             with Image.open(Path(tmp) / "out/published/images" / name) as im:
                 assert im.size == (w, h) and im.format == ("PNG" if name.endswith(".png") else "JPEG")
-            publisher = json.loads((Path(tmp) / "out/published/export.json").read_text())["publisher_peak_rss_mib"]
+            publisher = PublishedDir(Path(tmp) / "out/published").record()["publisher_peak_rss_mib"]
         rows.append({"megapixels": round(w * h / 1e6, 4), "width": w, "height": h, "peak_rss_mib": peak / 2**20,
                      "publisher_peak_rss_mib": publisher, "seconds": seconds})
         print(f"{w}x{h} ({w * h / 1e6:.1f} MP): peak RSS {peak / 2**20:.0f} MiB (publisher {publisher:.0f} MiB), "

@@ -9,12 +9,12 @@ figure, and the R@1 ratios against their spread.
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 import pandas as pd
 
+from unlearnable.data.folders import ProtectionDir
 from unlearnable.report.mdtable import _published
+from unlearnable.workflow.grid import protection_dir
 
 
 def table(summary: pd.DataFrame, results: str, reference: str) -> list[str]:
@@ -22,8 +22,8 @@ def table(summary: pd.DataFrame, results: str, reference: str) -> list[str]:
     clean = s[s["method"] == "clean"].groupby(["dataset", "victim"])["t2i_r1"].mean()
     seconds = {}
     for r in s[s["method"] != "clean"].drop_duplicates(["dataset", "method", "surrogate", "seed"]).itertuples():
-        meta = Path(results) / r.dataset / "protect" / r.method / r.surrogate / f"seed{r.seed}" / "protection.json"
-        seconds.setdefault(r.method, []).append(json.loads(meta.read_text())["seconds"])
+        cell = {"dataset": r.dataset, "method": r.method, "surrogate": r.surrogate, "seed": r.seed}
+        seconds.setdefault(r.method, []).append(ProtectionDir(protection_dir(results, cell)).record()["seconds"])
     ref = pd.Series(seconds.get(reference, [float("nan")])).mean()
     out = ["| method | published | seeds | t2i R@1 | × clean | protect s | × " + reference + " |",
            "|---|---|---|---|---|---|---|"]

@@ -16,10 +16,10 @@ from unlearnable import ConfigError, UnlearnableError
 from unlearnable.workflow.configschema import check_config_files, check_folders, check_references, validate_config
 from unlearnable.workflow.grid import (WILDCARDS, artifacts_dir, cells as grid_cells, checkpoint_path, defence,
                                        defended_clean_dir, defended_files, defended_published_dir,
-                                       expand_trigger_lengths, manifest_path, protection_cell, protection_dir,
+                                       expand_trigger_lengths, log_path, manifest_path, protection_cell, protection_dir,
                                        protection_dirs, published_dir, published_dirs, quality_path, report_path,
                                        run_dir, run_files, source_copy, store_path, summary_path, tracking_path,
-                                       training_cell)
+                                       training_cell, victim_train)
 from unlearnable.clip.models import image_resolution
 
 try:
@@ -116,11 +116,6 @@ def model_spec(model):
     if "ensemble" in m:
         return {"ensemble": [model_spec(x) for x in m["ensemble"]]}
     return {"arch": m["arch"], "pretrained": workflow_checkpoint(model) or m.get("pretrained", "none")}
-
-
-def victim_train(model, **extra):
-    """The training settings of a victim: `train`, then the model's own overrides (fine-tuning)."""
-    return {**config["train"], **config["models"][model].get("train", {}), **extra}
 
 
 def model_res(model):
@@ -226,7 +221,7 @@ def training_inputs(w):
 def training_settings(w):
     """A victim's training settings; under a defence that augments, with its crop scale."""
     extra = {"augment_scale_min": defence(config, w.defence).augment_scale_min} if "defence" in w.keys() else {}
-    return victim_train(w.victim, **extra)
+    return victim_train(config, w.victim, **extra)
 
 
 def all_outputs():

@@ -17,7 +17,7 @@ rule generate:
     params:
         source=lambda w: config["datasets"][w.dataset]["source"],
     log:
-        f"{RESULTS}/logs/{{dataset}}/generate.log",
+        log_path(RESULTS, f"{RESOURCES}/{{dataset}}", RESOURCES),
     threads: 2
     resources:
         cpus_per_task=cpus(2),
@@ -36,7 +36,7 @@ rule download:
         source=lambda w: {k: v for k, v in config["datasets"][w.dataset]["source"].items() if k != "kind"},
         name=lambda w: w.dataset,
     log:
-        f"{RESULTS}/logs/{{dataset}}/download.log",
+        log_path(RESULTS, f"{RESOURCES}/{{dataset}}", RESOURCES),
     conda:
         "../envs/unlearnable.yaml"
     script:
@@ -55,7 +55,7 @@ rule manifest:
         layout=layout_params,
         split=split_params,
     log:
-        f"{RESULTS}/logs/{{dataset}}/manifest.log",
+        log_path(RESULTS, MANIFEST),
     conda:
         "../envs/unlearnable.yaml"
     script:
@@ -70,7 +70,7 @@ rule image_store:
         store=STORE,
         meta=STORE.removesuffix(".npy") + ".json",
     log:
-        f"{RESULTS}/logs/{{dataset}}/image_store_{{res}}px.log",
+        log_path(RESULTS, STORE),
     threads: 2
     resources:
         cpus_per_task=cpus(2),

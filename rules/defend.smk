@@ -13,7 +13,7 @@ rule defend_clean:
         data=lambda w, input: {"manifest": input.manifest, "store": input.store},
         defence=lambda w: config["defences"][w.defence],
     log:
-        f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/clean_{{res}}px.log",
+        log_path(RESULTS, DEFENDED_CLEAN),
     threads: torch_threads()
     resources:
         cpus_per_task=cpus(torch_threads()),
@@ -33,7 +33,7 @@ rule defend_published:
                                "store": f"{input.published}/images.npy"},
         defence=lambda w: config["defences"][w.defence],
     log:
-        f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/publish/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}.log",
+        log_path(RESULTS, DEFENDED_PUBLISHED),
     threads: torch_threads()
     resources:
         cpus_per_task=cpus(torch_threads()),
@@ -47,11 +47,11 @@ use rule train_clean as train_clean_defended with:
     output:
         **run_files(DEFENDED_CLEAN_RUN),
     log:
-        f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/clean/{{victim}}/seed{{seed}}/train.log",
+        log_path(RESULTS, DEFENDED_CLEAN_RUN),
 
 
 use rule train_clean as retrain_defended with:
     output:
         **run_files(DEFENDED_RETRAIN_RUN),
     log:
-        f"{RESULTS}/logs/{{dataset}}/defended/{{defence}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}.log",
+        log_path(RESULTS, DEFENDED_RETRAIN_RUN),

@@ -16,7 +16,7 @@ rule protect:
         precision=config["precision"],
         cell=lambda w: protection_cell(config, dict(w.items())),
     log:
-        f"{RESULTS}/logs/{{dataset}}/protect/{{method}}/{{surrogate}}/seed{{seed}}.log",
+        log_path(RESULTS, PROTECTION),
     threads: torch_threads()
     resources:
         gpu=gpu_count,
@@ -39,7 +39,7 @@ rule publish:
         model=lambda w: model_spec(w.surrogate),
         cell=lambda w: protection_cell(config, dict(w.items())),
     log:
-        f"{RESULTS}/logs/{{dataset}}/publish/{{method}}/{{apply}}/{{surrogate}}/seed{{seed}}.log",
+        log_path(RESULTS, PUBLISHED),
     threads: torch_threads()  # PNG encoding threads; the files do not depend on it
     resources:
         cpus_per_task=cpus(torch_threads()),
@@ -53,4 +53,4 @@ use rule train_clean as retrain with:
     output:
         **run_files(RETRAIN_RUN),
     log:
-        f"{RESULTS}/logs/{{dataset}}/retrain/{{method}}/{{apply}}/{{surrogate}}/{{victim}}/seed{{seed}}.log",
+        log_path(RESULTS, RETRAIN_RUN),

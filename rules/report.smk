@@ -7,7 +7,7 @@ rule summary:
     output:
         summary_path(RESULTS),
     log:
-        f"{RESULTS}/logs/summary.log",
+        log_path(RESULTS, summary_path(RESULTS)),
     conda:
         "../envs/unlearnable.yaml"
     script:
@@ -38,7 +38,7 @@ rule report:
         gallery=gallery_entries,
         metric=config.get("report", {}).get("metric"),
     log:
-        f"{RESULTS}/logs/report.log",
+        log_path(RESULTS, report_path(RESULTS)),
     conda:
         "../envs/unlearnable.yaml"
     script:

@@ -10,7 +10,7 @@ rule tracking_store:
         uri=config["mlflow"]["tracking_uri"],
         artifacts=artifacts_dir(RESULTS),
     log:
-        f"{RESULTS}/logs/tracking_store.log",
+        log_path(RESULTS, TRACKING),
     conda:
         "../envs/unlearnable.yaml"
     script:

@@ -21,7 +21,7 @@ rule train_clean:
         eval=EVAL,
         cell=lambda w: training_cell(config, dict(w.items())),
     log:
-        f"{RESULTS}/logs/{{dataset}}/clean/{{victim}}/seed{{seed}}/train.log",
+        log_path(RESULTS, CLEAN_RUN),
     threads: train_threads()
     resources:
         gpu=gpu_count,

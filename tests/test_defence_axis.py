@@ -60,19 +60,27 @@ def test_plan_defends_each_folder_once_and_augments_without_files(tmp_path):
     assert trains and "defended/scraper/published/mem" in trains[0]
 
 
-def test_the_rules_write_where_the_grid_says(tmp_path):
+def test_the_rules_write_and_log_where_the_grid_says(tmp_path):
     """One owner of the results layout: every folder the planned jobs write (protections, published folders,
-    defended copies, trained models) is where `grid` says it is, and nothing else is planned."""
-    from unlearnable.workflow.grid import protection_dirs, published_dirs
+    defended copies, trained models) is where `grid` says it is, nothing else is planned, and every job's log
+    is the place of what it writes, under results/logs (`grid.log_path`)."""
+    from unlearnable.workflow.grid import log_path, protection_dirs, published_dirs
 
     cfg = copy.deepcopy(DEFENDED)
     res = snakemake(tmp_path / "wd", cfg, "-n")
     assert res.returncode == 0, res.stderr[-2000:]
-    outputs = {}
+    outputs, logs = {}, {}
     for block in re.split(r"\n(?=\[[^\]]+\]\nrule )", res.stdout):
         rule, out = re.search(r"^rule (\w+):", block, re.M), re.search(r"^\s+output: (.*)$", block, re.M)
+        log = re.search(r"^\s+log: (.*)$", block, re.M)
         if rule and out:
             outputs.setdefault(rule.group(1), set()).update(out.group(1).split(", "))
+            first = out.group(1).split(", ")[0]
+            written = first.rsplit("/", 1)[0] if first.endswith("/model.safetensors") else first  # a run folder
+            logs[first] = (log and log.group(1), log_path("results", written, "resources")
+                           if rule.group(1) in ("generate", "download") else log_path("results", written))
+    assert len(logs) > 20 and {k: v for k, v in logs.items() if v[0] != v[1]} == {}
+    assert len({v[0] for v in logs.values()}) == len(logs)  # one log per job
     results = "results"
     from unlearnable.workflow.grid import expand_trigger_lengths
 

@@ -152,7 +152,7 @@ def test_no_credentials_is_one_help_line(server, sources, tmp_path):
     assert "no Kaggle credentials found" in errors[0]
     for hint in ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "kaggle.json", "kind: local"):
         assert hint in errors[0]
-    log = (tmp_path / "wd/results/logs/flickr8k/download.log").read_text()
+    log = (tmp_path / "wd/results/logs/flickr8k.log").read_text()
     assert "Traceback" not in res.stderr + log and errors[0] in log
     assert not (tmp_path / "wd/resources/flickr8k").exists()
 

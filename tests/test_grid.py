@@ -65,6 +65,18 @@ def test_cells_share_clean_baselines_and_cover_transfer():
     assert len(cs) == 4 + 8
 
 
+def test_a_victims_schedule_is_the_grids_then_its_own_then_the_defences():
+    """One reader of a victim's training settings, for the rules and for `cost`: a fine-tuned victim's own
+    `train` overrides the grid's, and a defence's crop scale comes last."""
+    from unlearnable.workflow.grid import victim_train
+
+    cfg = {"train": {"epochs": 4, "lr": 1e-3, "batch_size": 128},
+           "models": {"scratch": {"arch": "a"}, "ft": {"arch": "a", "train": {"epochs": 1, "lr": 3e-4}}}}
+    assert victim_train(cfg, "scratch") == {"epochs": 4, "lr": 1e-3, "batch_size": 128}
+    assert victim_train(cfg, "ft", augment_scale_min=0.5) == {"epochs": 1, "lr": 3e-4, "batch_size": 128,
+                                                             "augment_scale_min": 0.5}
+
+
 def test_a_run_may_name_its_own_surrogates():
     """The owner's threat model for one method only: its protection is also made with the pretrained
     surrogate, without doubling every other method's protections."""

@@ -290,14 +290,23 @@ def test_verify_reads_the_published_layout_and_trains_both_victims_through_the_d
     assert len(seen) == 2 * result["train_images"]  # every training image of both victims, once
 
 
-def test_a_caption_defence_reaches_the_victims_rows():
-    from unlearnable.defend.defences import Defence
-    from unlearnable.verify import _defended
+def test_a_caption_defence_reaches_the_victims_rows(tmp_path):
+    """`verify` defends a folder through the workflow's own defend stage: an emptied caption is dropped, as a
+    scraper would drop it, and the victim trains on the defended folder's rows."""
+    from unlearnable.data.folders import DefendedDir
+    from unlearnable.data.manifest import read_manifest
+    from unlearnable.defend.defences import Defence, defend_folder
+    from unlearnable.verify import _stored
 
-    rows = pd.DataFrame({"image_id": ["a", "b"], "image_path": ["a.jpg", "b.jpg"],
+    for name, colour in (("a", (200, 0, 0)), ("b", (0, 0, 200))):
+        Image.new("RGB", (16, 16), colour).save(tmp_path / f"{name}.png")
+    rows = pd.DataFrame({"image_id": ["a", "b"], "image_path": ["a.png", "b.png"],
                          "caption": ["x y z a red square", "x y z"]})
-    kept = _defended(rows, Defence.parse("drop_first:k=3"), tok=None)
-    assert kept["caption"].tolist() == ["a red square"]  # the emptied caption is dropped, as a scraper would
+    table, _ = _stored(rows, tmp_path, "train", tmp_path / "store.npy", 8)
+    defend_folder(table, tmp_path / "store.npy", Defence.parse("drop_first:k=3"), None, tmp_path / "defended")
+    kept = read_manifest(DefendedDir(tmp_path / "defended").manifest_path)
+    assert kept["caption"].tolist() == ["a red square"]
+    assert DefendedDir(tmp_path / "defended").record()["dropped"] == {"empty_caption": 1}
 
 
 def test_defence_flag_parses_kind_and_params_and_names_itself_in_errors():

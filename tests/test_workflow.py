@@ -113,6 +113,39 @@ def test_killed_protect_job_resumes_to_identical_bytes_and_metrics(finished, tmp
         assert a == b, run
 
 
+@pytest.mark.slow
+def test_the_owners_command_and_the_workflow_publish_the_same_bytes(finished, tmp_path):
+    """One road through the stages: the training photos of the workflow's dataset, protected by the owner's
+    command with the grid's method settings and seed, publish the same files, byte for byte."""
+    from unlearnable.cli import main
+    from unlearnable.data.folders import PublishedDir
+
+    shapes, published = finished / "resources/shapes", finished / "results/shapes/published/mem/both/tiny-vit/seed0"
+    manifest = pd.read_parquet(finished / "results/shapes/data/manifest.parquet")
+    train = manifest[manifest["split"] == "train"]
+    owner = tmp_path / "photos"
+    for rel in train["image_path"].unique():
+        (owner / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shapes / rel, owner / rel)
+    captions = pd.read_csv(shapes / "captions.csv")
+    captions[captions.iloc[:, 0].isin(set(train["image_path"].str.removeprefix("images/")))].to_csv(
+        owner / "captions.csv", index=False)
+    method = TINY["methods"]["mem"]
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in method.items() if k != "kind"]
+    assert main(["protect", str(owner), str(tmp_path / "out"), "--method", method["kind"], *flags,
+                 "--model", "tiny-vit", "--seed", "0", "--device", "cpu", "--threads", "1", "--size", "model",
+                 "--no-progress"]) == 0
+    ours = tmp_path / "out" / "published"
+    files = sorted(p.relative_to(published) for p in published.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(ours) for p in ours.rglob("*") if p.is_file())
+    differ = [str(f) for f in files if f.name != PublishedDir.RECORD
+              and (published / f).read_bytes() != (ours / f).read_bytes()]
+    assert len(files) > len(train["image_id"].unique()) and differ == []
+    provenance = ("mlflow_run_id", "protect_mlflow_run_id")
+    a, b = (({k: v for k, v in PublishedDir(d).record().items() if k not in provenance}) for d in (published, ours))
+    assert a == b
+
+
 def test_dry_run_lists_the_dag(tmp_path):
     res = snakemake(tmp_path, TINY, "-n")
     assert res.returncode == 0, res.stderr
@@ -156,7 +189,7 @@ def test_bad_data_stops_with_one_line_and_no_output(kind, shapes_root, tmp_path)
     assert res.returncode != 0
     errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1 and expected in errors[0], res.stderr[-2000:]
-    log = (tmp_path / "wd/results/logs/shapes/manifest.log").read_text()
+    log = (tmp_path / "wd/results/logs/shapes/data/manifest.log").read_text()
     assert expected in log and "Traceback" not in log
     assert not list((tmp_path / "wd" / "results").glob("shapes/data/*"))
 

@@ -1,4 +1,9 @@
-"""Multimodal unlearnable examples (MEM) for CLIP-style image-caption datasets."""
+"""Multimodal unlearnable examples (MEM) for CLIP-style image-caption datasets.
+
+The library's public face, flat as open_clip's: protect a folder, check what a scraper would learn from it,
+and read what a protection made. Names load on first use, so `import unlearnable` stays light (the
+workflow imports it at parse time).
+"""
 
 __version__ = "0.1.0"
 
@@ -13,3 +18,37 @@ class ConfigError(UnlearnableError):
 
 class DataError(UnlearnableError):
     pass
+
+
+_API = {
+    "protect_folder": "unlearnable.protect.owner",   # a folder of captioned images -> published + private
+    "OwnerResult": "unlearnable.protect.owner",
+    "verify_folder": ("unlearnable.verify", "verify"),  # train a victim on clean and on published; compare
+    "format_drop": "unlearnable.verify",
+    "ProtectConfig": "unlearnable.protect.config",
+    "method_config": "unlearnable.protect.config",   # a method by kind, with its defaults and overrides
+    "METHODS": "unlearnable.protect.config",
+    "ModelSpec": "unlearnable.clip.models",
+    "TrainConfig": "unlearnable.clip.train",
+    "LayoutConfig": "unlearnable.data.sources",
+    "Defence": "unlearnable.defend.defences",        # what a scraper does before training (Defence.parse)
+    "ProtectionDir": "unlearnable.data.folders",     # the folders the stages hand each other
+    "PublishedDir": "unlearnable.data.folders",
+    "DefendedDir": "unlearnable.data.folders",
+}
+__all__ = ["UnlearnableError", "ConfigError", "DataError", "__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name not in _API:
+        raise AttributeError(f"module 'unlearnable' has no attribute {name!r}")
+    import importlib
+
+    module, attr = _API[name] if isinstance(_API[name], tuple) else (_API[name], name)
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API))

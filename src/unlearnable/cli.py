@@ -18,19 +18,11 @@ from dataclasses import fields
 from pathlib import Path
 
 from . import DataError, UnlearnableError
-from .clip.models import ModelSpec, image_resolution, tokenizer
-from .data.manifest import build_manifest
-from .data.fingerprint import input_fingerprint
-from .data.sources import LAYOUTS, LayoutConfig, layout_read, read_dataset
+from .clip.models import ModelSpec
+from .data.sources import LAYOUTS, LayoutConfig
 from .faults import describe_fault
 from .protect.config import METHODS, ProtectConfig, method_config
 from .report.stats import RECALLS, RETAINED_METRIC
-
-PRIVATE_NOTE = """This folder holds the raw protection: the noise added to every image (noise.npy, int8, 1/255 units,
-at the model's resolution) and the trigger tokens (triggers.npy), with protection.json (settings, losses, timings).
-Do not publish it: with it, anyone can subtract the noise and strip the triggers.
-Publish only the sibling folder `published/`.
-"""
 
 SETTING_HELP = {
     "granularity": "image: one noise and trigger per image, in all its captions (what an owner publishes; "
@@ -72,80 +64,24 @@ def _layout(args) -> LayoutConfig:
     return LayoutConfig(args.layout, args.images_dir, args.captions_file, args.image_column, args.caption_column)
 
 
-def _selected(rows, max_images: int | None, seed: int):
-    """All rows, or those of a seeded random subset of `max_images` images."""
-    if not max_images:
-        return rows
-    from .data.splits import SplitConfig, assign_split
-
-    keep = assign_split(sorted(set(rows["image_id"])), SplitConfig(val=0, test=0, seed=seed,
-                                                                  max_train_images=max_images))
-    return rows[rows["image_id"].map(keep).notna()].reset_index(drop=True)
-
-
 def _protect(args) -> None:
-    """Checks first (output apart from the input, settings valid), then resumable work in a staging folder."""
-    from .data.image_store import build_image_store
-    from .lean import run_lean
-    from .outdir import OutputFolder
-    from .paths import real
-    from .protect import fullsize, run
-    from .protect.export import caption_texts, export_published
-    from .protect.publish_plan import animated_sources, plan_publication
+    from .protect.owner import protect_folder
 
     overrides = {f.name: getattr(args, f.name) for f in fields(ProtectConfig)
                  if f.name != "method" and getattr(args, f.name, None) is not None}
     cfg = method_config({"kind": args.method, **overrides})
-    if args.size == "original" and cfg.granularity != "image":
-        raise DataError("--size original needs --granularity image (one noise per image file); "
-                        "use --size model for per-pair noise")
-    spec = ModelSpec(args.model, args.pretrained)
-    image_resolution(args.model)  # an unknown model fails here, before any work
-    if not Path(args.dataset).is_dir():
-        raise DataError(f"{args.dataset}: dataset folder not found")
-    request = {"dataset": str(real(args.dataset)), "layout": _layout(args).__dict__, "model": spec.__dict__,
-               "on_bad_sample": args.on_bad_sample, "protect": cfg.__dict__, "seed": args.seed,
-               "max_images": args.max_images, "size": args.size, "jpeg_quality": args.jpeg_quality,
-               "precision": args.precision}
-    folder = OutputFolder(args.out, {"dataset": args.dataset}, request, args.overwrite)  # refuses before any work
-    rows, quality = read_dataset(args.dataset, _layout(args), args.on_bad_sample)
-    folder.expect_inputs(input_fingerprint(args.dataset, layout_read(rows).get("caption_files", [])
-                                           + sorted(set(rows["image_path"]))), args.restart)
-    rows = _selected(rows, args.max_images, args.seed)
-    if args.on_bad_sample == "skip" and args.size == "original":  # an animated file is a bad sample: left out
-        for source, why in animated_sources(rows, args.dataset).items():
-            quality.bad("animated_image", why)
-            rows = rows[rows["image_path"] != source]
-        if rows.empty:
-            raise DataError(f"{args.dataset}: no image left to protect after the bad samples were skipped")
-    train = build_manifest(rows, {i: "train" for i in rows["image_id"]}).to_pandas()
-    # every file's place, format and name is decided (or refused) now, before any compute
-    plan = plan_publication(rows, args.dataset, _layout(args)) if args.size == "original" else None
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-    with folder as stage:
-        work, private, published = stage / "work", stage / "private", stage / "published"
-        store = work / "images.npy"
-        if not store.is_file():  # full-size photos are decoded away from torch's memory (see lean)
-            run_lean(build_image_store, train, args.dataset, store, image_resolution(args.model))
-        if not (private / "protection.json").is_file():  # a killed run resumes from its last committed round
-            run.protect(train, store, spec, cfg, args.seed, args.device, private, workdir=work / "protection",
-                        progress=progress, precision=args.precision)
-        if not (private / "KEEP-PRIVATE.txt").is_file():
-            (private / "KEEP-PRIVATE.txt").write_text(PRIVATE_NOTE)
-        if not (published / "export.json").is_file():  # a failed publish re-runs alone, never the protection
-            if args.size == "original":
-                captions = caption_texts(train, private, tokenizer(args.model))
-                run_lean(fullsize.export_full_size, train, args.dataset, store, private, captions, published, plan,
-                         args.jpeg_quality)
-            else:
-                export_published(train, store, private, "both", tokenizer(args.model), published)
-        meta = json.loads((published / "export.json").read_text())
-        folder.finish(scratch=["work"])
+    result = protect_folder(args.dataset, args.out, cfg, ModelSpec(args.model, args.pretrained), seed=args.seed,
+                            device=args.device, precision=args.precision, layout=_layout(args),
+                            on_bad_sample=args.on_bad_sample, max_images=args.max_images, size=args.size,
+                            jpeg_quality=args.jpeg_quality, overwrite=args.overwrite, restart=args.restart,
+                            progress=progress)
+    meta = result.published.record()
     gap = meta.get("clip_view_gap")
     logging.info("wrote %s: publish %s (%d images, %d captions); keep %s to yourself%s (dropped rows: %s)",
-                 args.out, Path(args.out) / "published", meta["files"], meta["captions"], Path(args.out) / "private",
+                 args.out, result.published.path, meta["files"], meta["captions"], result.protection.path,
                  f"; CLIP's view of the published files is within {gap['max']}/255 (mean {gap['mean']:.2f}/255) "
-                 "of the optimised input" if gap else "", quality.dropped or "none")
+                 "of the optimised input" if gap else "", result.dropped or "none")
 
 
 def _verify(args) -> None:

@@ -6,20 +6,19 @@ which neither saw. The drop in retrieval between them is what the protection rem
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from . import DataError
 from .clip.models import ModelSpec, create_model, image_resolution, tokenizer
 from .clip.text import tokenize
 from .clip.train import PairBatches, TrainConfig, train_clip
+from .data.folders import DefendedDir, PublishedDir
 from .data.image_store import build_image_store, open_image_store
-from .data.manifest import build_manifest
+from .data.manifest import build_manifest, read_manifest
 from .data.sources import LayoutConfig, read_dataset
 from .data.splits import SplitConfig, assign_split
 from .provenance import configure_determinism, resolve_device, seed_everything
@@ -41,38 +40,23 @@ def _stored(rows: pd.DataFrame, root: Path, split: str, path: Path, res: int) ->
     return table, open_image_store(build_image_store(table, root, path, res))
 
 
-def _defended(rows: pd.DataFrame, defence, tok) -> pd.DataFrame:
-    """The rows a scraper keeps after a caption defence: captions changed, emptied and repeated ones dropped."""
-    if not defence.changes_captions:
-        return rows
-    rows = rows.assign(caption=defence.captions(rows["image_id"].tolist(), rows["caption"].tolist(), tok))
-    rows = rows[rows["caption"].str.strip() != ""].drop_duplicates(["image_path", "caption"])
-    if rows.empty:
-        raise DataError(f"defence {defence.describe()} left no caption to train on")
-    return rows
-
-
 def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec, cfg: TrainConfig, seed: int,
                     device, work: Path, name: str, defence=None) -> dict:
     """`test`: (table, store, tokens) of the clean held-out images, shared by both victims. `defence`: what a
-    scraper does to this folder before training on it (images at model resolution, as the workflow does)."""
+    scraper does to this folder before training on it: the workflow's own defend stage (`defend_folder`), on
+    the images at model resolution."""
     from dataclasses import replace
 
     from .clip.evaluate import evaluate_retrieval
+    from .defend.defences import defend_folder
 
-    if defence is not None:
-        rows = _defended(rows, defence, tokenizer(spec.name))
-        if defence.augment_scale_min is not None:
-            cfg = replace(cfg, augment_scale_min=defence.augment_scale_min)
     table, store = _stored(rows, root, "train", work / f"{name}.npy", image_resolution(spec.name))
-    if defence is not None and defence.changes_images:
-        from .data.rowfile import RowFile
-
-        writable = RowFile(work / f"{name}.npy", writable=True)
-        for s in range(0, len(writable), 256):
-            idx = np.arange(s, min(s + 256, len(writable)))
-            writable.write(idx, np.stack([defence.image(img) for img in writable[idx]]))
-        writable.close()
+    if defence is not None and defence.augment_scale_min is not None:
+        cfg = replace(cfg, augment_scale_min=defence.augment_scale_min)
+    if defence is not None and defence.changes_files:  # the workflow's defend stage, into the scratch folder
+        defended = DefendedDir(work / f"{name}-defended")
+        defend_folder(table, work / f"{name}.npy", defence, tokenizer(spec.name), defended.path)
+        table, store = read_manifest(defended.manifest_path), open_image_store(defended.store_path)
     generator = seed_everything(seed)
     model = create_model(spec)
     data = PairBatches(store, table["image_index"].to_numpy(),
@@ -85,10 +69,8 @@ def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec
 
 def published_layout(published_root: Path) -> tuple[LayoutConfig, dict]:
     """How to read a published folder, and its export record (`{}` for a folder without one)."""
-    try:
-        export = json.loads((published_root / "export.json").read_text())
-    except (OSError, ValueError):
-        export = {}
+    folder = PublishedDir(published_root)
+    export = folder.record() if folder.complete else {}
     layout = export.get("layout") or {}
     return LayoutConfig(kind="generic", **{k: v for k, v in layout.items() if k != "kind"}), export
 

@@ -272,7 +272,8 @@ def defend_folder(rows, store_path: str | Path, defence: Defence, tok, out_dir: 
     (defended), `manifest.parquet`, `images.npy` and `defence.json`. Captions a defence empties, and rows it
     makes duplicates, are dropped and counted, as a scraper would drop them.
     """
-    from ..atomic import atomic_path, write_json
+    from ..atomic import atomic_path
+    from ..data.folders import DefendedDir
     from ..data.folder import save_pngs, write_layout
     from ..data.image_store import open_image_store
 
@@ -295,5 +296,5 @@ def defend_folder(rows, store_path: str | Path, defence: Defence, tok, out_dir: 
         meta = {"defence": defence.describe(), "source_store": str(store_path),
                 "images": len(index), "captions_in": len(rows), "captions_kept": len(kept),
                 "captions_changed": changed, "dropped": dict(quality.dropped)}
-        write_json(tmp / "defence.json", meta)
+        DefendedDir(tmp).write_record(meta)
     return meta

@@ -30,6 +30,7 @@ from ..atomic import atomic_path
 from ..clip.encoders import EnsembleEncoder, Encoder
 from ..clip.text import insert_trigger
 from ..clip.train import ContrastiveTrainer, make_optimizer, mean_loss
+from ..data.folders import ProtectionDir
 from ..data.rowfile import RowFile
 from ..usage import peak_rss_mib
 from .commit import UndoLog, write_progress
@@ -135,7 +136,7 @@ class Protector:
         # per unit colour transform (gain, offset per channel, 1/255), or None without the colour branch
         self.colour = torch.zeros(len(self.units), 2, 3) if cfg.colour_eps else None
         self.round, self.history = 0, []
-        self.noise_path = self.workdir / "noise.npy"
+        self.noise_path = self.workdir / ProtectionDir.NOISE  # placed into the protection as it is
         self.commit_seconds, self.seq = commit_seconds, 0
         # the pass in progress: its unit order, the next batch, its losses so far (None: the round's training is next)
         self.order, self.batch, self.stats, self.surrogate_loss = None, None, None, float("nan")

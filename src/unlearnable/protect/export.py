@@ -15,11 +15,11 @@ import pandas as pd
 import torch
 
 from .. import DataError
-from ..atomic import atomic_path, write_json
+from ..atomic import atomic_path
 from ..clip.text import insert_trigger, published_caption, token_positions, tokenize
 from ..data.folder import save_pngs, write_layout
 from ..data.image_store import open_image_store
-from ..data.rowfile import RowFile
+from ..data.folders import ProtectionDir, PublishedDir
 from .artifact import aligned_units, noise_budget, protected_pixels, trigger_words
 from .visibility import Visibility
 
@@ -38,7 +38,7 @@ def published_captions(train_rows: pd.DataFrame, unit_of_pair: np.ndarray, trigg
 def caption_texts(train_rows: pd.DataFrame, protection: str | Path, tok) -> list[str]:
     """Each row's caption as published with its unit's trigger (for exporters that run without the tokenizer)."""
     unit_of_pair, _ = aligned_units(train_rows.reset_index(drop=True), Path(protection))
-    triggers = np.load(Path(protection) / "triggers.npy", allow_pickle=False)
+    triggers = ProtectionDir(protection).triggers()
     return published_captions(train_rows, unit_of_pair, triggers, tok, trigger_words(Path(protection)))
 
 
@@ -49,8 +49,8 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
     protection = Path(protection)
     train_rows = train_rows.reset_index(drop=True)
     unit_of_pair, granularity = aligned_units(train_rows, protection)
-    noise = RowFile(protection / "noise.npy")
-    triggers = np.load(protection / "triggers.npy", allow_pickle=False)
+    noise = ProtectionDir(protection).noise()
+    triggers = ProtectionDir(protection).triggers()
     images = open_image_store(store_path)
     use_noise, use_trigger = apply in ("both", "noise"), apply in ("both", "trigger")
     if granularity == "pair":  # one file per caption row; image and cluster units give one noise per image
@@ -88,7 +88,7 @@ def export_published(train_rows: pd.DataFrame, store_path: str | Path, protectio
         meta = {"apply": apply, "granularity": granularity, "files": len(pairs), "captions": len(captions),
                 "trigger_roundtrip_rate": roundtrip, "eps": noise_budget(protection),
                 "visibility": seen.result(), **(provenance or {})}
-        write_json(tmp / "export.json", meta)
+        PublishedDir(tmp).write_record(meta)
     log.info("published %d files, %d captions (apply=%s); trigger round-trip %.4f", len(pairs), len(captions),
              apply, roundtrip)
     return meta

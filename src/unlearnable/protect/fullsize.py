@@ -24,11 +24,11 @@ import pandas as pd
 from PIL import Image
 
 from .. import DataError
-from ..atomic import atomic_path, write_json
+from ..atomic import atomic_path
 from ..data.decode import to_rgb
 from ..data.folder import write_captions_csv
 from ..data.image_store import load_square, open_image_store, square_geometry
-from ..data.rowfile import RowFile
+from ..data.folders import ProtectionDir, PublishedDir
 from ..paths import confined
 from ..usage import own_peak_rss_mib
 from .artifact import aligned_units, protected_pixels
@@ -191,7 +191,7 @@ def export_full_size(train_rows: pd.DataFrame, dataset_root: str | Path, store_p
                         "has one per caption row (granularity: pair)")
     if len(captions) != len(train_rows):
         raise DataError(f"{protection}: {len(captions)} published captions for {len(train_rows)} rows")
-    noise = RowFile(protection / "noise.npy")
+    noise = ProtectionDir(protection).noise()
     store = open_image_store(store_path)
     res = store.shape[1]
     first = train_rows.reset_index().drop_duplicates("image_path").set_index("image_path")
@@ -216,7 +216,7 @@ def export_full_size(train_rows: pd.DataFrame, dataset_root: str | Path, store_p
                 "clip_view_gap": {"unit": "1/255", "mean": float(gap.mean()), "max": int(gap.max()),
                                   "p99": float(np.percentile(gap, 99)),
                                   "what": "|CLIP preprocessing of the published file - the optimised model input|"}}
-        write_json(tmp / "export.json", meta)
+        PublishedDir(tmp).write_record(meta)
     for change in plan.changed:
         log.warning("published %s as %s: %s", change["source"], change["published"],
                     "; ".join(v for k, v in change.items() if k in ("mode", "why")))

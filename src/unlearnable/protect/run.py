@@ -22,10 +22,11 @@ import pandas as pd
 import torch
 
 from .. import ConfigError
-from ..atomic import atomic_path, write_json
+from ..atomic import atomic_path
 from ..clip.encoders import Encoder
 from ..clip.models import ModelSpec, create_model, image_resolution, tokenizer, weights_digest
 from ..clip.text import token_positions, tokenize, trigger_vocabulary
+from ..data.folders import ProtectionDir
 from ..data.image_store import open_image_store
 from ..data.rowfile import RowFile
 from ..provenance import configure_determinism, resolve_device, seed_everything, versions
@@ -126,11 +127,12 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
         triggers = vocab[torch.randint(len(vocab), (len(units), cfg.trigger_len), generator=gen)]
     with atomic_path(out_dir) as tmp:
         tmp.mkdir(parents=True)
-        place(noise_file, tmp / "noise.npy")
-        np.save(tmp / "triggers.npy", triggers.numpy().astype(np.int64))
+        folder = ProtectionDir(tmp)
+        place(noise_file, folder.noise_path)
+        np.save(folder.triggers_path, triggers.numpy().astype(np.int64))
         if colour is not None:
-            np.save(tmp / "colour.npy", colour.numpy().astype(np.float32))
-        units.table.to_parquet(tmp / "units.parquet", index=False)
+            np.save(folder.colour_path, colour.numpy().astype(np.float32))
+        units.table.to_parquet(folder.units_path, index=False)
         meta = {"config": asdict(cfg),
                 "surrogate": asdict(members[0]) if len(members) == 1 else [asdict(m) for m in members],
                 "surrogate_start_sha256": start_digest,
@@ -139,6 +141,6 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
                 "noise_units": "1/255, int8, added to the uint8 NHWC image store then clamped to [0, 255]",
                 "trigger_vocabulary": len(vocab), "history": history, "seconds": time.time() - t0,
                 "versions": versions(dev, precision), **(extra_meta or {})}
-        write_json(tmp / "protection.json", meta)
+        folder.write_record(meta)
     shutil.rmtree(workdir, ignore_errors=True)
     return meta

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from ..data.folders import PublishedDir
 from ..data.image_store import open_image_store
 from ..data.manifest import read_manifest
 
@@ -32,10 +32,7 @@ def _png(px: np.ndarray) -> bytes:
 def samples(published: str | Path, manifest: str | Path, store: str | Path, n: int = 3) -> list[Sample]:
     """`n` published training images (sorted by id, so every report shows the same ones) with their clean twin."""
     published = Path(published)
-    source = published
-    if not (published / "export.json").is_file() and (published / "defence.json").is_file():  # a defended copy
-        source = Path(json.loads((published / "defence.json").read_text())["source_store"]).parent
-    meta = json.loads((source / "export.json").read_text())
+    meta = PublishedDir(published).export_record()  # a defended copy's: that of the folder it was made from
     eps = meta.get("eps")  # the budget the amplified noise spans; a folder published without it: its own max
     pub = read_manifest(published / "manifest.parquet")
     orig = read_manifest(manifest)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import atomic_path
+from ..data.folders import ProtectionDir
 from . import gallery, plots
 from .stats import (NO_DIFFERENCE_NOTE, RETAINED_METRIC, aggregate, defence_grids, defence_matrix, defence_order,
                     effect_label, metric_label, params_of, protection_label, variants_table, with_defence)
@@ -167,7 +168,7 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
     every = aggregate(summary)
     agg = every[every["defence"] == "none"]  # the main table and figures: undefended victims
     records = [json.loads(Path(p).read_text()) for p in train_records]
-    prots = [json.loads((Path(d) / "protection.json").read_text()) for d in protections]  # each names its cell
+    prots = [ProtectionDir(d).record() for d in protections]  # each names its cell
     figures = {
         "recall.png": plots.recall_by_method(agg),
         "training_curves.png": plots.training_curves(prots, records),

@@ -27,7 +27,7 @@ from ..clip.train import TrainConfig
 from ..paths import CONFIG_DIR
 from ..protect.config import method_config
 from .configschema import check_references, load_yaml, validate_config, whole_sources
-from .grid import cells, expand_trigger_lengths
+from .grid import cells, expand_trigger_lengths, quality_path, victim_train
 
 # training pairs and test pairs (images x captions) under the paper's splits, for datasets not yet on disk
 KNOWN_SIZES = {"flickr8k": (6091 * 5, 1000 * 5), "flickr30k": (29783 * 5, 1000 * 5), "mscoco": (566747, 5000 * 5)}
@@ -69,7 +69,7 @@ def merged_config(grid_file: str | Path, base: str | Path = CONFIG_DIR / "config
 
 def dataset_size(config: dict, name: str, overrides: dict[str, int]) -> tuple[int, int, str]:
     """(train pairs, test pairs, where the figure comes from)."""
-    quality = Path(config["results"]) / name / "data" / "quality.json"
+    quality = Path(quality_path(config["results"], name))
     if name in overrides:
         return overrides[name], KNOWN_SIZES.get(name, (0, 5000))[1], "--pairs"
     if quality.is_file():
@@ -158,7 +158,7 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
     for cell in cells(config):
         pairs, test_pairs, _ = dataset_size(config, cell["dataset"], overrides)
         # the victim's own schedule: a fine-tuned victim overrides `train` (fewer epochs)
-        train = TrainConfig(**{**config["train"], **config["models"][cell["victim"]].get("train", {})})
+        train = TrainConfig(**victim_train(config, cell["victim"]))
         steps = pairs // min(train.batch_size, pairs) * min(train.batch_size, pairs)
         victim = arch[cell["victim"]]
         seed = cell["seed"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 
 from .. import ConfigError
+from ..data.folders import RunDir
 
 TRIGGER_KINDS = ("mem", "random_trigger")
 
@@ -88,13 +89,15 @@ def defended_files(config: dict, name: str) -> bool:
 # The results layout. Every path a rule writes is composed here, once: the rules call these functions with
 # WILDCARDS for their output patterns, the input functions, summary and report with real cells.
 WILDCARDS = {k: "{" + k + "}" for k in ("dataset", "method", "apply", "surrogate", "victim", "seed", "defence")}
-RUN_FILES = {"model": "model.safetensors", "record": "train.json", "metrics": "metrics.json",
-             "metrics_row": "metrics.parquet"}
+def victim_train(config: dict, model: str, **extra) -> dict:
+    """A victim's training settings: the grid's `train`, then the model's own overrides (a fine-tuned victim's
+    fewer epochs), then `extra` (a defence's crop scale). The rules and `cost` both read them here."""
+    return {**config["train"], **config["models"][model].get("train", {}), **extra}
 
 
 def run_files(run: str) -> dict[str, str]:
     """The files a training job writes into its run folder: its model, record and metrics."""
-    return {key: f"{run}/{name}" for key, name in RUN_FILES.items()}
+    return RunDir.files(run)
 
 
 def tracking_path(results: str) -> str:
@@ -108,6 +111,21 @@ def artifacts_dir(results: str) -> str:
 
 def summary_path(results: str) -> str:
     return f"{results}/summary.parquet"
+
+
+FILE_SUFFIXES = (".parquet", ".npy", ".json", ".html", ".safetensors")
+
+
+def log_path(results: str, output: str, root: str | None = None) -> str:
+    """A job's log: the place of what it writes (its output folder, or its first output file without the
+    suffix) under `root` (the results folder; the raw-data folder for a download), moved under results/logs
+    and ending in `.log`. One rule for every job, so a log is found from what it logged."""
+    root = (results if root is None else root).rstrip("/")
+    if not output.startswith(root + "/"):
+        raise ValueError(f"{output} is not under {root}")
+    rel = output[len(root) + 1:]
+    rel = next((rel.removesuffix(s) for s in FILE_SUFFIXES if rel.endswith(s)), rel)
+    return f"{results}/logs/{rel}.log"
 
 
 def report_path(results: str, name: str = "index.html") -> str:

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from ..atomic import atomic_path, write_json
 from ..data import manifest as mf
+from ..data.folders import ProtectionDir, PublishedDir
 from ..data.image_store import build_image_store, open_image_store
 from ..data.sources import LayoutConfig, layout_read, read_dataset
 from ..data.splits import SplitConfig, assign_split
@@ -92,10 +93,9 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
                        _tokens(spec, rows["caption"].tolist()))
     params = {"cell": cell, "model": asdict(spec), "train": asdict(cfg), "seed": seed, "device": str(dev),
               "train_pairs": len(data), "train_images": int(rows["image_id"].nunique())}
-    export = _published_export(Path(manifest_path).parent)  # a published folder says which runs made it
+    meta = PublishedDir(Path(manifest_path).parent).export_record()  # a published folder says which runs made it
     upstream, visibility = {}, {}
-    if export is not None:
-        meta = json.loads(export.read_text())
+    if meta:
         upstream = {"publish": meta.get("mlflow_run_id"), "protect": meta.get("protect_mlflow_run_id")}
         visibility = meta.get("visibility") or {}
     t0 = time.time()
@@ -115,17 +115,6 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
         write_json(out_record, record)
         mlflow.log_artifact(str(out_record))
     return history
-
-
-def _published_export(folder: Path) -> Path | None:
-    """export.json of the published folder a victim trains on: the folder's own, or, for a defended copy, that
-    of the folder it was made from (its defence.json names the source store)."""
-    if (folder / "export.json").is_file():
-        return folder / "export.json"
-    if (folder / "defence.json").is_file():
-        source = Path(json.loads((folder / "defence.json").read_text())["source_store"]).parent / "export.json"
-        return source if source.is_file() else None
-    return None
 
 
 def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path: str | Path,
@@ -251,7 +240,7 @@ def protect_job(manifest_path: str | Path, store_path: str | Path, surrogate: Mo
         for h in meta["history"]:
             mlflow.log_metrics({k: v for k, v in h.items() if k != "round" and v == v}, step=h["round"])
         mlflow.log_metric("protect_seconds", meta["seconds"])
-        mlflow.log_artifact(str(Path(out_dir) / "protection.json"))
+        mlflow.log_artifact(str(ProtectionDir(out_dir).record_path))
     return meta
 
 
@@ -267,7 +256,7 @@ def export_job(manifest_path: str | Path, store_path: str | Path, protection: st
     t0 = time.time()
     with _run(tracking, f"publish/{_cell_name(cell)}", {"cell": cell, "protection": str(protection)},
               _tags(cell, "publish")) as run:
-        protect_run = json.loads((Path(protection) / "protection.json").read_text()).get("mlflow_run_id")
+        protect_run = ProtectionDir(protection).record().get("mlflow_run_id")
         meta = export_published(train, store_path, protection, apply, tokenizer(surrogate.name), out_dir,
                                 {"mlflow_run_id": run.info.run_id, "protect_mlflow_run_id": protect_run}, workers)
         mlflow.log_metrics({"files": meta["files"], "captions": meta["captions"],
