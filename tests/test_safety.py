@@ -68,9 +68,9 @@ def test_protect_refuses_an_output_overlapping_the_input(where, owner_data, caps
 def test_protect_refuses_an_output_that_is_a_file_before_any_work(owner_data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out.txt"
     out.write_text("my notes\n")
-    import unlearnable.cli as cli
+    import unlearnable.protect.owner as owner
 
-    monkeypatch.setattr(cli, "read_dataset", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr(owner, "read_dataset", lambda *a, **k: pytest.fail("work started"))
     assert main(["protect", str(owner_data), str(out), *FAST]) == 1
     assert "exists and is not a folder" in one_error_line(capsys.readouterr().err)
     assert out.read_text() == "my notes\n"
