@@ -27,7 +27,9 @@ _API = {
     "format_drop": "unlearnable.verify",
     "ProtectConfig": "unlearnable.protect.config",
     "method_config": "unlearnable.protect.config",   # a method by kind, with its defaults and overrides
-    "METHODS": "unlearnable.protect.config",
+    "METHOD_KINDS": "unlearnable.protect.kinds",     # every protection kind by name, with its defaults
+    "MethodKind": "unlearnable.protect.kinds",
+    "register_method": ("unlearnable.protect.kinds", "register"),  # a new kind: one registration
     "ModelSpec": "unlearnable.clip.models",
     "TrainConfig": "unlearnable.clip.train",
     "LayoutConfig": "unlearnable.data.sources",

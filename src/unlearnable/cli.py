@@ -21,25 +21,35 @@ from . import DataError, UnlearnableError
 from .clip.models import ModelSpec
 from .data.sources import LAYOUTS, LayoutConfig
 from .faults import describe_fault
-from .protect.config import METHODS, ProtectConfig, method_config
+from .protect.config import ProtectConfig, method_config
+from .protect.kinds import METHOD_KINDS
 from .report.stats import RECALLS, RETAINED_METRIC
 
-SETTING_HELP = {
+SETTING_HELP = {  # each setting's default (ProtectConfig's, then each kind's own) is appended by _setting_help
     "granularity": "image: one noise and trigger per image, in all its captions (what an owner publishes; "
                    "default here); pair: one per caption row (the paper), published at model resolution",
-    "eps": "L-inf noise budget, in units of 1/255 (reference: 8)",
-    "step": "PGD step size, in units of 1/255 (reference: 1)",
-    "pgd_steps": "PGD steps per pass over the data (reference: 8)",
-    "token_num": "trigger length k, in CLIP tokens (reference: 3)",
-    "rounds": "outer rounds of surrogate training + trigger/noise updates (reference: mem 20, em 5)",
-    "surrogate_steps": "surrogate CLIP training steps per round (reference: mem 200, em 50)",
-    "hotflip_rounds": "rounds (from the first) that also update the triggers by HotFlip (reference: 5)",
-    "candidates": "HotFlip candidate tokens per trigger position (reference: 16)",
-    "shuffle": "shuffle captions inside PGD so the noise binds to the trigger, not the caption (reference: true)",
-    "batch_size": "batch size of the surrogate and of the protection passes (reference: 128)",
-    "lr": "surrogate AdamW learning rate (reference: 1e-4)",
-    "weight_decay": "surrogate AdamW weight decay (reference: 0.2)",
+    "eps": "L-inf noise budget, in units of 1/255",
+    "step": "PGD step size, in units of 1/255",
+    "pgd_steps": "PGD steps per pass over the data",
+    "token_num": "trigger length k, in CLIP tokens",
+    "rounds": "outer rounds of surrogate training + trigger/noise updates",
+    "surrogate_steps": "surrogate CLIP training steps per round",
+    "hotflip_rounds": "rounds (from the first) that also update the triggers by HotFlip",
+    "candidates": "HotFlip candidate tokens per trigger position",
+    "shuffle": "shuffle captions inside PGD so the noise binds to the trigger, not the caption",
+    "batch_size": "batch size of the surrogate and of the protection passes",
+    "lr": "surrogate AdamW learning rate",
+    "weight_decay": "surrogate AdamW weight decay",
 }
+
+
+def _setting_help(f) -> str:
+    """A setting's help with its defaults as the registry states them: the reference's, then each kind's own."""
+    if f.name == "granularity":
+        return SETTING_HELP[f.name]
+    own = [f"{n} {k.defaults[f.name]}" for n, k in METHOD_KINDS.items() if f.name in k.defaults]
+    default = f"{f.default}" + (f"; {', '.join(own)}" if own else "")
+    return f"{SETTING_HELP[f.name]} (reference: {default})" if f.name in SETTING_HELP else f"default: {default}"
 
 
 def _bool(v: str) -> bool:
@@ -145,10 +155,8 @@ def parser() -> argparse.ArgumentParser:
                         "a new folder apart from DATASET. Re-running the same command after a kill resumes.")
     pr.add_argument("dataset", help="the folder to protect (never modified)")
     pr.add_argument("out", help="output folder: new, or a previous output with --overwrite")
-    pr.add_argument("--method", default="mem", choices=list(METHODS),
-                    help="mem: noise + trigger (default); em: noise only; strong_em: noise only at 16/255, "
-                         "twice em's schedule; robust_em: noise at 16/255 in 8x8 squares, optimised through a "
-                         "scraper's resize, JPEG, crops and flips; random_noise / random_trigger: controls")
+    pr.add_argument("--method", default=ProtectConfig.method, choices=list(METHOD_KINDS),
+                    help="; ".join(f"{n}: {k.help}" for n, k in METHOD_KINDS.items()))
     pr.add_argument("--model", default="tiny-vit", help="surrogate open_clip architecture (default tiny-vit)")
     pr.add_argument("--pretrained", default="none", help="surrogate weights: none, an open_clip tag or a file")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -178,7 +186,7 @@ def parser() -> argparse.ArgumentParser:
         choices = ["pair", "image"] if f.name == "granularity" else None
         default = "image" if f.name == "granularity" else None
         pr.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default, choices=choices,
-                        help=SETTING_HELP.get(f.name, f"default: {f.default}"))
+                        help=_setting_help(f))
 
     ve = sub.add_parser("verify", help="train a small CLIP on the clean and on the published folder; print the drop",
                         description="Split CLEAN's images (seeded) into train and test, train one victim on the "

@@ -9,9 +9,11 @@ from .encoders import Encoder
 from .metrics import retrieval_metrics
 from .train import PairBatches, batch_loader
 
+EVAL_BATCH = 256  # images per encoding batch; the schema's eval.batch_size default (a test keeps them equal)
+
 
 @torch.no_grad()
-def encode_images(encoder: Encoder, images, rows: np.ndarray, batch_size: int = 256, workers: int = 0
+def encode_images(encoder: Encoder, images, rows: np.ndarray, batch_size: int = EVAL_BATCH, workers: int = 0
                   ) -> torch.Tensor:
     data = PairBatches(images, rows, torch.zeros(len(rows), 1, dtype=torch.int64))
     order = [np.arange(s, min(s + batch_size, len(rows))) for s in range(0, len(rows), batch_size)]
@@ -25,7 +27,7 @@ def encode_texts(encoder: Encoder, tokens: torch.Tensor, batch_size: int = 1024)
 
 
 def evaluate_retrieval(model, images, split_rows: pd.DataFrame, tokens: torch.Tensor, device,
-                       batch_size: int = 256, workers: int = 0, precision: str = "auto") -> dict[str, float]:
+                       batch_size: int = EVAL_BATCH, workers: int = 0, precision: str = "auto") -> dict[str, float]:
     """`split_rows`: manifest rows of the evaluation split, aligned with `tokens`."""
     model.eval()
     encoder = Encoder(model, torch.device(device), precision)

@@ -31,12 +31,14 @@ PARAMS = {"none": {}, "jpeg": {"quality": 75}, "resize": {"scale": 0.5}, "graysc
           "bits": {"bits": 4}, "rare_words": {}, "wordlist": {}, "drop_first": {"k": 3}, "strip_trigger": {"k": 3},
           "unlikely_words": {"k": 3}, "augment": {"scale_min": 0.5}}
 # Shipped chains, in the order a scraper runs them: caption cleaning, then the image pipeline, then training
-# with augmentation. `scraper` is the routine one; `scraper_hard` is harder on images (blur, then JPEG 30).
+# with augmentation, each step at its defaults above. `scraper` is the routine one (strip 3 tokens, resize by
+# 0.5, JPEG 75, crops of at least half the area); `scraper_hard` is harder on images (blur, then JPEG 30).
+SCRAPER = "scraper"  # what robust_em's noise is optimised through
 CHAINS = {
-    "scraper": ({"kind": "strip_trigger", "k": 3}, {"kind": "rare_words"}, {"kind": "resize", "scale": 0.5},
-                {"kind": "jpeg", "quality": 75}, {"kind": "augment", "scale_min": 0.5}),
-    "scraper_hard": ({"kind": "strip_trigger", "k": 3}, {"kind": "rare_words"}, {"kind": "blur", "sigma": 1.0},
-                     {"kind": "jpeg", "quality": 30}, {"kind": "augment", "scale_min": 0.5}),
+    SCRAPER: ({"kind": "strip_trigger"}, {"kind": "rare_words"}, {"kind": "resize"}, {"kind": "jpeg"},
+              {"kind": "augment"}),
+    "scraper_hard": ({"kind": "strip_trigger"}, {"kind": "rare_words"}, {"kind": "blur"},
+                     {"kind": "jpeg", "quality": 30}, {"kind": "augment"}),
 }
 KINDS = sorted(PARAMS) + ["chain"] + sorted(CHAINS)
 
@@ -168,7 +170,7 @@ class Defence:
 
 
 # -- images -----------------------------------------------------------------------------------------------
-def jpeg(img: np.ndarray, quality: int = 75) -> np.ndarray:
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     """Re-encode as a JPEG (PIL's defaults: 4:2:0 chroma subsampling, as most re-encoders do) and decode."""
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=int(quality))
@@ -176,7 +178,7 @@ def jpeg(img: np.ndarray, quality: int = 75) -> np.ndarray:
         return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
-def resize(img: np.ndarray, scale: float = 0.5) -> np.ndarray:
+def resize(img: np.ndarray, scale: float) -> np.ndarray:
     """Down by `scale` and back up (bicubic both ways): what a thumbnailer then an upscaler leave."""
     h, w = img.shape[:2]
     small = Image.fromarray(img).resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BICUBIC)
@@ -187,11 +189,11 @@ def grayscale(img: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(img).convert("L").convert("RGB"), dtype=np.uint8)
 
 
-def blur(img: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+def blur(img: np.ndarray, sigma: float) -> np.ndarray:
     return np.asarray(Image.fromarray(img).filter(ImageFilter.GaussianBlur(radius=float(sigma))), dtype=np.uint8)
 
 
-def bits(img: np.ndarray, bits: int = 4) -> np.ndarray:
+def bits(img: np.ndarray, bits: int) -> np.ndarray:
     """Bit-depth reduction (feature squeezing): 2**bits evenly spaced levels over 0..255."""
     levels = 2 ** int(bits) - 1
     return (np.round(img.astype(np.float32) / 255 * levels) / levels * 255).round().astype(np.uint8)

@@ -1,4 +1,5 @@
-"""Protection hyper-parameters. Defaults are the reference code's hard-coded values."""
+"""Protection hyper-parameters. Defaults are the reference code's hard-coded values; a kind's own defaults
+over them are in `kinds.py`."""
 from __future__ import annotations
 
 import math
@@ -6,14 +7,12 @@ from dataclasses import dataclass
 
 from .. import ConfigError
 from .eot import ScraperTransforms
-
-METHODS = ("mem", "em", "strong_em", "robust_em", "random_noise", "random_trigger")
-NOISE_KINDS = ("em", "strong_em", "robust_em")  # optimised image noise, no trigger
+from .kinds import DEFAULT_KIND, MethodKind, kinds_where, method_kind
 
 
 @dataclass(frozen=True)
 class ProtectConfig:
-    method: str = "mem"
+    method: str = DEFAULT_KIND
     granularity: str = "pair"  # pair: one noise+trigger per caption row (paper); image: one per image;
     # cluster: one per cluster of images with similar captions (`clusters` of them)
     clusters: int = 0
@@ -36,16 +35,15 @@ class ProtectConfig:
     trigger_position: str = "start"  # start: right after start-of-text (paper); inside: before a seeded word
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"method kind {self.method!r} is not one of {METHODS}")
+        kind = self.kind  # refuses an unregistered kind
         if self.granularity not in ("pair", "image", "cluster"):
             raise ConfigError(f"method granularity {self.granularity!r} is not 'pair', 'image' or 'cluster'")
         if (self.granularity == "cluster") != (self.clusters >= 2):
             raise ConfigError("method: granularity 'cluster' needs clusters >= 2, and clusters needs granularity "
                               "'cluster'")
-        if self.granularity == "cluster" and self.method in ("mem", "random_trigger"):
-            raise ConfigError("method: granularity 'cluster' is for image noise alone (kinds em, strong_em, "
-                              f"robust_em, random_noise), not {self.method}")
+        if self.granularity == "cluster" and kind.has_trigger:
+            raise ConfigError("method: granularity 'cluster' is for image noise alone (kinds "
+                              f"{', '.join(kinds_where(lambda k: not k.has_trigger))}), not {self.method}")
         if not 0 <= self.eps <= 127 or self.step < 1 or self.pgd_steps < 0:
             raise ConfigError("method: eps must be in [0, 127], step >= 1 and pgd_steps >= 0 (units of 1/255)")
         if self.common_words < 0 or self.trigger_position not in ("start", "inside"):
@@ -55,23 +53,23 @@ class ProtectConfig:
                               "has none")
         if not 0 <= self.colour_eps <= 64:
             raise ConfigError("method: colour_eps must be in [0, 64] (units of 1/255)")
-        if self.colour_eps and (self.granularity == "cluster" or self.method == "random_trigger"):
-            raise ConfigError("method: colour_eps is a per-image or per-pair colour transform (kinds mem, em, "
-                              f"strong_em, robust_em, random_noise; granularity pair or image), not {self.method} "
-                              f"at granularity {self.granularity}")
+        if self.colour_eps and (self.granularity == "cluster" or kind.noise == "none"):
+            raise ConfigError("method: colour_eps is a per-image or per-pair colour transform (kinds "
+                              f"{', '.join(kinds_where(lambda k: k.noise != 'none'))}; granularity pair or image), "
+                              f"not {self.method} at granularity {self.granularity}")
         if self.eps + self.colour_eps > 127:
             raise ConfigError("method: eps + colour_eps must be at most 127 (the noise is stored as int8)")
         if self.noise_block < 1:
             raise ConfigError("method: noise_block must be >= 1 (pixels per side of a square of equal noise)")
-        if self.noise_block > 1 and self.method == "random_trigger":
-            raise ConfigError("method: noise_block shapes image noise; kind random_trigger has none")
+        if self.noise_block > 1 and kind.noise == "none":
+            raise ConfigError(f"method: noise_block shapes image noise; kind {self.method} has none")
         if self.token_num < 0 or self.candidates < 1 or self.batch_size < 2:
             raise ConfigError("method: token_num >= 0, candidates >= 1 and batch_size >= 2 are required")
         ScraperTransforms(self.eot)  # parses and checks each spec
         if self.eot and not self.optimises:
-            raise ConfigError(f"method: eot needs an optimised noise (kinds mem, {', '.join(NOISE_KINDS)}), not "
-                              f"{self.method}")
-        if self.method in ("mem", "random_trigger") and self.token_num < 1:
+            raise ConfigError("method: eot needs an optimised noise (kinds "
+                              f"{', '.join(kinds_where(lambda k: k.optimises))}), not {self.method}")
+        if kind.has_trigger and self.token_num < 1:
             raise ConfigError(f"method: token_num must be >= 1 for kind {self.method} (its trigger would be "
                               "empty and the data published unprotected); use kind em for image noise alone")
         self._refuse_unprotected()
@@ -79,12 +77,13 @@ class ProtectConfig:
     def _refuse_unprotected(self) -> None:
         """Settings under which a kind would publish every image as it was, or fail after the work began."""
         unprotected = "the data would be published unprotected"
-        if self.method in NOISE_KINDS + ("random_noise",) and self.eps + self.colour_eps < 1:
+        kind = self.kind
+        if kind.noise != "none" and not kind.has_trigger and self.eps + self.colour_eps < 1:
             raise ConfigError(f"method: eps must be >= 1 for kind {self.method} (or colour_eps >= 1): with no "
                               f"noise budget {unprotected}")
         if self.optimises and self.rounds < 1:
             raise ConfigError(f"method: rounds must be >= 1 for kind {self.method}: with no round {unprotected}")
-        if self.method in NOISE_KINDS and self.pgd_steps < 1:
+        if kind.noise_only and self.pgd_steps < 1:
             raise ConfigError(f"method: pgd_steps must be >= 1 for kind {self.method}: with no PGD step "
                               f"{unprotected}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -93,31 +92,22 @@ class ProtectConfig:
             raise ConfigError(f"method: weight_decay must be a finite number >= 0, got {self.weight_decay}")
 
     @property
+    def kind(self) -> MethodKind:
+        return method_kind(self.method)
+
+    @property
     def optimises(self) -> bool:
-        return self.method == "mem" or self.method in NOISE_KINDS
+        return self.kind.optimises
 
     @property
     def trigger_len(self) -> int:
-        return 0 if self.method in NOISE_KINDS + ("random_noise",) else self.token_num
-
-
-# The reference's EM baseline (poison_mm.py): 5 rounds x 50 surrogate steps, aligned captions, no trigger.
-EM = {"rounds": 5, "surrogate_steps": 50, "token_num": 0, "shuffle": False, "hotflip_rounds": 0}
-# Image noise that protects on its own (the noise-only study, docs/results.md "Noise alone"): error-minimising
-# noise with no trigger, at 16/255, with twice em's rounds and PGD steps.
-STRONG_EM = {**EM, "eps": 16, "rounds": 10, "pgd_steps": 16}
-# Noise that survives a scraper (docs/results.md "Protection that survives a scraper"): em's schedule at
-# strong_em's 16/255, one value per 8 x 8 square, optimised through the shipped `scraper` chain (its resize and
-# JPEG, then the victim's crops and flips); the robustness grid's lowfreq8_eot_short. strong_em's longer
-# schedule through the chain (lowfreq8_eot) kept no more under the scraper, at 3x this one's time.
-ROBUST_EM = {**EM, "eps": 16, "noise_block": 8, "eot": ({"kind": "scraper"},)}
-KIND_DEFAULTS = {"em": EM, "strong_em": STRONG_EM, "robust_em": ROBUST_EM}
+        return self.token_num if self.kind.has_trigger else 0
 
 
 def method_config(spec: dict) -> ProtectConfig:
     """A `methods.<name>` config entry -> ProtectConfig, with per-kind defaults."""
     kind = spec["kind"]
-    params = {**KIND_DEFAULTS.get(kind, {}), **{k: v for k, v in spec.items() if k != "kind"}}
+    params = {**method_kind(kind).defaults, **{k: v for k, v in spec.items() if k != "kind"}}
     if "eot" in params:
         params["eot"] = tuple(dict(e) for e in params["eot"])
     cfg = ProtectConfig(method=kind, **params)

@@ -113,9 +113,9 @@ class Protector:
         may cost at most (a marker commits the batches done every so often)."""
         cfg.validate()
         members = encoder if isinstance(encoder, list) else [encoder]
-        if len(members) > 1 and cfg.method == "mem":
-            raise ConfigError("method: an ensemble of surrogates is for image protections (kinds em, strong_em); "
-                              "MEM's HotFlip searches one model's vocabulary")
+        if len(members) > 1 and cfg.kind.trigger == "hotflip":
+            raise ConfigError(f"method: an ensemble of surrogates is for image noise alone, not kind {cfg.method}, "
+                              "whose HotFlip searches one model's vocabulary")
         encoder = members[0] if len(members) == 1 else EnsembleEncoder(members)
         self.progress, self.bar = progress, tqdm(disable=True)
         self.cfg, self.encoder, self.model, self.data = cfg, encoder, encoder.model, data
@@ -286,7 +286,7 @@ class Protector:
         rows are logged, then rewritten in place, and markers commit the batches done as they go."""
         if self.units.granularity == "cluster":
             return self._cluster_pass(noise, undo)
-        flip = flip and self.cfg.method == "mem" and self.cfg.trigger_len > 0
+        flip = flip and self.cfg.kind.trigger == "hotflip" and self.cfg.trigger_len > 0
         batches, last_commit = self._batches(self.order.numpy()), time.time()
         with frozen(self.model), ReadAhead(noise, batches, self.batch) as ahead:
             for j in range(self.batch, len(batches)):

@@ -121,7 +121,7 @@ def protect(train_rows: pd.DataFrame, store_path: str | Path, surrogate: ModelSp
         noise_file = workdir / "noise_random.npy"
         noise = RowFile.create(noise_file, shape, np.int8)
         colour = None
-        if cfg.method == "random_noise":
+        if cfg.kind.noise == "random":
             colour = _random_noise(noise, images, units, cfg, gen)
         noise.close()
         triggers = vocab[torch.randint(len(vocab), (len(units), cfg.trigger_len), generator=gen)]

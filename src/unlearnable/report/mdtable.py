@@ -28,7 +28,7 @@ def _published(apply: str, method_params: str) -> str:
     from ..protect.config import method_config
 
     cfg = method_config(json.loads(method_params))
-    has = {"noise": cfg.method != "random_trigger", "trigger": cfg.trigger_len > 0}
+    has = {"noise": cfg.kind.noise != "none", "trigger": cfg.trigger_len > 0}
     parts = [p for p in ("noise", "trigger") if has[p] and apply in (p, "both")]
     return " + ".join(parts) or "nothing"
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from ..protect.kinds import METHOD_KINDS
 from .stats import RETAINED_METRIC
 
 
@@ -103,7 +104,8 @@ def trigger_lengths(agg: pd.DataFrame) -> bytes | None:
     rows = []
     for r in agg.to_dict("records"):
         params = json.loads(r.get("method_params") or "{}")
-        if params.get("kind") in ("mem", "random_trigger"):
+        kind = METHOD_KINDS.get(params.get("kind"))
+        if kind is not None and kind.has_trigger:
             rest = {k: v for k, v in params.items() if k != "token_num"}
             rows.append({**r, "k": int(params.get("token_num", 3)), "family": json.dumps(rest, sort_keys=True)})
     if not rows:

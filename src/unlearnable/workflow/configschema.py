@@ -10,6 +10,7 @@ import jsonschema
 import yaml
 
 from .. import ConfigError
+from ..protect.kinds import METHOD_KINDS
 
 
 def _with_defaults(cls):
@@ -78,9 +79,21 @@ def whole_sources(config: dict, files: list[dict]) -> dict:
     return config
 
 
+def load_schema(schema_path: str | Path) -> dict:
+    """The schema file with its kinds' enums filled from the library's registries: the file names no kind, so a
+    newly registered one needs no schema edit (tests/test_registry.py)."""
+    from ..defend.defences import KINDS as DEFENCE_KINDS
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    props = schema["properties"]["methods"]["additionalProperties"]["properties"]
+    props["kind"]["enum"] = list(METHOD_KINDS)
+    schema["$defs"]["defence"]["properties"]["kind"]["enum"] = [k for k in DEFENCE_KINDS if k != "none"]  # built in
+    return schema
+
+
 def validate_config(config: dict, schema_path: str | Path, source: str = "config") -> dict:
     """Fill defaults in place and raise ConfigError naming the first offending key."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
+    schema = load_schema(schema_path)
     validator = _Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.path), list(map(str, e.path))))
     if errors:
@@ -154,9 +167,10 @@ def check_references(config: dict, source: str = "config") -> None:
                                   "grid.defences")
         ensembles = [s for s in (run.get("surrogates") or grid.get("surrogates") or [])
                      if "ensemble" in config["models"][s]]
-        if ensembles and method != "clean" and config.get("methods", {}).get(method, {}).get("kind") == "mem":
-            raise ConfigError(f"{source}: key 'grid.runs.{i}': {method!r} is MEM, whose HotFlip searches one "
-                              f"model; the ensemble {ensembles[0]!r} is for image protections (em, strong_em)")
+        kind = config.get("methods", {}).get(method, {}).get("kind")
+        if ensembles and kind in METHOD_KINDS and METHOD_KINDS[kind].trigger == "hotflip":
+            raise ConfigError(f"{source}: key 'grid.runs.{i}': {method!r} searches its trigger by HotFlip in one "
+                              f"model; the ensemble {ensembles[0]!r} is for image noise alone")
     for i, name in enumerate(grid.get("defences") or []):
         if name != "none" and name not in config.get("defences", {}):
             raise ConfigError(f"{source}: key 'grid.defences.{i}': defence {name!r} is not defined under 'defences'")

@@ -181,7 +181,7 @@ def sample_passes(config: dict, overrides: dict[str, int] | None = None) -> list
             res = image_resolution(sur)
             noise = units * res * res * 3
             if m.optimises:
-                flips = min(m.hotflip_rounds, m.rounds) * units if m.method == "mem" else 0
+                flips = min(m.hotflip_rounds, m.rounds) * units if m.kind.trigger == "hotflip" else 0
                 jobs[("protect", cell["dataset"], cell["method"], cell["surrogate"], seed)] = {
                     "stage": "protect", "model": sur, "flip_work": m.trigger_len * m.candidates, "passes": {
                         "train": m.rounds * m.surrogate_steps * m.batch_size * size[cell["surrogate"]],

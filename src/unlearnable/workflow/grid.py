@@ -11,7 +11,6 @@ import copy
 from .. import ConfigError
 from ..data.folders import RunDir
 
-TRIGGER_KINDS = ("mem", "random_trigger")
 
 
 def expand_trigger_lengths(config: dict) -> dict:
@@ -25,11 +24,12 @@ def expand_trigger_lengths(config: dict) -> dict:
     if not lengths:
         return config
     from ..protect.config import method_config
+    from ..protect.kinds import method_kind
 
     methods, runs = config.setdefault("methods", {}), []
     for run in grid["runs"]:
         spec = methods.get(run["method"])
-        if spec is None or spec["kind"] not in TRIGGER_KINDS:
+        if spec is None or not method_kind(spec["kind"]).has_trigger:
             runs.append(run)
             continue
         own = method_config(spec).token_num

@@ -119,11 +119,11 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
 
 def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path: str | Path,
                  store_path: str | Path, device: str, out_json: str | Path, out_parquet: str | Path,
-                 tracking: dict, batch_size: int = 256, workers: int = 0, precision: str = "auto") -> dict:
+                 tracking: dict, batch_size: int | None = None, workers: int = 0, precision: str = "auto") -> dict:
     """Retrieval on the clean test split; one JSON and one Parquet row per evaluated model."""
     import mlflow
 
-    from ..clip.evaluate import evaluate_retrieval
+    from ..clip.evaluate import EVAL_BATCH, evaluate_retrieval
     from ..clip.models import ModelSpec, create_model, load_weights
     from ..provenance import configure_determinism, resolve_device, seed_everything, versions
 
@@ -141,7 +141,7 @@ def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path
         raise mf.DataError(f"{manifest_path}: no test split to evaluate on")
     t0 = time.time()
     metrics = evaluate_retrieval(model, open_image_store(store_path), test, _tokens(spec, test["caption"].tolist()),
-                                 dev, batch_size, workers, precision)
+                                 dev, batch_size or EVAL_BATCH, workers, precision)
     log.info("clean test: i2t R@1 %.2f  t2i R@1 %.2f  rsum %.1f (chance t2i R@1 %.2f)", metrics["i2t_r1"],
              metrics["t2i_r1"], metrics["rsum"], metrics["chance_t2i_r1"])
     parent = record.get("mlflow_parent_run_id")

@@ -1,0 +1,158 @@
+"""One registry owns every protection kind and its defaults: the schema's enum, the CLI's choices and help, the
+grid and the engine ask it, no other module names a kind, and a kind registered here, in a test, runs through
+all of them with no other edit."""
+import ast
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import REPO
+
+from unlearnable import ConfigError
+from unlearnable.cli import parser as build_parser
+from unlearnable.defend import defences
+from unlearnable.protect import kinds
+from unlearnable.protect.config import ProtectConfig, method_config
+from unlearnable.workflow import grid
+from unlearnable.workflow.configschema import check_references, load_schema, validate_config
+
+SCHEMA = REPO / "config" / "schema.yaml"
+PKG = REPO / "src" / "unlearnable"
+
+
+def _kind_props(schema):
+    return (schema["properties"]["methods"]["additionalProperties"]["properties"]["kind"],
+            schema["$defs"]["defence"]["properties"]["kind"])
+
+
+def test_the_schema_file_names_no_kind_and_its_loader_fills_the_registries():
+    method, defence = _kind_props(yaml.safe_load(SCHEMA.read_text()))
+    assert "enum" not in method and "enum" not in defence  # nothing to drift from the registry
+    method, defence = _kind_props(load_schema(SCHEMA))
+    assert method["enum"] == list(kinds.METHOD_KINDS)
+    assert defence["enum"] == [k for k in defences.KINDS if k != "none"]
+
+
+def test_the_clis_choices_default_and_help_come_from_the_registry():
+    protect = next(a for a in build_parser()._subparsers._group_actions[0].choices["protect"]._actions
+                   if a.dest == "method")
+    assert protect.choices == list(kinds.METHOD_KINDS)
+    assert protect.default == ProtectConfig().method
+    for name, kind in kinds.METHOD_KINDS.items():
+        assert f"{name}: {kind.help}" in protect.help
+    rounds = next(a for a in build_parser()._subparsers._group_actions[0].choices["protect"]._actions
+                  if a.dest == "rounds")
+    assert f"reference: {ProtectConfig().rounds};" in rounds.help and "em 5" in rounds.help
+
+
+def _string_constants(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value, node.lineno
+
+
+# Not a kind: the grid's defence *named* scraper, whose visibility plot the report draws.
+DEFENCE_NAMES = {("report/plots.py", "scraper"), ("report/html.py", "scraper")}
+
+
+def test_each_kind_is_named_in_one_module():
+    """A method kind's name is a string only in protect/kinds.py, a defence kind's only in defend/defences.py:
+    elsewhere code asks a kind's properties."""
+    homes = {**{k: "protect/kinds.py" for k in kinds.METHOD_KINDS},
+             **{k: "defend/defences.py" for k in defences.KINDS if k != "none"}}
+    found = []
+    for path in sorted(PKG.rglob("*.py")):
+        rel = path.relative_to(PKG).as_posix()
+        for value, line in _string_constants(path):
+            if value in homes and rel != homes[value] and (rel, value) not in DEFENCE_NAMES:
+                found.append(f"{rel}:{line}: {value!r}")
+    assert not found, found
+
+
+def test_the_guard_above_sees_a_kind_named_elsewhere():
+    source = 'if cfg.method == "robust_em":\n    pass\n'
+    assert ("robust_em", 1) in list(_string_constants_of(source))
+
+
+def _string_constants_of(source: str):
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value, node.lineno
+
+
+def test_defaults_are_stated_once():
+    """A kind's defaults are overrides of ProtectConfig's fields, never a restatement of its reference value;
+    the evaluation batch the schema defaults to is the library's."""
+    from unlearnable.clip.evaluate import EVAL_BATCH
+
+    reference = {f.name: f.default for f in fields(ProtectConfig)}
+    for name, kind in kinds.METHOD_KINDS.items():
+        assert set(kind.defaults) <= set(reference), name
+        same = [k for k, v in kind.defaults.items() if v == reference[k]]
+        assert not same, f"{name} restates the reference's {same}"
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert schema["properties"]["eval"]["properties"]["batch_size"]["default"] == EVAL_BATCH
+    for kind, params in defences.PARAMS.items():  # a defence's parameters have no second default in the code
+        fn = defences.IMAGE_DEFENCES.get(kind)
+        if fn is not None:
+            import inspect
+
+            defaulted = [p for p in inspect.signature(fn).parameters.values() if p.default is not p.empty]
+            assert not defaulted, (kind, defaulted)
+
+
+@pytest.fixture
+def toy_kind():
+    """A new method: error-minimising noise at 4/255 for 2 rounds. Registered here and nowhere else."""
+    kind = kinds.register(kinds.MethodKind("toy_em", "optimised", "none", "a test's noise at 4/255",
+                                           {"eps": 4, "rounds": 2, "surrogate_steps": 2, "token_num": 0,
+                                            "hotflip_rounds": 0}))
+    yield kind
+    del kinds.METHOD_KINDS[kind.name]
+
+
+def _toy_config():
+    return {"datasets": {"shapes": {"source": {"kind": "shapes", "n_images": 40}}},
+            "models": {"tiny-vit": {"arch": "tiny-vit", "pretrained": "none"}},
+            "methods": {"toy": {"kind": "toy_em"}},
+            "grid": {"datasets": ["shapes"], "surrogates": ["tiny-vit"], "victims": ["tiny-vit"], "seeds": [0],
+                     "runs": [{"method": "clean"}, {"method": "toy"}]}}
+
+
+def test_a_registered_toy_kind_reaches_the_schema_the_cli_and_the_grid(toy_kind):
+    config = validate_config(_toy_config(), SCHEMA)
+    check_references(config, "config")
+    assert method_config(config["methods"]["toy"]).eps == 4
+    assert {c["method"] for c in grid.cells(config) if c["method"] != "clean"} == {"toy"}
+    protect = next(a for a in build_parser()._subparsers._group_actions[0].choices["protect"]._actions
+                   if a.dest == "method")
+    assert "toy_em" in protect.choices and "a test's noise at 4/255" in protect.help
+    args = build_parser().parse_args(["protect", "in", "out", "--method", "toy_em"])
+    assert args.method == "toy_em"
+
+
+def test_without_its_registration_the_toy_kind_is_refused():
+    with pytest.raises(ConfigError, match="methods.toy.kind"):
+        validate_config(_toy_config(), SCHEMA)
+    with pytest.raises(ConfigError, match="toy_em"):
+        method_config({"kind": "toy_em"})
+
+
+def test_a_registered_toy_kind_protects_through_the_engine(toy_kind, shapes_store, tmp_path):
+    """Its code is the engine's: a protection made with it keeps its own budget and makes no trigger."""
+    from unlearnable.clip.models import ModelSpec
+    from unlearnable.data.folders import ProtectionDir
+    from unlearnable.protect.run import protect
+
+    df, store = shapes_store
+    train = df[df.split == "train"].reset_index(drop=True).head(24)
+    cfg = method_config({"kind": "toy_em", "granularity": "image", "batch_size": 8, "pgd_steps": 2})
+    protect(train, store, ModelSpec("tiny-vit"), cfg, seed=0, device="cpu", out_dir=tmp_path / "p")
+    folder = ProtectionDir(tmp_path / "p")
+    noise = np.asarray(folder.noise())
+    assert np.abs(noise).max() <= 4 and np.abs(noise).max() > 0
+    assert folder.triggers().shape[1] == 0
+    assert folder.record()["config"]["method"] == "toy_em"
