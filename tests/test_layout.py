@@ -55,3 +55,16 @@ def test_the_code_passes_ruff():
                          text=True)
     assert res.returncode == 0, res.stdout[-3000:]
 
+
+
+def test_one_road_trains_and_reads_a_victim():
+    """The workflow's jobs and `unlearnable verify` train and read their victims through clip/victim.py, so a fix
+    there reaches both front-ends: no other library module calls the trainer or the retrieval evaluation."""
+    callers = set()
+    for path in sorted(PKG.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name in ("train_clip", "evaluate_retrieval"):
+                    callers.add(path.relative_to(PKG).as_posix())
+    assert callers == {"clip/victim.py"}, callers

@@ -13,15 +13,14 @@ from pathlib import Path
 import pandas as pd
 
 from . import DataError
-from .clip.models import ModelSpec, create_model, image_resolution, tokenizer
-from .clip.text import tokenize
-from .clip.train import PairBatches, TrainConfig, train_clip
+from .clip.models import ModelSpec, image_resolution, tokenizer
+from .clip.train import TrainConfig
 from .data.folders import DefendedDir, PublishedDir
 from .data.image_store import build_image_store, open_image_store
 from .data.manifest import build_manifest, read_manifest
 from .data.sources import LayoutConfig, read_dataset
 from .data.splits import SplitConfig, assign_split
-from .provenance import configure_determinism, resolve_device, seed_everything
+from .provenance import configure_determinism, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +41,12 @@ def _stored(rows: pd.DataFrame, root: Path, split: str, path: Path, res: int) ->
 
 def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec, cfg: TrainConfig, seed: int,
                     device, work: Path, name: str, defence=None) -> dict:
-    """`test`: (table, store, tokens) of the clean held-out images, shared by both victims. `defence`: what a
+    """`test`: (table, store) of the clean held-out images, shared by both victims. `defence`: what a
     scraper does to this folder before training on it: the workflow's own defend stage (`defend_folder`), on
     the images at model resolution."""
     from dataclasses import replace
 
-    from .clip.evaluate import evaluate_retrieval
+    from .clip.victim import evaluate_victim, train_victim
     from .defend.defences import defend_folder
 
     table, store = _stored(rows, root, "train", work / f"{name}.npy", image_resolution(spec.name))
@@ -57,14 +56,10 @@ def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec
         defended = DefendedDir(work / f"{name}-defended")
         defend_folder(table, work / f"{name}.npy", defence, tokenizer(spec.name), defended.path)
         table, store = read_manifest(defended.manifest_path), open_image_store(defended.store_path)
-    generator = seed_everything(seed)
-    model = create_model(spec)
-    data = PairBatches(store, table["image_index"].to_numpy(),
-                       tokenize(tokenizer(spec.name), table["caption"].tolist()))
     log.info("victim trained on the %s folder: %d images, %d captions", name, table["image_id"].nunique(), len(table))
-    train_clip(model, data, cfg, device, generator)
-    test_table, test_store, test_tokens = test
-    return evaluate_retrieval(model, test_store, test_table, test_tokens, device, precision=cfg.precision)
+    model, _ = train_victim(table, store, spec, cfg, seed, device)
+    test_table, test_store = test
+    return evaluate_victim(model, spec, test_table, test_store, device, precision=cfg.precision)
 
 
 def published_layout(published_root: Path) -> tuple[LayoutConfig, dict]:
@@ -115,7 +110,7 @@ def verify(clean_root: str | Path, published_root: str | Path, spec: ModelSpec, 
         work = Path(tmp)
         test_table, test_store = _stored(clean_test, clean_root, "test", work / "test.npy",
                                          image_resolution(spec.name))
-        test = (test_table, test_store, tokenize(tokenizer(spec.name), test_table["caption"].tolist()))
+        test = (test_table, test_store)
         results = {name: _train_and_test(rows, root, test, spec, cfg, seed, dev, work, name, defence)
                    for name, rows, root in (("clean", clean_train, clean_root),
                                             ("published", pub_train, published_root))}

@@ -27,7 +27,6 @@ from .tracking import cell_parent, log_to_run, tracked_run
 
 if TYPE_CHECKING:
     import pandas as pd
-    import torch
 
     from ..clip.models import ModelSpec
     from ..clip.train import TrainConfig
@@ -68,31 +67,20 @@ def _train_rows(manifest_path: str | Path) -> pd.DataFrame:
     return rows[rows["split"] == "train"]
 
 
-def _tokens(spec: ModelSpec, captions: list[str]) -> torch.Tensor:
-    from ..clip.models import tokenizer
-    from ..clip.text import tokenize
-
-    return tokenize(tokenizer(spec.name), captions)
-
-
 def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec, cfg: TrainConfig, seed: int,
               device: str, out_model: str | Path, out_record: str | Path, cell: dict, tracking: dict) -> list[dict]:
     """Train a CLIP from scratch on the `train` rows of a manifest (clean data or a published folder)."""
     import mlflow
 
-    from ..clip.models import create_model, save_weights
-    from ..clip.train import PairBatches, train_clip
-    from ..provenance import configure_determinism, resolve_device, seed_everything, versions
+    from ..clip.models import save_weights
+    from ..clip.victim import train_victim
+    from ..provenance import configure_determinism, resolve_device, versions
 
     dev = resolve_device(device)
     configure_determinism(dev)
-    generator = seed_everything(seed)
     rows = _train_rows(manifest_path)
-    model = create_model(spec)
-    data = PairBatches(open_image_store(store_path), rows["image_index"].to_numpy(),
-                       _tokens(spec, rows["caption"].tolist()))
     params = {"cell": cell, "model": asdict(spec), "train": asdict(cfg), "seed": seed, "device": str(dev),
-              "train_pairs": len(data), "train_images": int(rows["image_id"].nunique())}
+              "train_pairs": len(rows), "train_images": int(rows["image_id"].nunique())}
     meta = PublishedDir(Path(manifest_path).parent).export_record()  # a published folder says which runs made it
     upstream, visibility = {}, {}
     if meta:
@@ -103,9 +91,9 @@ def train_job(manifest_path: str | Path, store_path: str | Path, spec: ModelSpec
                          tracking.get("artifacts"))
     with _run(tracking, f"train/{_cell_name(cell)}", params, _tags(cell, "train"), parent) as run:
         state = Path(out_model).with_name("train_state.pt")  # per-epoch checkpoint: a retried job resumes
-        history = train_clip(model, data, cfg, dev, generator,
-                             on_epoch=lambda e, row: mlflow.log_metrics(
-                                 {k: v for k, v in row.items() if k != "epoch"}, step=e), checkpoint=state)
+        model, history = train_victim(rows, open_image_store(store_path), spec, cfg, seed, dev,
+                                      on_epoch=lambda e, row: mlflow.log_metrics(
+                                          {k: v for k, v in row.items() if k != "epoch"}, step=e), checkpoint=state)
         with atomic_path(out_model) as tmp:
             save_weights(model, tmp, {"model": spec.name, "seed": str(seed)})
         state.unlink(missing_ok=True)
@@ -123,8 +111,9 @@ def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path
     """Retrieval on the clean test split; one JSON and one Parquet row per evaluated model."""
     import mlflow
 
-    from ..clip.evaluate import EVAL_BATCH, evaluate_retrieval
+    from ..clip.evaluate import EVAL_BATCH
     from ..clip.models import ModelSpec, create_model, load_weights
+    from ..clip.victim import evaluate_victim
     from ..provenance import configure_determinism, resolve_device, seed_everything, versions
 
     record = json.loads(Path(train_record).read_text())
@@ -140,8 +129,8 @@ def evaluate_job(model_path: str | Path, train_record: str | Path, manifest_path
     if test.empty:
         raise mf.DataError(f"{manifest_path}: no test split to evaluate on")
     t0 = time.time()
-    metrics = evaluate_retrieval(model, open_image_store(store_path), test, _tokens(spec, test["caption"].tolist()),
-                                 dev, batch_size or EVAL_BATCH, workers, precision)
+    metrics = evaluate_victim(model, spec, test, open_image_store(store_path), dev, batch_size or EVAL_BATCH, workers,
+                              precision)
     log.info("clean test: i2t R@1 %.2f  t2i R@1 %.2f  rsum %.1f (chance t2i R@1 %.2f)", metrics["i2t_r1"],
              metrics["t2i_r1"], metrics["rsum"], metrics["chance_t2i_r1"])
     parent = record.get("mlflow_parent_run_id")
