@@ -7,12 +7,13 @@ from pathlib import Path
 import pytest
 
 from unlearnable import DataError
-from unlearnable.data.folders import DefendedDir, ProtectionDir, PublishedDir, RunDir
+from unlearnable.data.folders import DefendedDir, ProtectionDir, PublishedDir, ReportDir, RunDir
 
 ROOT = Path(__file__).resolve().parents[1]
 OWNER = ROOT / "src" / "unlearnable" / "data" / "folders.py"
 FOLDER_FILES = {ProtectionDir.RECORD, ProtectionDir.NOISE, ProtectionDir.TRIGGERS, ProtectionDir.COLOUR,
-                ProtectionDir.UNITS, PublishedDir.RECORD, DefendedDir.RECORD, *RunDir.FILES.values()}
+                ProtectionDir.UNITS, PublishedDir.RECORD, DefendedDir.RECORD, *RunDir.FILES.values(),
+                *ReportDir.FILES.values()} - {"results.csv"}  # also Flickr30k's own captions file (data/sources.py)
 
 
 def named_files(path: Path) -> set[str]:
@@ -32,6 +33,14 @@ def code_files() -> list[Path]:
 def test_no_module_but_the_folder_types_names_a_folder_file():
     offenders = {str(p.relative_to(ROOT)): sorted(named_files(p)) for p in code_files() if named_files(p)}
     assert offenders == {}
+
+
+def test_no_rule_names_a_folder_file():
+    """The rules ask the layout owner for every path: no quoted folder file name in rules/ or the Snakefile."""
+    quoted = {n: (f'"{n}"', f"/{n}\"") for n in FOLDER_FILES}
+    offenders = {f"{p.name}: {n}" for p in [*sorted((ROOT / "rules").glob("*.smk")), ROOT / "workflow" / "Snakefile"]
+                 for n, forms in quoted.items() if any(f in p.read_text() for f in forms)}
+    assert offenders == set()
 
 
 def test_the_guard_sees_a_file_named_in_code_and_not_in_a_docstring(tmp_path):

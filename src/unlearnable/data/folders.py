@@ -146,3 +146,17 @@ class RunDir:
     def files(cls, run: str) -> dict[str, str]:
         """Every file of the run folder `run` (a path or a Snakemake pattern), by key."""
         return {key: f"{run}/{name}" for key, name in cls.FILES.items()}
+
+
+class ReportDir:
+    """The human-facing report: one self-contained page, each of its figures also as a file (so Snakemake's
+    --report can list it) and the table of every cell."""
+    FILES = {"html": "index.html", "recall": "recall.png", "curves": "training_curves.png",
+             "transfer": "transfer_matrix.png", "trigger_lengths": "trigger_lengths.png",
+             "heatmap": "retained_heatmap.png", "visibility": "visibility_scraper.png", "table": "results.csv"}
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def file(self, key: str) -> Path:
+        return self.path / self.FILES[key]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..atomic import atomic_path
-from ..data.folders import ProtectionDir
+from ..data.folders import ProtectionDir, ReportDir
 from . import gallery, plots
 from .stats import (NO_DIFFERENCE_NOTE, RETAINED_METRIC, aggregate, defence_grids, defence_matrix, defence_order,
                     effect_label, metric_label, params_of, protection_label, variants_table, with_defence)
@@ -151,13 +151,13 @@ figcaption{font-size:12px;margin-top:.4em}.orig{color:#888}table.runs{font-size:
 pre{background:#f7f7f7;padding:1em;font-size:12px;overflow:auto}"""
 
 
-MISSING = {
-    "recall.png": "No evaluated models.",
-    "transfer_matrix.png": "This grid has one surrogate and one victim: no transfer axis.",
-    "trigger_lengths.png": "No methods in this grid differ only in trigger length (set grid.trigger_lengths).",
-    "training_curves.png": "No training curves.",
-    "retained_heatmap.png": "This grid has no defence axis.",
-    "visibility_scraper.png": "This grid has no defence named scraper, or no visibility was recorded.",
+MISSING = {  # what each figure's place says when the grid has nothing to draw there (keys: ReportDir.FILES)
+    "recall": "No evaluated models.",
+    "transfer": "This grid has one surrogate and one victim: no transfer axis.",
+    "trigger_lengths": "No methods in this grid differ only in trigger length (set grid.trigger_lengths).",
+    "curves": "No training curves.",
+    "heatmap": "This grid has no defence axis.",
+    "visibility": "This grid has no defence named scraper, or no visibility was recorded.",
 }
 
 
@@ -170,21 +170,22 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
     records = [json.loads(Path(p).read_text()) for p in train_records]
     prots = [ProtectionDir(d).record() for d in protections]  # each names its cell
     figures = {
-        "recall.png": plots.recall_by_method(agg),
-        "training_curves.png": plots.training_curves(prots, records),
-        "trigger_lengths.png": plots.trigger_lengths(agg),
-        "transfer_matrix.png": plots.transfer_matrix(agg),
-        "retained_heatmap.png": plots.retained_heatmap(every, metric),
-        "visibility_scraper.png": plots.visibility_vs_retained(every, "scraper", metric),
+        "recall": plots.recall_by_method(agg),
+        "curves": plots.training_curves(prots, records),
+        "trigger_lengths": plots.trigger_lengths(agg),
+        "transfer": plots.transfer_matrix(agg),
+        "heatmap": plots.retained_heatmap(every, metric),
+        "visibility": plots.visibility_vs_retained(every, "scraper", metric),
     }
     entries = [{"title": e["title"], "samples": gallery.samples(e["path"], e["manifest"], e["store"])}
                for e in published]
     out_dir = Path(out_dir)
     with atomic_path(out_dir, replace_dir=True) as tmp:  # results/report: written by this job only
         tmp.mkdir(parents=True)
-        every.to_csv(tmp / "results.csv", index=False)
+        folder = ReportDir(tmp)
+        every.to_csv(folder.file("table"), index=False)
         for name, png in figures.items():  # every file exists, so Snakemake's --report can always list it
-            (tmp / name).write_bytes(png or plots.note(MISSING[name]))
+            folder.file(name).write_bytes(png or plots.note(MISSING[name]))
 
         def fig(name: str) -> str:
             return _img(figures[name]) if figures[name] else f"<p><i>{MISSING[name]}</i></p>"
@@ -197,15 +198,15 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
             "recalls.</p>",
             paper_table_html(agg),
             *(["<h2>Protection under defences</h2>", defence_table_html(every, metric),
-               "<h3>Protection retained: protection × defence</h3>", fig("retained_heatmap.png"),
+               "<h3>Protection retained: protection × defence</h3>", fig("heatmap"),
                "<h3>Visibility against protection retained under the scraper chain</h3>",
-               fig("visibility_scraper.png"),
+               fig("visibility"),
                "<h3>Every variant tried</h3>", variants_table_html(every, metric)]
               if set(every["defence"]) != {"none"} else []),
-            "<h2>Recall@1 by method and dataset</h2>", fig("recall.png"),
-            "<h2>Transfer: surrogate × victim</h2>", fig("transfer_matrix.png"),
-            "<h2>Trigger-length ablation</h2>", fig("trigger_lengths.png"),
-            "<h2>Surrogate loss and training curves</h2>", fig("training_curves.png"),
+            "<h2>Recall@1 by method and dataset</h2>", fig("recall"),
+            "<h2>Transfer: surrogate × victim</h2>", fig("transfer"),
+            "<h2>Trigger-length ablation</h2>", fig("trigger_lengths"),
+            "<h2>Surrogate loss and training curves</h2>", fig("curves"),
             "<h2>Gallery</h2><p>Published training images next to their clean originals; the noise is the "
             "difference, scaled so that mid-grey is zero and full contrast is the budget ε.</p>",
             gallery_html(entries),
@@ -213,7 +214,7 @@ def write_report(summary: pd.DataFrame, out_dir: str | Path, train_records: list
             "<h2>Configuration and versions</h2>",
             f"<pre>{html.escape(json.dumps(meta, indent=2, sort_keys=True, default=str))}</pre>",
         ]
-        (tmp / "index.html").write_text("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        folder.file("html").write_text("<!doctype html><html lang='en'><head><meta charset='utf-8'>"
                                         f"<title>unlearnable report</title><style>{CSS}</style></head><body>"
                                         + "\n".join(sections) + "</body></html>", encoding="utf-8")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 
 from .. import ConfigError
-from ..data.folders import RunDir
+from ..data.folders import ReportDir, RunDir
 
 
 
@@ -128,8 +128,9 @@ def log_path(results: str, output: str, root: str | None = None) -> str:
     return f"{results}/logs/{rel}.log"
 
 
-def report_path(results: str, name: str = "index.html") -> str:
-    return f"{results}/report/{name}"
+def report_path(results: str, key: str = "html") -> str:
+    """One file of the report (keys: `ReportDir.FILES`)."""
+    return f"{results}/report/{ReportDir.FILES[key]}"  # as composed, not normalised: logs and rules match on it
 
 
 def data_dir(results: str, dataset: str) -> str:
