@@ -1,4 +1,4 @@
-# Config validation, path helpers and input functions shared by every stage.
+# Config validation, output patterns, job resources, and the plan's input functions bound for the rules.
 import re
 import sys
 from pathlib import Path
@@ -14,13 +14,11 @@ put_library_on_job_path(_SRC)
 
 from unlearnable import ConfigError, UnlearnableError
 from unlearnable.workflow.configschema import check_config_files, check_folders, check_references, validate_config
-from unlearnable.workflow.grid import (WILDCARDS, artifacts_dir, cells as grid_cells, checkpoint_path, defence,
-                                       defended_clean_dir, defended_files, defended_published_dir,
+from unlearnable.workflow.grid import (WILDCARDS, artifacts_dir, defence, defended_clean_dir, defended_published_dir,
                                        expand_trigger_lengths, log_path, manifest_path, protection_cell, protection_dir,
                                        protection_dirs, published_dir, published_dirs, quality_path, report_path,
-                                       run_dir, run_files, source_copy, store_path, summary_path, tracking_path,
-                                       training_cell, victim_train)
-from unlearnable.clip.models import image_resolution
+                                       run_dir, run_files, store_path, summary_path, tracking_path, training_cell)
+from unlearnable.workflow.plan import GENERATED, Plan
 
 try:
     check_config_files(workflow.configfiles, config)
@@ -33,11 +31,6 @@ except ConfigError as _e:
 
 RESULTS = config["results"]
 RESOURCES = config["resources"]
-GRID = config["grid"]
-# a source shared by several datasets (the parts of one split) is downloaded or generated once, for the first
-SOURCE_COPIES = [d for d in config["datasets"] if source_copy(config, d) == d]
-GENERATED_DATASETS = [d for d in SOURCE_COPIES if config["datasets"][d]["source"]["kind"] in ("shapes", "standin")]
-KAGGLE_DATASETS = [d for d in SOURCE_COPIES if config["datasets"][d]["source"]["kind"] == "kaggle"]
 SPLIT_LISTS = Path(workflow.basedir).parent / "config" / "splits"
 
 # Output patterns, from the one owner of the results layout (unlearnable.workflow.grid).
@@ -69,62 +62,30 @@ wildcard_constraints:
     res=r"\d+",
 
 
-def dataset_root(wildcards):
-    src = config["datasets"][wildcards.dataset]["source"]
-    return src["path"] if src["kind"] == "local" else f"{RESOURCES}/{source_copy(config, wildcards.dataset)}"
+# The rules' input functions: the plan of this config (unlearnable.workflow.plan, tested without Snakemake),
+# asked with the job's wildcards as a dict.
+PLAN = Plan(config, SPLIT_LISTS)
 
 
-def layout_params(wildcards):
-    """What the manifest reader needs to know about a dataset's folder."""
-    ds = config["datasets"][wildcards.dataset]
-    src = ds["source"]
-    keys = ("images_dir", "captions_file", "image_column", "caption_column")
-    default = {"shapes": "generic", "standin": "flickr8k"}.get(src["kind"], "auto")  # generated: known layouts
-    return {"kind": src.get("layout", default),
-            "max_image_pixels": ds["max_image_pixels"], **{k: src[k] for k in keys if k in src}}
+def _asked(method):
+    return lambda wildcards: method(dict(wildcards.items()))
 
 
-def split_params(wildcards):
-    return {**config["datasets"][wildcards.dataset]["split"], "lists_dir": str(SPLIT_LISTS)}
-
-
-def split_lists(wildcards):
-    """The paper's list files, as inputs, so that editing one re-splits the dataset."""
-    split = config["datasets"][wildcards.dataset]["split"]
-    if split["kind"] != "paper":
-        return []
-    return [str(p) for p in sorted(SPLIT_LISTS.glob(f"{split['lists']}_*.txt"))]
-
-
-def members(model):
-    """An ensemble's member models, or the model itself."""
-    return config["models"][model].get("ensemble", [model])
-
-
-def workflow_checkpoint(model):
-    """The clean CLIP a model starts from when the workflow trains it (a list for an ensemble); else None."""
-    if "ensemble" in config["models"][model]:
-        return [c for m in members(model) for c in [workflow_checkpoint(m)] if c] or None
-    pre = config["models"][model].get("pretrained", "none")
-    return checkpoint_path(RESULTS, pre) if isinstance(pre, dict) else None
-
-
-def model_spec(model):
-    """What a job needs to build a model: its architecture and the weights it starts from (an ensemble: its
-    members', under `ensemble`)."""
-    m = config["models"][model]
-    if "ensemble" in m:
-        return {"ensemble": [model_spec(x) for x in m["ensemble"]]}
-    return {"arch": m["arch"], "pretrained": workflow_checkpoint(model) or m.get("pretrained", "none")}
-
-
-def model_res(model):
-    return image_resolution(config["models"][members(model)[0]]["arch"])
-
-
-def model_store(dataset, model):
-    """The image store a model reads: the dataset at the model's input resolution."""
-    return store_path(RESULTS, dataset, model_res(model))
+dataset_root = _asked(PLAN.dataset_root)
+layout_params = _asked(PLAN.layout_params)
+split_params = _asked(PLAN.split_params)
+split_lists = _asked(PLAN.split_lists)
+clean_test = _asked(PLAN.clean_test)
+training_data = _asked(PLAN.training_data)
+training_inputs = _asked(PLAN.training_inputs)
+training_settings = _asked(PLAN.training_settings)
+gallery_entries = PLAN.gallery_entries
+workflow_checkpoint = PLAN.workflow_checkpoint
+model_spec = PLAN.model_spec
+model_store = PLAN.model_store
+run_file = PLAN.run_file
+all_outputs = PLAN.all_outputs
+EVAL = PLAN.eval_settings()
 
 
 def gpu_count(wildcards=None):
@@ -150,82 +111,6 @@ def cpus(n):
     """A job's --cpus-per-task on a cluster: its threads as declared, not as capped by the local --cores (a dry
     run caps them at 1, and a login node at its own cores), so `snakemake -n` prints what the cluster gets."""
     return lambda wildcards: n
-
-
-def clean_test(w):
-    """What a training job evaluates its model on: the clean test split at the victim's resolution."""
-    return {"test_manifest": manifest_path(RESULTS, w.dataset), "test_store": model_store(w.dataset, w.victim)}
-
-
-EVAL = {"batch_size": config["eval"]["batch_size"], "workers": config["eval"]["workers"]}
-
-
-def run_dirs():
-    """Every evaluated model of the grid, as its results folder."""
-    return [run_dir(RESULTS, c) for c in grid_cells(config)]
-
-
-def run_file(key):
-    """One file of every evaluated model's run folder (`metrics_row`, `record`, ...)."""
-    return [run_files(r)[key] for r in run_dirs()]
-
-
-def gallery_entries(wildcards=None):
-    """One gallery entry per dataset/method/surrogate/defence at the first seed, published with noise and
-    trigger (under a defence that changes files: its defended copy)."""
-    chosen = {}
-    for c in grid_cells(config):
-        if c["method"] != "clean" and c["seed"] == GRID["seeds"][0]:
-            if c["defence"] != "none" and not defended_files(config, c["defence"]):
-                continue  # augmentation alone changes no file
-            key = (c["dataset"], c["method"], c["surrogate"], c["defence"])
-            if key not in chosen or c["apply"] == "both":
-                chosen[key] = c
-    return [{"path": published_dir(RESULTS, c) if c["defence"] == "none" else defended_published_dir(RESULTS, c),
-             "manifest": manifest_path(RESULTS, c["dataset"]),
-             "store": model_store(c["dataset"], c["surrogate"]),
-             "title": f"{c['dataset']}: {c['method']}" + (f" [{c['apply']}]" if c["apply"] != "both" else "")
-             + f", surrogate {c['surrogate']}, seed {c['seed']}"
-             + (f", defended by {c['defence']}" if c["defence"] != "none" else "")} for c in chosen.values()]
-
-
-def wildcard_cell(w, **extra):
-    """The cell a job's wildcards name (`seed` as a number)."""
-    cell = dict(w.items())
-    if "seed" in cell:
-        cell["seed"] = int(cell["seed"])
-    return {**cell, **extra}
-
-
-def training_data(w):
-    """What a training job's victim trains on: the clean train split, or the published folder of its
-    protection; under a defence that changes files, the defended copy of either (augmentation alone changes
-    none: the undefended data)."""
-    cell = wildcard_cell(w)
-    changed = defended_files(config, cell.get("defence", "none"))
-    if cell.get("method", "clean") == "clean":
-        if not changed:
-            return {"manifest": manifest_path(RESULTS, w.dataset), "store": model_store(w.dataset, w.victim)}
-        folder = defended_clean_dir(RESULTS, cell, model_res(w.victim))
-    else:
-        folder = defended_published_dir(RESULTS, cell) if changed else published_dir(RESULTS, cell)
-    return {"manifest": f"{folder}/manifest.parquet", "store": f"{folder}/images.npy", "folder": folder}
-
-
-def training_inputs(w):
-    """The folder a training job trains on (none for the clean train split: it is the job's test input too)."""
-    data = training_data(w)
-    return [data["folder"]] if "folder" in data else []
-
-
-def training_settings(w):
-    """A victim's training settings; under a defence that augments, with its crop scale."""
-    extra = {"augment_scale_min": defence(config, w.defence).augment_scale_min} if "defence" in w.keys() else {}
-    return victim_train(config, w.victim, **extra)
-
-
-def all_outputs():
-    return [summary_path(RESULTS), report_path(RESULTS)]
 
 
 _RESULTS_LOCK = []

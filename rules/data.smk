@@ -13,7 +13,7 @@ rule generate:
     output:
         directory(f"{RESOURCES}/{{dataset}}"),
     wildcard_constraints:
-        dataset=_alternatives(GENERATED_DATASETS),
+        dataset=_alternatives(PLAN.source_copies(GENERATED)),
     params:
         source=lambda w: config["datasets"][w.dataset]["source"],
     log:
@@ -31,7 +31,7 @@ rule download:
     output:
         directory(f"{RESOURCES}/{{dataset}}"),
     wildcard_constraints:
-        dataset=_alternatives(KAGGLE_DATASETS),
+        dataset=_alternatives(PLAN.source_copies(("kaggle",))),
     params:
         source=lambda w: {k: v for k, v in config["datasets"][w.dataset]["source"].items() if k != "kind"},
         name=lambda w: w.dataset,
