@@ -156,3 +156,20 @@ def test_a_registered_toy_kind_protects_through_the_engine(toy_kind, shapes_stor
     assert np.abs(noise).max() <= 4 and np.abs(noise).max() > 0
     assert folder.triggers().shape[1] == 0
     assert folder.record()["config"]["method"] == "toy_em"
+
+
+def test_the_readme_example_registers_a_kind_and_its_table_lists_every_kind():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Methods and defences"):readme.index("## Configuration")]
+    table = [line for line in section.splitlines() if line.startswith("| `")]
+    for name in kinds.METHOD_KINDS:
+        assert any(f"`{name}`" in line.split("|")[1] for line in table), name
+    api = readme[readme.index("## From Python"):]
+    code = api[api.index("ul.register_method"):]
+    code = code[:code.index("```")]
+    try:
+        exec(compile(code, "README.md", "exec"), {"ul": __import__("unlearnable")})
+        assert kinds.METHOD_KINDS["em4"].defaults["eps"] == 4
+        assert method_config({"kind": "em4"}).rounds == kinds.METHOD_KINDS["em"].defaults["rounds"]
+    finally:
+        kinds.METHOD_KINDS.pop("em4", None)
