@@ -191,16 +191,25 @@ def test_unshuffled_pgd_encodes_each_batchs_captions_once(dataset, tmp_path, kin
         assert torch.equal(toks, pr.captions[torch.as_tensor(pairs)])  # the batch's own captions, in order
 
 
+RESUME_CFG = ProtectConfig(**{**SMALL.__dict__, "batch_size": 8})  # several batches per pass
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(dataset, tmp_path_factory):
+    """The protection every killed-and-resumed run below must end at: made once for all of them."""
+    full = _protector(dataset, tmp_path_factory.mktemp("uninterrupted"), RESUME_CFG)
+    full.run()
+    return RowFile(full.noise_path).read_all(), full.triggers.clone(), full.history
+
+
 @pytest.mark.parametrize("commit_seconds", [0.0, 3600.0])
 @pytest.mark.parametrize("dies_at", [3, 4, 6])
-def test_resume_after_a_crash_is_bit_identical(dataset, tmp_path, dies_at, commit_seconds):
+def test_resume_after_a_crash_is_bit_identical(dataset, uninterrupted, tmp_path, dies_at, commit_seconds):
     """Killed at any write of a pass (before or after its rows changed in place; markers after every batch or
     only at the pass's start), a resumed protection puts back the rows the undo log holds and ends with the same
     noise, triggers and losses as an uninterrupted one."""
-    cfg = ProtectConfig(**{**SMALL.__dict__, "batch_size": 8})  # several batches per pass
-    full = _protector(dataset, tmp_path / "a", cfg)
-    full.run()
-    want_noise, want_trig = RowFile(full.noise_path).read_all(), full.triggers.clone()
+    cfg = RESUME_CFG
+    want_noise, want_trig, full_history = uninterrupted
 
     crashing = _protector(dataset, tmp_path / "b", cfg)
     crashing.commit_seconds = commit_seconds
@@ -225,8 +234,8 @@ def test_resume_after_a_crash_is_bit_identical(dataset, tmp_path, dies_at, commi
     resumed.run()
     assert np.array_equal(RowFile(resumed.noise_path).read_all(), want_noise)
     assert torch.equal(resumed.triggers, want_trig)
-    assert [h["surrogate_loss"] for h in resumed.history] == [h["surrogate_loss"] for h in full.history]
-    assert [h["pgd_loss"] for h in resumed.history] == [h["pgd_loss"] for h in full.history]
+    assert [h["surrogate_loss"] for h in resumed.history] == [h["surrogate_loss"] for h in full_history]
+    assert [h["pgd_loss"] for h in resumed.history] == [h["pgd_loss"] for h in full_history]
 
 
 @pytest.mark.parametrize("granularity", ["pair", "image"])
