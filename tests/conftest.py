@@ -50,3 +50,19 @@ def finished(tmp_path_factory):
     assert res.returncode == 0, res.stderr[-3000:]
     return wd
 
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Where the suite's time goes, by test file (setup, call and teardown summed): what to slim or split first
+    when `make test` grows. With xdist, each file's time is spent on one worker (`--dist loadfile`)."""
+    by_file: dict[str, float] = {}
+    for reports in terminalreporter.stats.values():
+        for r in reports:
+            if hasattr(r, "duration") and hasattr(r, "nodeid") and r.nodeid:
+                name = r.nodeid.split("::")[0]
+                by_file[name] = by_file.get(name, 0.0) + r.duration
+    if by_file:
+        terminalreporter.section("time by test file")
+        for name, seconds in sorted(by_file.items(), key=lambda kv: -kv[1])[:12]:
+            terminalreporter.write_line(f"{seconds:8.1f}s {name}")
+        terminalreporter.write_line(f"{sum(by_file.values()):8.1f}s in all")
