@@ -1,0 +1,98 @@
+"""The owner's choice, measured on a grid: each protection's time per 1,000 photos (its protect job's wall time,
+from protection.json, over the photos it protected) beside the protection it retained against each victim,
+under no defence and under a scraper; then the best within a time budget.
+
+    python bench/owner_defaults.py results/flickr8k-real --metric t2i_r10 --budget 30
+
+"Best" is the highest mean retained over the victims x {none, scraper} cells, among protections whose mean time
+is within the budget (minutes per 1,000 photos on the machine the grid ran on). Wall times come from jobs that
+may have shared the machine: the table says how many ran, and the spread over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from unlearnable.data.folders import ProtectionDir, RunDir
+from unlearnable.report.stats import aggregate, metric_label, retained
+from unlearnable.workflow.grid import protection_dir, summary_path
+
+DEFENCES = ("none", "scraper")
+
+
+def minutes_per_1000(results: str, summary: pd.DataFrame, method: str) -> list[float]:
+    """One figure per protection job of `method` (per dataset, surrogate and seed)."""
+    out = []
+    cells = summary[summary["method"] == method].drop_duplicates(["dataset", "method", "surrogate", "seed"])
+    for r in cells.itertuples():
+        folder = ProtectionDir(protection_dir(results, {"dataset": r.dataset, "method": r.method,
+                                                        "surrogate": r.surrogate, "seed": int(r.seed)}))
+        images = folder.units()["image_id"].nunique()
+        out.append(folder.record()["seconds"] / 60 / images * 1000)
+    return out
+
+
+def owner_table(results: str, summary: pd.DataFrame, metric: str, defences=DEFENCES) -> pd.DataFrame:
+    agg = aggregate(summary)
+    agg = agg[agg["apply"].isin(["both", ""]) | (agg["method"] == "clean")]
+    victims = list(dict.fromkeys(agg["victim"]))
+    rows = []
+    for method in dict.fromkeys(agg.loc[agg["method"] != "clean", "method"]):
+        times = minutes_per_1000(results, summary, method)
+        row = {"method": method, "min_per_1000": sum(times) / len(times),
+               "min_sd": pd.Series(times).std(ddof=1) if len(times) > 1 else float("nan"), "jobs": len(times)}
+        for victim in victims:
+            for d in defences:
+                def cell(m):
+                    c = agg[(agg["method"] == m) & (agg["victim"] == victim) & (agg["defence"] == d)]
+                    return c.iloc[0] if len(c) else None
+                clean, prot = cell("clean"), cell(method)
+                row[f"{victim}/{d}"] = float("nan") if clean is None or prot is None else retained(
+                    clean[metric], prot[metric], clean[f"chance_{metric}"])
+                row[f"{victim}/{d}/seeds"] = 0 if prot is None else int(prot["seeds"])
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    scores = [c for c in table.columns if c.count("/") == 1]
+    table["mean_retained"] = table[scores].mean(axis=1, skipna=False)
+    return table
+
+
+def markdown(table: pd.DataFrame, metric: str, budget: float) -> str:
+    scores = [c for c in table.columns if c.count("/") == 1]
+    lines = [f"| protection | min / 1,000 photos | {' | '.join(scores)} | mean |",
+             "|---|---|" + "---|" * (len(scores) + 1)]
+    fits = table[table["min_per_1000"] <= budget]
+    best = fits.loc[fits["mean_retained"].idxmax(), "method"] if fits["mean_retained"].notna().any() else None
+    for r in table.sort_values("min_per_1000").itertuples(index=False):
+        r = r._asdict()
+        sd = "" if math.isnan(r["min_sd"]) else f" ± {r['min_sd']:.1f}"
+        cells = [("–" if math.isnan(r[c]) else f"{100 * r[c]:.0f}%") + f" ({r[c + '/seeds']})" for c in scores]
+        name = f"**{r['method']}**" if r["method"] == best else r["method"]
+        mean = "–" if math.isnan(r["mean_retained"]) else f"{100 * r['mean_retained']:.0f}%"
+        lines.append(f"| {name} | {r['min_per_1000']:.1f}{sd} ({r['jobs']} jobs) | {' | '.join(cells)} | {mean} |")
+    lines.append(f"\nRetained at {metric_label(metric)} (seeds in brackets); bold: the highest mean retained within "
+                 f"{budget:g} min per 1,000 photos" + ("" if best else " (none qualifies)") + ".")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", help="the grid's results folder")
+    ap.add_argument("--metric", default="t2i_r10")
+    ap.add_argument("--budget", type=float, default=30.0, help="minutes per 1,000 photos")
+    ap.add_argument("--partial", action="store_true",
+                    help="read the runs finished so far (a grid still running has no summary yet)")
+    args = ap.parse_args()
+    if args.partial:
+        rows = sorted(Path(args.results).rglob(RunDir.FILES["metrics_row"]))
+        summary = pd.concat([pd.read_parquet(p) for p in rows], ignore_index=True)
+    else:
+        summary = pd.read_parquet(Path(summary_path(args.results)))
+    print(markdown(owner_table(args.results, summary, args.metric), args.metric, args.budget))
+
+
+if __name__ == "__main__":
+    main()
