@@ -66,8 +66,7 @@ def markdown(table: pd.DataFrame, metric: str, budget: float) -> str:
              "|---|---|" + "---|" * (len(scores) + 1)]
     fits = table[table["min_per_1000"] <= budget]
     best = fits.loc[fits["mean_retained"].idxmax(), "method"] if fits["mean_retained"].notna().any() else None
-    for r in table.sort_values("min_per_1000").itertuples(index=False):
-        r = r._asdict()
+    for r in table.sort_values("min_per_1000").to_dict("records"):
         sd = "" if math.isnan(r["min_sd"]) else f" ± {r['min_sd']:.1f}"
         cells = [("–" if math.isnan(r[c]) else f"{100 * r[c]:.0f}%") + f" ({r[c + '/seeds']})" for c in scores]
         name = f"**{r['method']}**" if r["method"] == best else r["method"]

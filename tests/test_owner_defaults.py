@@ -1,0 +1,60 @@
+"""bench/owner_defaults.py: the owner's defaults are chosen by a measured table, so its arithmetic and its
+choice are tested here on a grid made up by the test."""
+import sys
+
+import pandas as pd
+
+from conftest import REPO
+
+from unlearnable.data.folders import ProtectionDir
+from unlearnable.report.stats import RECALLS
+from unlearnable.workflow.grid import protection_dir
+
+sys.path.insert(0, str(REPO / "bench"))
+import owner_defaults  # noqa: E402
+
+# t2i R@10 by (method, victim, defence); chance 1.0
+R10 = {("clean", "scratch"): (11.0, 9.0), ("clean", "ft"): (21.0, 17.0),
+       ("slow_strong", "scratch"): (1.0, 1.0), ("slow_strong", "ft"): (1.0, 1.0),     # retains 100% everywhere
+       ("fast_weak", "scratch"): (6.0, 9.0), ("fast_weak", "ft"): (11.0, 17.0)}       # 50% undefended, 0% scraper
+SECONDS = {"slow_strong": 3600.0, "fast_weak": 600.0}  # for 1,000 photos (image units): 60 and 10 minutes
+
+
+def _grid(results, seeds=(0, 1)):
+    rows = []
+    for (method, victim), values in R10.items():
+        for defence, r10 in zip(("none", "scraper"), values):
+            for seed in seeds:
+                rows.append({"dataset": "d", "method": method, "apply": "" if method == "clean" else "both",
+                             "surrogate": "" if method == "clean" else "s", "victim": victim, "defence": defence,
+                             "seed": seed, "method_params": "{}", "rsum": 0.0, "i2t_medr": 1.0, "t2i_medr": 1.0,
+                             "chance_rsum": 1.0, **{k: 1.0 for k in RECALLS}, "t2i_r10": r10 + 0.1 * (seed - 0.5),
+                             **{f"chance_{k}": 1.0 for k in RECALLS}})
+    for method, seconds in SECONDS.items():
+        for seed in seeds:
+            folder = ProtectionDir(protection_dir(str(results), {"dataset": "d", "method": method, "surrogate": "s",
+                                                                 "seed": seed}))
+            folder.path.mkdir(parents=True)
+            ids = [f"img{i // 5}" for i in range(5000)]  # 1,000 photos, 5 captions each
+            pd.DataFrame({"unit": range(5000), "image_id": ids}).to_parquet(folder.units_path)
+            folder.write_record({"seconds": seconds * (1 + 0.1 * seed)})
+    return pd.DataFrame(rows)
+
+
+def test_the_owner_table_reads_time_per_1000_photos_and_retained_protection(tmp_path):
+    table = owner_defaults.owner_table(str(tmp_path), _grid(tmp_path), "t2i_r10").set_index("method")
+    assert abs(table.loc["slow_strong", "min_per_1000"] - 63.0) < 1e-9  # 60 and 66 minutes
+    assert abs(table.loc["fast_weak", "min_per_1000"] - 10.5) < 1e-9
+    assert abs(table.loc["fast_weak", "scratch/none"] - 0.5) < 1e-9
+    assert abs(table.loc["fast_weak", "ft/none"] - 0.5) < 1e-9
+    assert abs(table.loc["fast_weak", "scratch/scraper"]) < 1e-9
+    assert abs(table.loc["slow_strong", "mean_retained"] - 1.0) < 0.02
+    assert table.loc["fast_weak", "scratch/none/seeds"] == 2
+
+
+def test_the_choice_is_the_best_within_the_budget(tmp_path):
+    table = owner_defaults.owner_table(str(tmp_path), _grid(tmp_path), "t2i_r10")
+    assert "| **slow_strong** |" in owner_defaults.markdown(table, "t2i_r10", budget=120)
+    within = owner_defaults.markdown(table, "t2i_r10", budget=30)
+    assert "| **fast_weak** |" in within and "| slow_strong |" in within
+    assert "none qualifies" in owner_defaults.markdown(table, "t2i_r10", budget=5)
