@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pandas as pd
 
+from ..protect.config import method_config
 from ..protect.kinds import METHOD_KINDS
 from .stats import RETAINED_METRIC
 
@@ -107,7 +108,7 @@ def trigger_lengths(agg: pd.DataFrame) -> bytes | None:
         kind = METHOD_KINDS.get(params.get("kind"))
         if kind is not None and kind.has_trigger:
             rest = {k: v for k, v in params.items() if k != "token_num"}
-            rows.append({**r, "k": int(params.get("token_num", 3)), "family": json.dumps(rest, sort_keys=True)})
+            rows.append({**r, "k": method_config(params).token_num, "family": json.dumps(rest, sort_keys=True)})
     if not rows:
         return None
     df = pd.DataFrame(rows)
