@@ -196,7 +196,7 @@ def test_an_ensemble_surrogate_waits_for_every_members_weights(tmp_path):
     assert "results/pretrain/clean/tiny-vit/seed0/model.safetensors" in block and "protect/em/ens/seed0" in block
     cfg["grid"]["runs"] = [{"method": "clean"}, {"method": "mem", "surrogates": ["ens"]}]
     res = snakemake(tmp_path / "wd", cfg, "-n")
-    assert res.returncode != 0 and "'mem' is MEM" in res.stderr, res.stderr[-1000:]
+    assert res.returncode != 0 and "'mem' searches its trigger by HotFlip" in res.stderr, res.stderr[-1000:]
     cfg["grid"]["runs"] = [{"method": "clean"}]
     cfg["grid"]["victims"] = ["ens"]
     res = snakemake(tmp_path / "wd", cfg, "-n")

@@ -624,16 +624,17 @@ def _kill_at(monkeypatch, n: int, after: bool, calls: list) -> None:
         _LogFile(real_open(p, mode, *a, **kw)) if "a" in mode else real_open(p, mode, *a, **kw)), raising=False)
 
 
-@pytest.mark.parametrize("granularity,batch", [("image", 8), ("pair", 32)])
+@pytest.mark.parametrize("granularity,batch,images", [("image", 8, 12), ("pair", 10, 4)])
 def test_a_kill_at_every_write_rename_and_unlink_of_the_commits_resumes_to_the_same_bytes(
-        dataset, tmp_path, monkeypatch, granularity, batch):
-    """Fault injection over a whole protection (12 images, 2 rounds, 2 batches a pass, a marker after every
-    batch): die right after every write, rename and unlink (and before the first), resume, and end with the bytes
-    of an uninterrupted run. A kill before call n leaves what a kill after call n-1 does: between the two only
-    memory and temporaries change. A resume once replayed a stale undo log over committed noise when the kill
-    fell between a commit and the removal of its log."""
+        dataset, tmp_path, monkeypatch, granularity, batch, images):
+    """Fault injection over a whole protection (12 images, or the 20 pairs of 4; 2 rounds, 2 batches a pass, a
+    marker after every batch): die right after every write, rename and unlink (and before the first), resume,
+    and end with the bytes of an uninterrupted run. A kill before call n leaves what a kill after call n-1 does:
+    between the two only memory and temporaries change. A resume once replayed a stale undo log over committed
+    noise when the kill fell between a commit and the removal of its log."""
     train, store = dataset
-    small = (train[train["image_id"].isin(sorted(train["image_id"].unique())[:12])].reset_index(drop=True), store)
+    small = (train[train["image_id"].isin(sorted(train["image_id"].unique())[:images])].reset_index(drop=True),
+             store)
     cfg = ProtectConfig(**{**SMALL.__dict__, "rounds": 2, "batch_size": batch, "granularity": granularity,
                            "surrogate_steps": 1, "candidates": 2, "hotflip_rounds": 1, "pgd_steps": 1})
 
