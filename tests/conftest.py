@@ -7,6 +7,20 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _a_share_of_the_cores():
+    """Under pytest-xdist each worker's torch takes its share of the cores: two workers each running torch on
+    every core oversubscribe the CPU and their threads wait on each other (a protection test took 6x its solo
+    time). In this process only: the environment, which the programs a test starts inherit (and which `nproc`
+    and the SLURM test's node read), is left as it is."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    yield
+
+
 @pytest.fixture(autouse=True)
 def _no_exported_tracking_uri():
     """`mlflow.set_tracking_uri` exports MLFLOW_TRACKING_URI, which the jobs prefer over their config: a test
