@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from test_grid import job_counts, jobs
-from wf import PROTECTION, TINY, snakemake
+from wf import PROTECTION, TINY, snakemake, validated
 
 from unlearnable import ConfigError
 from unlearnable.workflow.grid import cells, run_dir
@@ -22,7 +22,7 @@ DEFENDED["grid"]["defences"] = ["none", "gray", "aug", "strip", "scraper"]
 
 
 def test_cells_cross_every_run_with_every_defence():
-    cs = cells(copy.deepcopy(DEFENDED))
+    cs = cells(validated(DEFENDED))
     assert len(cs) == 2 * 5
     assert {(c["method"], c["defence"]) for c in cs} == {(m, d) for m in ("clean", "mem")
                                                          for d in ("none", "gray", "aug", "strip", "scraper")}
@@ -37,7 +37,7 @@ def test_a_run_may_take_a_subset_of_the_defences_and_only_one_of_the_grids():
 
     cfg = copy.deepcopy(DEFENDED)
     cfg["grid"]["runs"][1]["defences"] = ["none", "strip"]
-    cs = cells(copy.deepcopy(cfg))
+    cs = cells(validated(cfg))
     assert {c["defence"] for c in cs if c["method"] == "mem"} == {"none", "strip"}
     assert {c["defence"] for c in cs if c["method"] == "clean"} == {"none", "gray", "aug", "strip", "scraper"}
     cfg["grid"]["runs"][1]["defences"] = ["none", "jpeg50"]
@@ -84,7 +84,7 @@ def test_the_rules_write_and_log_where_the_grid_says(tmp_path):
     results = "results"
     from unlearnable.workflow.grid import expand_trigger_lengths
 
-    expand_trigger_lengths(cfg)
+    cfg = expand_trigger_lengths(validated(cfg))
     assert outputs["protect"] == set(protection_dirs(results, cfg))
     assert outputs["publish"] | outputs["defend_published"] == set(published_dirs(results, cfg))
     trained = {o.rsplit("/", 1)[0] for r in ("train_clean", "retrain", "train_clean_defended", "retrain_defended")

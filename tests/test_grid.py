@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 import yaml
-from wf import REPO, SNAKEMAKE, TINY, snakemake
+from wf import REPO, SNAKEMAKE, TINY, snakemake, validated
 
 from unlearnable.workflow.grid import cells, expand_trigger_lengths
 
@@ -57,7 +57,7 @@ def test_cells_share_clean_baselines_and_cover_transfer():
     cfg = copy.deepcopy(TINY)
     cfg["models"]["tiny-rn"] = {"arch": "tiny-rn"}
     cfg["grid"].update(surrogates=["tiny-vit", "tiny-rn"], victims=["tiny-vit", "tiny-rn"], seeds=[0, 1])
-    cs = cells(cfg)
+    cs = cells(validated(cfg))
     clean = [c for c in cs if c["method"] == "clean"]
     assert len(clean) == 4 and all(c["surrogate"] == "none" for c in clean)  # per victim x seed, not per surrogate
     transfer = {(c["surrogate"], c["victim"]) for c in cs if c["method"] == "mem"}
@@ -86,14 +86,14 @@ def test_a_run_may_name_its_own_surrogates():
     cfg["grid"].update(surrogates=["tiny-vit"], victims=["tiny-vit"])
     cfg["grid"]["runs"] = [{"method": "clean"}, {"method": "mem"},
                            {"method": "em", "surrogates": ["tiny-vit", "tiny-rn"]}]
-    got = {(c["method"], c["surrogate"]) for c in cells(cfg)}
+    got = {(c["method"], c["surrogate"]) for c in cells(validated(cfg))}
     assert got == {("clean", "none"), ("mem", "tiny-vit"), ("em", "tiny-vit"), ("em", "tiny-rn")}
 
 
 def test_trigger_length_axis_reuses_the_methods_own_length():
     cfg = copy.deepcopy(TINY)
     cfg["grid"]["trigger_lengths"] = [1, 3, 5]
-    expand_trigger_lengths(cfg)
+    cfg = expand_trigger_lengths(validated(cfg))
     assert [r["method"] for r in cfg["grid"]["runs"]] == ["clean", "mem-k1", "mem", "mem-k5"]
     assert cfg["methods"]["mem-k5"] == {**TINY["methods"]["mem"], "token_num": 5}
 

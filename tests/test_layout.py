@@ -1,5 +1,5 @@
-"""The library's rooms: the method (data, protect, defend, clip) never reaches into the workflow app, the
-report or the command line, so it can be used, and read, without them."""
+"""The library's rooms: the method (data, protect, defend, clip) and the owner's road over it never reach into
+the workflow app, the report or the command line, so they can be used, and read, without them."""
 import ast
 from pathlib import Path
 
@@ -8,6 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "src" / "unlearnable"
 METHOD = ("data", "protect", "defend", "clip")
+OWNER = "owner"
+SHARED = {"__init__.py", "cli.py", "atomic.py", "faults.py", "paths.py", "provenance.py", "usage.py"}
 APP = ("unlearnable.workflow", "unlearnable.report", "unlearnable.cli")
 
 
@@ -26,13 +28,20 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("room", METHOD)
+@pytest.mark.parametrize("room", (*METHOD, OWNER))
 def test_the_method_never_imports_the_app_the_report_or_the_cli(room):
     files = sorted((PKG / room).rglob("*.py"))
     assert files
     for path in files:
         bad = {m for m in imported_modules(path) if any(m == a or m.startswith(a + ".") for a in APP)}
         assert not bad, f"{path.relative_to(PKG)} imports {sorted(bad)}"
+
+
+def test_the_package_root_holds_only_what_every_room_shares():
+    """A stage's module lives in its room; the root keeps the command line and the primitives all rooms use
+    (atomic writes, fault messages, path confinement, provenance, memory figures)."""
+    loose = {p.name for p in PKG.glob("*.py")} - SHARED
+    assert not loose, f"modules at the package root that belong in a room: {sorted(loose)}"
 
 
 def test_the_import_reader_resolves_relative_imports():

@@ -296,7 +296,7 @@ def test_a_caption_defence_reaches_the_victims_rows(tmp_path):
     from unlearnable.data.folders import DefendedDir
     from unlearnable.data.manifest import read_manifest
     from unlearnable.defend.defences import Defence, defend_folder
-    from unlearnable.verify import _stored
+    from unlearnable.owner.verify import _stored
 
     for name, colour in (("a", (200, 0, 0)), ("b", (0, 0, 200))):
         Image.new("RGB", (16, 16), colour).save(tmp_path / f"{name}.png")
@@ -349,10 +349,10 @@ def test_full_size_work_runs_in_a_process_without_torch(tmp_path):
     import sys
 
     from unlearnable import DataError
-    from unlearnable.lean import run_lean
+    from unlearnable.owner.lean import run_lean
     from unlearnable.paths import confined, real
 
-    code = ("import sys, unlearnable.protect.fullsize, unlearnable.data.image_store, unlearnable.lean; "
+    code = ("import sys, unlearnable.protect.fullsize, unlearnable.data.image_store, unlearnable.owner.lean; "
             "print(sorted(m for m in ('torch', 'open_clip') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "[]"

@@ -104,6 +104,63 @@ def test_defaults_are_stated_once():
             assert not defaulted, (kind, defaulted)
 
 
+def _stated_defaults() -> dict[str, set]:
+    """Every default the library states once: a config dataclass's field, or a schema property's `default`."""
+    stated: dict[str, set] = {}
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any("dataclass" in ast.unparse(d) for d in node.decorator_list):
+                for st in node.body:
+                    if isinstance(st, ast.AnnAssign) and isinstance(st.value, ast.Constant) \
+                            and st.value.value is not None:
+                        stated.setdefault(st.target.id, set()).add(st.value.value)
+
+    def walk(x):
+        if isinstance(x, dict):
+            for key, sub in (x.get("properties") or {}).items():
+                if isinstance(sub, dict) and "default" in sub and not isinstance(sub["default"], (dict, list)):
+                    stated.setdefault(key, set()).add(sub["default"])
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+
+    walk(yaml.safe_load(SCHEMA.read_text()))
+    return stated
+
+
+def restated_fallbacks(files, stated) -> list[str]:
+    """`.get("eps", 8)`-style fallbacks that repeat a default stated in a dataclass or the schema."""
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("get", "pop", "setdefault") \
+                    and len(node.args) == 2 and all(isinstance(a, ast.Constant) for a in node.args):
+                key, value = (a.value for a in node.args)
+                if value in stated.get(key, ()):
+                    found.append(f"{path.relative_to(PKG)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_no_fallback_restates_a_default():
+    """A config value read with a fallback takes the fallback from its one statement (the dataclass, or the
+    schema, whose defaults the loader fills in), never from a second literal."""
+    found = restated_fallbacks(sorted(PKG.rglob("*.py")), _stated_defaults())
+    assert not found, "\n".join(found)
+
+
+def test_the_fallback_guard_sees_a_restated_default(tmp_path):
+    bad = PKG / "_probe_restated.py"
+    try:
+        bad.write_text('def f(src, split):\n    return src.get("captions_per_image", 5), split.get("test", 0.1), '
+                       'split.get("test", 0.3)\n')
+        found = restated_fallbacks([bad], _stated_defaults())
+    finally:
+        bad.unlink()
+    assert [f.split(": ", 1)[1] for f in found] == ["src.get('captions_per_image', 5)", "split.get('test', 0.1)"]
+
+
 @pytest.fixture
 def toy_kind():
     """A new method: error-minimising noise at 4/255 for 2 rounds. Registered here and nowhere else."""

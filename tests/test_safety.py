@@ -68,7 +68,7 @@ def test_protect_refuses_an_output_overlapping_the_input(where, owner_data, caps
 def test_protect_refuses_an_output_that_is_a_file_before_any_work(owner_data, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out.txt"
     out.write_text("my notes\n")
-    import unlearnable.protect.owner as owner
+    import unlearnable.owner.protect_folder as owner
 
     monkeypatch.setattr(owner, "read_dataset", lambda *a, **k: pytest.fail("work started"))
     assert main(["protect", str(owner_data), str(out), *FAST]) == 1
@@ -105,7 +105,7 @@ def test_overwrite_replaces_only_what_unlearnable_wrote(owner_data, tmp_path, ca
 
 
 def test_a_second_writer_of_the_same_output_is_refused(owner_data, tmp_path):
-    from unlearnable.outdir import OutputFolder
+    from unlearnable.owner.outdir import OutputFolder
 
     first = OutputFolder(tmp_path / "out", {"dataset": owner_data}, {"a": 1})
     with first:

@@ -23,6 +23,17 @@ TINY = {
 PROTECTION = "results/shapes/protect/mem/tiny-vit/seed0"
 
 
+def validated(overlay: dict) -> dict:
+    """The config the workflow reads with `overlay` as its `--configfile`: the shipped config under it, defaults
+    filled, checked."""
+    from unlearnable.workflow.configschema import check_references, layered, load_yaml, validate_config
+
+    config = validate_config(layered([load_yaml(REPO / "config" / "config.yaml"), overlay]),
+                             REPO / "config" / "schema.yaml")
+    check_references(config)
+    return config
+
+
 def snakemake(workdir: Path, config: dict, *args: str) -> subprocess.CompletedProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))

@@ -21,10 +21,10 @@ class DataError(UnlearnableError):
 
 
 _API = {
-    "protect_folder": "unlearnable.protect.owner",   # a folder of captioned images -> published + private
-    "OwnerResult": "unlearnable.protect.owner",
-    "verify_folder": ("unlearnable.verify", "verify"),  # train a victim on clean and on published; compare
-    "format_drop": "unlearnable.verify",
+    "protect_folder": "unlearnable.owner.protect_folder",  # a folder of captioned images -> published + private
+    "OwnerResult": "unlearnable.owner.protect_folder",
+    "verify_folder": ("unlearnable.owner.verify", "verify"),  # train a victim on clean and on published; compare
+    "format_drop": "unlearnable.owner.verify",
     "ProtectConfig": "unlearnable.protect.config",
     "method_config": "unlearnable.protect.config",   # a method by kind, with its defaults and overrides
     "METHOD_KINDS": "unlearnable.protect.kinds",     # every protection kind by name, with its defaults

@@ -75,7 +75,7 @@ def _layout(args) -> LayoutConfig:
 
 
 def _protect(args) -> None:
-    from .protect.owner import protect_folder
+    from .owner.protect_folder import protect_folder
 
     overrides = {f.name: getattr(args, f.name) for f in fields(ProtectConfig)
                  if f.name != "method" and getattr(args, f.name, None) is not None}
@@ -97,7 +97,7 @@ def _protect(args) -> None:
 def _verify(args) -> None:
     from .clip.train import TrainConfig
     from .defend.defences import Defence
-    from .verify import format_drop, verify
+    from .owner.verify import format_drop, verify
 
     defence = Defence.parse(args.defence) if args.defence else None  # checked before any training
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=args.precision)

@@ -36,7 +36,10 @@ def train_victim(rows: pd.DataFrame, store, spec: ModelSpec, cfg: TrainConfig, s
 
 
 def evaluate_victim(model: torch.nn.Module, spec: ModelSpec, rows: pd.DataFrame, store, device: torch.device,
-                batch_size: int = EVAL_BATCH, workers: int = 0, precision: str = "auto") -> dict[str, float]:
-    """Retrieval on clean test `rows` (each image and caption encoded once)."""
-    return evaluate_retrieval(model, store, rows, caption_tokens(spec, rows["caption"].tolist()), device,
-                              batch_size, workers, precision)
+                    batch_size: int = EVAL_BATCH, workers: int = 0, precision: str = "auto",
+                    tokens: torch.Tensor | None = None) -> dict[str, float]:
+    """Retrieval on clean test `rows` (each image and caption encoded once). `tokens`: the rows' captions
+    already tokenized, for a caller that reads several victims on one test set."""
+    if tokens is None:
+        tokens = caption_tokens(spec, rows["caption"].tolist())
+    return evaluate_retrieval(model, store, rows, tokens, device, batch_size, workers, precision)

@@ -60,7 +60,7 @@ def assign_split(image_ids: list[str], cfg: SplitConfig) -> dict[str, str | None
     n = len(ids)
     split = np.full(n, "train", dtype=object)
     if cfg.kind == "random":
-        n_test, n_val = _count(cfg.test, n, "split.test"), _count(cfg.val, n, "split.val")
+        n_test, n_val = split_count(cfg.test, n, "split.test"), split_count(cfg.val, n, "split.val")
         if n_test + n_val >= n:
             raise ConfigError(f"config keys 'split.val'/'split.test': {n_val}+{n_test} images leave none of {n} "
                               "for training")
@@ -82,7 +82,7 @@ def assign_split(image_ids: list[str], cfg: SplitConfig) -> dict[str, str | None
             split[present] = name
         if "val" not in paper_lists(cfg):
             rest = np.flatnonzero(split == "train")
-            n_val = _count(cfg.val, len(rest), "split.val")
+            n_val = split_count(cfg.val, len(rest), "split.val")
             split[rest[np.random.default_rng(cfg.seed).permutation(len(rest))[:n_val]]] = "val"
         if not (split == "test").any():
             raise DataError(f"split list {cfg.lists}: none of the listed test images is in the dataset")
@@ -119,7 +119,8 @@ def _keep_train_part(result: dict[str, str | None], ids: list[str], cfg: SplitCo
         result[train[j]] = None
 
 
-def _count(x: float, n: int, key: str) -> int:
+def split_count(x: float, n: int, key: str) -> int:
+    """Images in a split of n: a fraction (<1) or a count (>=1)."""
     if x < 0:
         raise ConfigError(f"config key '{key}': must be >= 0, got {x}")
     return int(round(x * n)) if x < 1 else int(x)

@@ -38,6 +38,8 @@ def aligned_units(train_rows: pd.DataFrame, protection: Path) -> tuple[np.ndarra
 
 def noise_budget(protection: Path) -> int:
     """The recorded L-inf budget (1/255) of the spatial noise plus its colour transform, as made."""
+    from .config import ProtectConfig  # here: the full-size publisher imports this module without torch
+
     folder = ProtectionDir(protection)
     eps = int(folder.config_value("eps"))
-    return eps + int(folder.record()["config"].get("colour_eps", 0))
+    return eps + int(folder.record()["config"].get("colour_eps", ProtectConfig.colour_eps))  # older records: none

@@ -72,16 +72,15 @@ class ProtectConfig:
         if kind.has_trigger and self.token_num < 1:
             raise ConfigError(f"method: token_num must be >= 1 for kind {self.method} (its trigger would be "
                               "empty and the data published unprotected); use kind em for image noise alone")
-        self._refuse_unprotected()
+        self._refuse_unprotected(kind)
 
-    def _refuse_unprotected(self) -> None:
+    def _refuse_unprotected(self, kind: MethodKind) -> None:
         """Settings under which a kind would publish every image as it was, or fail after the work began."""
         unprotected = "the data would be published unprotected"
-        kind = self.kind
         if kind.noise != "none" and not kind.has_trigger and self.eps + self.colour_eps < 1:
             raise ConfigError(f"method: eps must be >= 1 for kind {self.method} (or colour_eps >= 1): with no "
                               f"noise budget {unprotected}")
-        if self.optimises and self.rounds < 1:
+        if kind.optimises and self.rounds < 1:
             raise ConfigError(f"method: rounds must be >= 1 for kind {self.method}: with no round {unprotected}")
         if kind.noise_only and self.pgd_steps < 1:
             raise ConfigError(f"method: pgd_steps must be >= 1 for kind {self.method}: with no PGD step "

@@ -79,6 +79,20 @@ def whole_sources(config: dict, files: list[dict]) -> dict:
     return config
 
 
+def layered(files: list[dict]) -> dict:
+    """Config files as Snakemake layers its `--configfile`s: each deep-updates the ones before it (a dataset's
+    `source` replaced whole)."""
+    def update(a: dict, b: dict) -> dict:
+        for k, v in b.items():
+            a[k] = update(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+        return a
+
+    config = {}
+    for data in files:
+        config = update(config, copy.deepcopy(data or {}))
+    return whole_sources(config, files)
+
+
 def load_schema(schema_path: str | Path) -> dict:
     """The schema file with its kinds' enums filled from the library's registries: the file names no kind, so a
     newly registered one needs no schema edit (tests/test_registry.py)."""
@@ -201,7 +215,7 @@ def _check_ensemble(config: dict, name: str, source: str) -> None:
     from ..clip.models import image_resolution
 
     m = config["models"][name]
-    extra = set(m) - {"ensemble"} - ({"pretrained"} if m.get("pretrained", "none") in (None, "", "none") else set())
+    extra = set(m) - {"ensemble"} - ({"pretrained"} if m["pretrained"] in (None, "", "none") else set())
     if extra:
         raise ConfigError(f"{source}: key 'models.{name}': an ensemble takes only `ensemble` (its members carry "
                           f"their own weights), not {sorted(extra)}")
@@ -231,7 +245,7 @@ def check_models(config: dict, source: str = "config") -> None:
         if "ensemble" in m:
             _check_ensemble(config, name, source)
             continue
-        arch, pre = m["arch"], m.get("pretrained", "none")
+        arch, pre = m["arch"], m["pretrained"]
         if not suggest_models(arch, exact=True):
             raise ConfigError(f"{source}: key 'models.{name}.arch': unknown architecture {arch!r}; close names: "
                               f"{', '.join(suggest_models(arch)) or 'none'} (all: open_clip.list_models())")
@@ -246,7 +260,7 @@ def check_models(config: dict, source: str = "config") -> None:
                 raise ConfigError(f"{key}.model': model {pre['model']!r} is not a single model defined under 'models'")
             if base["arch"] != arch:
                 raise ConfigError(f"{key}.model': {pre['model']!r} is a {base['arch']}, not a {arch}")
-            if base.get("pretrained", "none") not in (None, "", "none"):
+            if base["pretrained"] not in (None, "", "none"):
                 raise ConfigError(f"{key}.model': {pre['model']!r} must be trained from scratch (pretrained: none)")
             continue
         if looks_like_file(pre):

@@ -26,7 +26,7 @@ from ..clip.models import image_resolution
 from ..clip.train import TrainConfig
 from ..paths import CONFIG_DIR
 from ..protect.config import method_config
-from .configschema import check_references, load_yaml, validate_config, whole_sources
+from .configschema import check_references, layered, load_yaml, validate_config
 from .grid import cells, expand_trigger_lengths, quality_path, victim_train
 
 # training pairs and test pairs (images x captions) under the paper's splits, for datasets not yet on disk
@@ -51,17 +51,7 @@ def merged_config(grid_file: str | Path, base: str | Path = CONFIG_DIR / "config
     """The config Snakemake would run: `base` deep-updated by `grid_file` and then `more` (as further
     `--configfile`s; a dataset's source replaced whole), validated, axes expanded."""
     grid_file = grid_path(grid_file)
-
-    def update(a: dict, b: dict) -> dict:
-        for k, v in b.items():
-            a[k] = update(a.get(k, {}), v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-        return a
-
-    files = [load_yaml(base), load_yaml(grid_file), *(load_yaml(f) for f in more)]
-    config = {}
-    for data in files:
-        config = update(config, copy.deepcopy(data))
-    whole_sources(config, files)
+    config = layered([load_yaml(base), load_yaml(grid_file), *(load_yaml(f) for f in more)])
     validate_config(config, CONFIG_DIR / "schema.yaml", source=str(grid_file))
     check_references(config, source=str(grid_file))
     return expand_trigger_lengths(config)
@@ -84,24 +74,25 @@ def dataset_size(config: dict, name: str, overrides: dict[str, int]) -> tuple[in
 
 
 def _generated_size(ds: dict) -> tuple[int, int] | None:
-    """(train pairs, test pairs) of a generated dataset, from its source and split settings."""
-    src, split = ds.get("source", {}), ds.get("split", {})
-    if src.get("kind") == "shapes":
+    """(train pairs, test pairs) of a generated dataset; every default is its generator's and splitter's own."""
+    from ..data.splits import SplitConfig, split_count
+
+    src = {k: v for k, v in ds.get("source", {}).items() if k != "kind"}
+    kind = ds.get("source", {}).get("kind")
+    if kind == "shapes":
         from ..data.shapes import ShapesConfig
 
-        n, per = src.get("n_images", ShapesConfig.n_images), src.get("captions_per_image", 5)
+        gen = ShapesConfig(**src)
+        split = SplitConfig(**ds.get("split", {}))
+        test = split_count(split.test, gen.n_images, "split.test")
+        return (gen.n_images - test - split_count(split.val, gen.n_images, "split.val")) * gen.captions_per_image, \
+            test * gen.captions_per_image
+    if kind == "standin":
+        from ..data.standin import FLICKR8K_IMAGES, StandinConfig
 
-        def count(v):
-            return round(v * n) if v < 1 else int(v)
-
-        test = count(split.get("test", 0.1))
-        return (n - test - count(split.get("val", 0.1))) * per, test * per
-    if src.get("kind") == "standin":
-        from ..data.standin import FLICKR8K_IMAGES
-
-        n, per = src.get("n_images", FLICKR8K_IMAGES), src.get("captions_per_image", 5)
-        listed = round(1000 * n / FLICKR8K_IMAGES)
-        return (n - 2 * listed) * per, listed * per
+        gen = StandinConfig(**src)
+        listed = round(1000 * gen.n_images / FLICKR8K_IMAGES)
+        return (gen.n_images - 2 * listed) * gen.captions_per_image, listed * gen.captions_per_image
     return None
 
 

@@ -40,7 +40,7 @@ def expand_trigger_lengths(config: dict) -> dict:
                     raise ConfigError(f"config: key 'methods.{name}' clashes with the trigger-length axis")
                 methods[name] = {**copy.deepcopy(spec), "token_num": n}
             runs.append({**run, "method": name})
-    grid["runs"] = list({(r["method"], r.get("apply", "both"), tuple(r.get("surrogates") or ())): r
+    grid["runs"] = list({(r["method"], r["apply"], tuple(r.get("surrogates") or ())): r
                          for r in runs}.values())
     return config
 
@@ -60,7 +60,7 @@ def cells(config: dict) -> list[dict]:
                                         "victim": v, "seed": s, "defence": defence})
                             continue
                         for sur in run.get("surrogates") or grid["surrogates"]:
-                            out.append({"dataset": d, "method": run["method"], "apply": run.get("apply", "both"),
+                            out.append({"dataset": d, "method": run["method"], "apply": run["apply"],
                                         "surrogate": sur, "victim": v, "seed": s, "defence": defence})
     unique = {tuple(c.values()): c for c in out}
     return list(unique.values())
@@ -153,7 +153,7 @@ def store_path(results: str, dataset: str, res) -> str:
 def checkpoint_path(results: str, pretrained: dict) -> str:
     """The clean CLIP a `pretrained: {dataset, model, seed}` entry names."""
     cell = {"dataset": pretrained["dataset"], "method": "clean", "victim": pretrained["model"],
-            "seed": pretrained.get("seed", 0)}
+            "seed": pretrained["seed"]}
     return run_files(run_dir(results, cell))["model"]
 
 

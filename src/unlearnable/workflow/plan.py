@@ -11,8 +11,8 @@ from .grid import (cells, checkpoint_path, defence, defended_clean_dir, defended
                    manifest_path, published_dir, report_path, run_dir, run_files, source_copy, store_path,
                    summary_path, victim_train)
 
-GENERATED = ("shapes", "standin")  # sources the workflow makes itself; their layouts are known
-GENERATED_LAYOUT = {"shapes": "generic", "standin": "flickr8k"}
+GENERATED_LAYOUT = {"shapes": "generic", "standin": "flickr8k"}  # sources the workflow makes itself
+GENERATED = tuple(GENERATED_LAYOUT)
 
 
 class Plan:
@@ -60,7 +60,7 @@ class Plan:
         """The clean CLIP a model starts from when the workflow trains it (a list for an ensemble); else None."""
         if "ensemble" in self.config["models"][model]:
             return [c for m in self.members(model) for c in [self.workflow_checkpoint(m)] if c] or None
-        pre = self.config["models"][model].get("pretrained", "none")
+        pre = self.config["models"][model]["pretrained"]
         return checkpoint_path(self.results, pre) if isinstance(pre, dict) else None
 
     def model_spec(self, model: str) -> dict:
@@ -69,7 +69,7 @@ class Plan:
         m = self.config["models"][model]
         if "ensemble" in m:
             return {"ensemble": [self.model_spec(x) for x in m["ensemble"]]}
-        return {"arch": m["arch"], "pretrained": self.workflow_checkpoint(model) or m.get("pretrained", "none")}
+        return {"arch": m["arch"], "pretrained": self.workflow_checkpoint(model) or m["pretrained"]}
 
     def model_res(self, model: str) -> int:
         from ..clip.models import image_resolution

@@ -1,6 +1,6 @@
 """The data owner's road: a folder of captioned images in, a folder to publish and a private protection out.
 `unlearnable protect` and `unlearnable.protect_folder` are this function; the workflow runs the same two
-stages (`run.protect`, then `export.export_published`) on the train split of its manifest.
+stages (`protect.run.protect`, then `protect.export.export_published`) on the train split of its manifest.
 
 Every check runs before any compute (the output apart from the input, the settings, the model, each file's
 place in the published folder); the work is staged and resumable, so a killed run picks up where it stopped.
@@ -16,7 +16,7 @@ from ..data.fingerprint import input_fingerprint
 from ..data.folders import ProtectionDir, PublishedDir
 from ..data.manifest import build_manifest
 from ..data.sources import LayoutConfig, layout_read, read_dataset
-from .config import ProtectConfig
+from ..protect.config import ProtectConfig
 
 PRIVATE_NOTE = f"""This folder holds the raw protection: the noise added to every image ({ProtectionDir.NOISE}, int8,
 1/255 units, at the model's resolution) and the trigger tokens ({ProtectionDir.TRIGGERS}), with {ProtectionDir.RECORD}
@@ -54,12 +54,12 @@ def protect_folder(dataset: str | Path, out: str | Path, cfg: ProtectConfig, mod
     `size`: `original` publishes every image at its own name, size and format; `model` at the model's
     resolution as PNG (what the workflow's victims train on)."""
     from ..data.image_store import build_image_store
-    from ..lean import run_lean
-    from ..outdir import OutputFolder
+    from .lean import run_lean
+    from .outdir import OutputFolder
     from ..paths import real
-    from . import fullsize, run
-    from .export import caption_texts, export_published
-    from .publish_plan import animated_sources, plan_publication
+    from ..protect import fullsize, run
+    from ..protect.export import caption_texts, export_published
+    from ..protect.publish_plan import animated_sources, plan_publication
 
     cfg.validate()
     if size not in SIZES:

@@ -12,15 +12,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import DataError
-from .clip.models import ModelSpec, image_resolution, tokenizer
-from .clip.train import TrainConfig
-from .data.folders import DefendedDir, PublishedDir
-from .data.image_store import build_image_store, open_image_store
-from .data.manifest import build_manifest, read_manifest
-from .data.sources import LayoutConfig, read_dataset
-from .data.splits import SplitConfig, assign_split
-from .provenance import configure_determinism, resolve_device
+from .. import DataError
+from ..clip.models import ModelSpec, image_resolution, tokenizer
+from ..clip.train import TrainConfig
+from ..clip.victim import caption_tokens, evaluate_victim, train_victim
+from ..data.folders import DefendedDir, PublishedDir
+from ..data.image_store import build_image_store, open_image_store
+from ..data.manifest import build_manifest, read_manifest
+from ..data.sources import LayoutConfig, read_dataset
+from ..data.splits import SplitConfig, assign_split
+from ..provenance import configure_determinism, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,12 @@ def _stored(rows: pd.DataFrame, root: Path, split: str, path: Path, res: int) ->
 
 def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec, cfg: TrainConfig, seed: int,
                     device, work: Path, name: str, defence=None) -> dict:
-    """`test`: (table, store) of the clean held-out images, shared by both victims. `defence`: what a
+    """`test`: (table, store, caption tokens) of the clean held-out images, shared by both victims. `defence`: what a
     scraper does to this folder before training on it: the workflow's own defend stage (`defend_folder`), on
     the images at model resolution."""
     from dataclasses import replace
 
-    from .clip.victim import evaluate_victim, train_victim
-    from .defend.defences import defend_folder
+    from ..defend.defences import defend_folder
 
     table, store = _stored(rows, root, "train", work / f"{name}.npy", image_resolution(spec.name))
     if defence is not None and defence.augment_scale_min is not None:
@@ -58,8 +58,8 @@ def _train_and_test(rows: pd.DataFrame, root: Path, test: tuple, spec: ModelSpec
         table, store = read_manifest(defended.manifest_path), open_image_store(defended.store_path)
     log.info("victim trained on the %s folder: %d images, %d captions", name, table["image_id"].nunique(), len(table))
     model, _ = train_victim(table, store, spec, cfg, seed, device)
-    test_table, test_store = test
-    return evaluate_victim(model, spec, test_table, test_store, device, precision=cfg.precision)
+    test_table, test_store, test_tokens = test
+    return evaluate_victim(model, spec, test_table, test_store, device, precision=cfg.precision, tokens=test_tokens)
 
 
 def published_layout(published_root: Path) -> tuple[LayoutConfig, dict]:
@@ -110,7 +110,7 @@ def verify(clean_root: str | Path, published_root: str | Path, spec: ModelSpec, 
         work = Path(tmp)
         test_table, test_store = _stored(clean_test, clean_root, "test", work / "test.npy",
                                          image_resolution(spec.name))
-        test = (test_table, test_store)
+        test = (test_table, test_store, caption_tokens(spec, test_table["caption"].tolist()))
         results = {name: _train_and_test(rows, root, test, spec, cfg, seed, dev, work, name, defence)
                    for name, rows, root in (("clean", clean_train, clean_root),
                                             ("published", pub_train, published_root))}

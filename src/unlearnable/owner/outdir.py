@@ -15,9 +15,9 @@ import logging
 import os
 from pathlib import Path
 
-from . import DataError
-from .atomic import remove_path
-from .paths import real, refuse_overlap
+from .. import DataError
+from ..atomic import remove_path
+from ..paths import real, refuse_overlap
 
 log = logging.getLogger(__name__)
 MARKER = ".unlearnable-output.json"
@@ -109,7 +109,7 @@ class OutputFolder:
     def _same_inputs(self, marker: dict) -> bool:
         """True when the unfinished run was made from the same bytes (or nobody gave the inputs); raises, unless
         `restart`, when they differ."""
-        from .data.fingerprint import changed_files
+        from ..data.fingerprint import changed_files
 
         if self.inputs is None:
             return True

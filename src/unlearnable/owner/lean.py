@@ -7,7 +7,7 @@ noise would stack the two. A child interpreter imports only what the called func
 
 The call travels to the child as a pickle on its stdin and the result (or exception) comes back on its
 stdout: a pipe between this process and its own child, never a file. The child is `python -m
-unlearnable.lean`, not a multiprocessing spawn, so a caller's unguarded script is never re-run.
+unlearnable.owner.lean`, not a multiprocessing spawn, so a caller's unguarded script is never re-run.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import subprocess
 import sys
 from typing import Any, Callable
 
-from .usage import own_peak_rss_mib
+from ..usage import own_peak_rss_mib
 
 log = logging.getLogger(__name__)
 
