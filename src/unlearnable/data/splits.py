@@ -110,7 +110,8 @@ def _keep_train_part(result: dict[str, str | None], ids: list[str], cfg: SplitCo
     """Both halves come from one seeded permutation of the train images, so that `pretrain` and `owner` with
     the same seed are disjoint and together are the whole train split; val and test stay as they are."""
     if cfg.train_part not in TRAIN_PARTS:
-        raise ConfigError(f"config key 'split.train_part': {cfg.train_part!r} is not one of 'pretrain', 'owner'")
+        raise ConfigError(f"config key 'split.train_part': {cfg.train_part!r} is not one of "
+                          f"{', '.join(map(repr, TRAIN_PARTS))}")
     train = [i for i in ids if result[i] == "train"]
     order = np.random.default_rng([cfg.seed, 2]).permutation(len(train))
     cut = (len(train) + 1) // 2
