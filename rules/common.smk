@@ -18,7 +18,7 @@ from unlearnable.workflow.grid import (WILDCARDS, artifacts_dir, defence, defend
                                        expand_trigger_lengths, log_path, manifest_path, protection_cell, protection_dir,
                                        protection_dirs, published_dir, published_dirs, quality_path, report_path,
                                        run_dir, run_files, store_path, summary_path, tracking_path, training_cell)
-from unlearnable.workflow.plan import GENERATED, Plan
+from unlearnable.workflow.plan import DOWNLOADED, GENERATED, Plan
 
 try:
     check_config_files(workflow.configfiles, config)

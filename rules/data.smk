@@ -31,7 +31,7 @@ rule download:
     output:
         directory(f"{RESOURCES}/{{dataset}}"),
     wildcard_constraints:
-        dataset=_alternatives(PLAN.source_copies(("kaggle",))),
+        dataset=_alternatives(PLAN.source_copies(DOWNLOADED)),
     params:
         source=lambda w: {k: v for k, v in config["datasets"][w.dataset]["source"].items() if k != "kind"},
         name=lambda w: w.dataset,

@@ -6,7 +6,7 @@ import pytest
 from conftest import REPO
 
 from unlearnable.workflow.configschema import check_references, validate_config
-from unlearnable.workflow.plan import GENERATED, Plan
+from unlearnable.workflow.plan import DOWNLOADED, GENERATED, Plan
 
 SCHEMA = REPO / "config" / "schema.yaml"
 
@@ -36,7 +36,7 @@ def _config(**over):
 
 def test_datasets_that_share_a_source_fetch_it_once_into_the_first():
     plan = _config()
-    assert plan.source_copies(("kaggle",)) == ["pre"] and plan.source_copies(GENERATED) == ["toy"]
+    assert plan.source_copies(DOWNLOADED) == ["pre"] and plan.source_copies(GENERATED) == ["toy"]
     assert plan.dataset_root({"dataset": "own"}) == f"{plan.config['resources']}/pre"
     assert plan.layout_params({"dataset": "toy"})["kind"] == "generic"
     assert plan.layout_params({"dataset": "own"})["kind"] == "auto"

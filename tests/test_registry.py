@@ -13,10 +13,11 @@ from conftest import REPO
 
 from unlearnable import ConfigError
 from unlearnable.cli import parser as build_parser
+from unlearnable.data import source_kinds
 from unlearnable.defend import defences
 from unlearnable.protect import kinds
 from unlearnable.protect.config import ProtectConfig, method_config
-from unlearnable.workflow import grid
+from unlearnable.workflow import grid, plan
 from unlearnable.workflow.configschema import check_references, load_schema, validate_config
 
 SCHEMA = REPO / "config" / "schema.yaml"
@@ -34,6 +35,20 @@ def test_the_schema_file_names_no_kind_and_its_loader_fills_the_registries():
     method, defence = _kind_props(load_schema(SCHEMA))
     assert method["enum"] == list(kinds.METHOD_KINDS)
     assert defence["enum"] == [k for k in defences.KINDS if k != "none"]
+
+
+def test_the_schemas_sources_are_the_registered_ones_with_their_settings():
+    """The schema validates each registered source kind's settings: one branch per kind, and a generated
+    kind's keys are fields of its settings dataclass (whose defaults the generator and the cost model use)."""
+    branches = yaml.safe_load(SCHEMA.read_text())["properties"]["datasets"]["additionalProperties"]["properties"][
+        "source"]["oneOf"]
+    by_kind = {b["properties"]["kind"]["const"]: b["properties"] for b in branches}
+    assert list(by_kind) == list(source_kinds.SOURCE_KINDS)
+    for name, kind in source_kinds.SOURCE_KINDS.items():
+        if kind.generated:
+            assert set(by_kind[name]) - {"kind"} <= {f.name for f in fields(kind.settings())}, name
+    assert set(plan.GENERATED) | set(plan.DOWNLOADED) | set(source_kinds.kinds_that("in_place")) \
+        == set(source_kinds.SOURCE_KINDS)
 
 
 def test_the_clis_choices_default_and_help_come_from_the_registry():
@@ -54,20 +69,23 @@ def _string_constants(path: Path):
             yield node.value, node.lineno
 
 
-# Not a kind: the grid's defence *named* scraper, whose visibility plot the report draws.
-DEFENCE_NAMES = {("report/plots.py", "scraper"), ("report/html.py", "scraper")}
+# Not a kind: the grid's defence *named* scraper, whose visibility plot the report draws; the command that
+# writes the shapes dataset; the kaggle package's logger and configuration folder.
+NOT_KINDS = {("report/plots.py", "scraper"), ("report/html.py", "scraper"), ("cli.py", "shapes"),
+             ("data/kaggle_source.py", "kaggle")}
 
 
 def test_each_kind_is_named_in_one_module():
-    """A method kind's name is a string only in protect/kinds.py, a defence kind's only in defend/defences.py:
-    elsewhere code asks a kind's properties."""
+    """A method kind's name is a string only in protect/kinds.py, a defence kind's only in defend/defences.py,
+    a source kind's only in data/source_kinds.py: elsewhere code asks a kind's properties."""
     homes = {**{k: "protect/kinds.py" for k in kinds.METHOD_KINDS},
-             **{k: "defend/defences.py" for k in defences.KINDS if k != "none"}}
+             **{k: "defend/defences.py" for k in defences.KINDS if k != "none"},
+             **{k: "data/source_kinds.py" for k in source_kinds.SOURCE_KINDS}}
     found = []
     for path in sorted(PKG.rglob("*.py")):
         rel = path.relative_to(PKG).as_posix()
         for value, line in _string_constants(path):
-            if value in homes and rel != homes[value] and (rel, value) not in DEFENCE_NAMES:
+            if value in homes and rel != homes[value] and (rel, value) not in NOT_KINDS:
                 found.append(f"{rel}:{line}: {value!r}")
     assert not found, found
 

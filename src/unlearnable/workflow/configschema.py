@@ -286,12 +286,13 @@ def unwritable(folder: str | os.PathLike) -> str | None:
 
 def check_folders(config: dict, source: str = "config") -> None:
     """`results` and `resources` (written by the workflow) never overlap each other or a local dataset."""
+    from ..data.source_kinds import source_kind
     from ..paths import overlap
 
-    inputs = {f"datasets.{n}.source.path": d["source"]["path"] for n, d in config["datasets"].items()
-              if d["source"]["kind"] == "local"}
+    in_place = {n for n, d in config["datasets"].items() if source_kind(d["source"]["kind"]).in_place}
+    inputs = {f"datasets.{n}.source.path": config["datasets"][n]["source"]["path"] for n in in_place}
     outputs = {"results": config["results"]}
-    if any(d["source"]["kind"] != "local" for d in config["datasets"].values()):
+    if set(config["datasets"]) - in_place:
         outputs["resources"] = config["resources"]
     for out_key, out in outputs.items():
         for in_key, path in inputs.items():

@@ -24,6 +24,7 @@ from pathlib import Path
 from .. import ConfigError
 from ..clip.models import image_resolution
 from ..clip.train import TrainConfig
+from ..data.source_kinds import source_kind
 from ..paths import CONFIG_DIR
 from ..protect.config import method_config
 from .configschema import check_references, layered, load_yaml, validate_config
@@ -65,7 +66,7 @@ def dataset_size(config: dict, name: str, overrides: dict[str, int]) -> tuple[in
     if quality.is_file():
         s = json.loads(quality.read_text())["splits"]
         return s["train"]["captions"], s["test"]["captions"], str(quality)
-    generated = _generated_size(config["datasets"].get(name, {}))
+    generated = _generated_size(config["datasets"][name]) if name in config["datasets"] else None
     if generated:
         return (*generated, "the generator's settings")
     if name in KNOWN_SIZES:
@@ -74,26 +75,11 @@ def dataset_size(config: dict, name: str, overrides: dict[str, int]) -> tuple[in
 
 
 def _generated_size(ds: dict) -> tuple[int, int] | None:
-    """(train pairs, test pairs) of a generated dataset; every default is its generator's and splitter's own."""
-    from ..data.splits import SplitConfig, split_count
-
-    src = {k: v for k, v in ds.get("source", {}).items() if k != "kind"}
-    kind = ds.get("source", {}).get("kind")
-    if kind == "shapes":
-        from ..data.shapes import ShapesConfig
-
-        gen = ShapesConfig(**src)
-        split = SplitConfig(**ds.get("split", {}))
-        test = split_count(split.test, gen.n_images, "split.test")
-        return (gen.n_images - test - split_count(split.val, gen.n_images, "split.val")) * gen.captions_per_image, \
-            test * gen.captions_per_image
-    if kind == "standin":
-        from ..data.standin import FLICKR8K_IMAGES, StandinConfig
-
-        gen = StandinConfig(**src)
-        listed = round(1000 * gen.n_images / FLICKR8K_IMAGES)
-        return (gen.n_images - 2 * listed) * gen.captions_per_image, listed * gen.captions_per_image
-    return None
+    """(train pairs, test pairs) of a generated dataset, from its settings (defaults: its generator's own)."""
+    kind = source_kind(ds["source"]["kind"])
+    if kind.pairs is None:
+        return None
+    return kind.pairs(kind.settings_of(ds["source"]), ds["split"])
 
 
 UNDO_LIMIT = 256 * 2 ** 20

@@ -6,13 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.folders import PublishedDir
+from ..data.source_kinds import kinds_that, source_kind
 from ..paths import CONFIG_DIR
 from .grid import (cells, checkpoint_path, defence, defended_clean_dir, defended_files, defended_published_dir,
                    manifest_path, published_dir, report_path, run_dir, run_files, source_copy, store_path,
                    summary_path, victim_train)
 
-GENERATED_LAYOUT = {"shapes": "generic", "standin": "flickr8k"}  # sources the workflow makes itself
-GENERATED = tuple(GENERATED_LAYOUT)
+GENERATED, DOWNLOADED = kinds_that("generate"), kinds_that("download")  # the sources the workflow writes
 
 
 class Plan:
@@ -30,15 +30,16 @@ class Plan:
 
     def dataset_root(self, w: dict) -> str:
         src = self.config["datasets"][w["dataset"]]["source"]
-        return src["path"] if src["kind"] == "local" else f"{self.config['resources']}/" \
-                                                          f"{source_copy(self.config, w['dataset'])}"
+        if source_kind(src["kind"]).in_place:
+            return src["path"]
+        return f"{self.config['resources']}/{source_copy(self.config, w['dataset'])}"
 
     def layout_params(self, w: dict) -> dict:
         """What the manifest reader needs to know about a dataset's folder."""
         ds = self.config["datasets"][w["dataset"]]
         src = ds["source"]
         keys = ("images_dir", "captions_file", "image_column", "caption_column")
-        return {"kind": src.get("layout", GENERATED_LAYOUT.get(src["kind"], "auto")),
+        return {"kind": src.get("layout", source_kind(src["kind"]).layout or "auto"),
                 "max_image_pixels": ds["max_image_pixels"], **{k: src[k] for k in keys if k in src}}
 
     def split_params(self, w: dict) -> dict:
