@@ -183,16 +183,16 @@ def test_the_real_photo_grid_plans_its_trimmed_cells_from_one_copy_of_flickr8k(c
     assert res.returncode == 0, res.stderr[-3000:]
     counts = job_counts(res.stdout)
     assert counts.get("download", 0) == (1 if copy == "kaggle" else 0)
-    # per seed: 7 protections (2 of them random); 12 defended published folders (each run's own
-    # defences); both victims train on each of 19 protected cells; the clean baseline under all 4 defences,
+    # per seed: 7 protections (2 of them random); 7 defended published folders (each run's own
+    # defences); both victims train on each of 14 protected cells; the clean baseline under all 4 defences,
     # and once more on the pretraining half (the fine-tuned victim's start)
     assert {k: counts.get(k, 0) for k in ("manifest", "protect", "publish", "defend_published", "defend_clean",
                                           "train_clean", "train_clean_defended", "retrain", "retrain_defended")} == {
-        "manifest": 2, "protect": 21, "publish": 21, "defend_published": 36, "defend_clean": 3, "train_clean": 7,
-        "train_clean_defended": 18, "retrain": 42, "retrain_defended": 72}
+        "manifest": 2, "protect": 21, "publish": 21, "defend_published": 21, "defend_clean": 3, "train_clean": 7,
+        "train_clean_defended": 18, "retrain": 42, "retrain_defended": 42}
     planned = jobs(res.stdout)
     roots = {j["wildcards"].get("dataset") for j in planned if j["rule"] == "download"}
     assert roots == ({"flickr8k_pretrain"} if copy == "kaggle" else set())
     strip = {j["wildcards"]["method"] for j in planned if j["rule"] == "retrain_defended"
              and j["wildcards"]["defence"] == "strip3"}
-    assert strip == {"mem3", "mem3_image"}
+    assert strip == {"mem3"}
