@@ -13,7 +13,8 @@ from unlearnable.data.image_store import load_square
 
 def test_protect_a_folder_end_to_end(shapes_root, tmp_path, capsys):
     out = tmp_path / "published"
-    rc = main(["protect", str(shapes_root), str(out), "--rounds", "1", "--surrogate-steps", "1", "--pgd-steps", "2",
+    rc = main(["protect", str(shapes_root), str(out), "--model", "tiny-vit", "--rounds", "1", "--surrogate-steps", "1",
+               "--pgd-steps", "2",
                "--hotflip-rounds", "1", "--candidates", "2", "--granularity", "image", "--batch-size", "32",
                "--device", "cpu"])
     assert rc == 0
@@ -40,8 +41,8 @@ def test_cli_error_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-FAST = ["--rounds", "1", "--surrogate-steps", "1", "--pgd-steps", "2", "--hotflip-rounds", "1", "--candidates", "2",
-        "--batch-size", "16", "--device", "cpu"]
+FAST = ["--model", "tiny-vit", "--rounds", "1", "--surrogate-steps", "1", "--pgd-steps", "2", "--hotflip-rounds",
+        "1", "--candidates", "2", "--batch-size", "16", "--device", "cpu"]
 
 
 def test_protect_shows_a_progress_bar_and_selects_images(shapes_root, tmp_path, capsys):
@@ -58,7 +59,8 @@ def test_protect_with_strong_em_publishes_captions_unchanged_and_noise_beyond_8(
     """The owner's noise-only choice: the kind's 16/255 holds through the CLI (its flags default to unset),
     and no trigger reaches the captions."""
     out = tmp_path / "out"
-    assert main(["protect", str(shapes_root), str(out), "--method", "strong_em", "--rounds", "1",
+    assert main(["protect", str(shapes_root), str(out), "--method", "strong_em", "--model", "tiny-vit",
+                 "--rounds", "1",
                  "--surrogate-steps", "1", "--pgd-steps", "3", "--step", "4", "--batch-size", "16", "--device", "cpu",
                  "--max-images", "16", "--size", "model"]) == 0
     meta = json.loads((out / "private" / "protection.json").read_text())
@@ -143,3 +145,37 @@ def test_verify_prints_the_drop_on_the_owners_data(shapes_root, tmp_path, capsys
         line = next(ln for ln in printed.splitlines() if ln.startswith(label)).split()
         assert [float(v) for v in line[-4:]] == pytest.approx([round(c, 1), round(p, 1), round(c - p, 1),
                                                                round(result["clean"]["chance_" + key], 2)], abs=0.051)
+
+
+def _protect_settings(monkeypatch, *flags):
+    """What `unlearnable protect` would protect with: its config and surrogate, captured before any work."""
+    import unlearnable.owner.protect_folder as road
+
+    seen = {}
+
+    def capture(dataset, out, cfg, spec, **kw):
+        seen.update(cfg=cfg, spec=spec)
+        raise KeyboardInterrupt  # stop here: the settings are what this test reads
+
+    monkeypatch.setattr(road, "protect_folder", capture)
+    assert main(["protect", "photos", "out", *flags]) == 130
+    return seen["cfg"], seen["spec"]
+
+
+def test_the_owners_command_defaults_to_the_settings_chosen_on_real_photos(monkeypatch):
+    """Told nothing, the owner's command protects per image with MEM-3 against small-rn-64 on the short schedule
+    (owner/defaults.py); `--schedule reference` gives the reference's, another kind its own, and a flag wins."""
+    from unlearnable.owner.defaults import OWNER_MODEL, OWNER_SCHEDULE
+    from unlearnable.protect.config import ProtectConfig
+
+    cfg, spec = _protect_settings(monkeypatch)
+    assert spec.name == OWNER_MODEL == "small-rn-64" and cfg.method == "mem" and cfg.granularity == "image"
+    assert {k: getattr(cfg, k) for k in OWNER_SCHEDULE} == dict(OWNER_SCHEDULE) and cfg.token_num == 3
+    assert cfg.rounds != ProtectConfig.rounds
+    cfg, _ = _protect_settings(monkeypatch, "--schedule", "reference")
+    assert (cfg.rounds, cfg.surrogate_steps, cfg.lr, cfg.granularity) == (
+        ProtectConfig.rounds, ProtectConfig.surrogate_steps, ProtectConfig.lr, "image")
+    cfg, _ = _protect_settings(monkeypatch, "--method", "em")
+    assert (cfg.rounds, cfg.surrogate_steps) == (5, 50)  # em's own schedule, not MEM's
+    cfg, spec = _protect_settings(monkeypatch, "--rounds", "2", "--model", "tiny-vit", "--granularity", "pair")
+    assert (cfg.rounds, cfg.surrogate_steps, spec.name, cfg.granularity) == (2, 30, "tiny-vit", "pair")

@@ -11,8 +11,8 @@ from PIL import Image
 
 from unlearnable.cli import main
 
-FAST = ["--rounds", "1", "--surrogate-steps", "1", "--pgd-steps", "2", "--hotflip-rounds", "1", "--candidates", "2",
-        "--batch-size", "8", "--device", "cpu"]
+FAST = ["--model", "tiny-vit", "--rounds", "1", "--surrogate-steps", "1", "--pgd-steps", "2", "--hotflip-rounds",
+        "1", "--candidates", "2", "--batch-size", "8", "--device", "cpu"]
 
 
 def _scene(i: int, size: tuple[int, int]) -> Image.Image:

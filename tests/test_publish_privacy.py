@@ -11,8 +11,8 @@ from PIL import Image, ImageCms, TiffImagePlugin
 
 from unlearnable.cli import main
 
-FAST = ["--rounds", "1", "--surrogate-steps", "1", "--pgd-steps", "2", "--hotflip-rounds", "1", "--candidates", "2",
-        "--batch-size", "8", "--device", "cpu"]
+FAST = ["--model", "tiny-vit", "--rounds", "1", "--surrogate-steps", "1", "--pgd-steps", "2", "--hotflip-rounds",
+        "1", "--candidates", "2", "--batch-size", "8", "--device", "cpu"]
 XMP = (b'<?xpacket begin="" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
        b'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description xmlns:exif="http://ns.adobe.com/'
        b'exif/1.0/" exif:GPSLatitude="48,51.5N" exif:GPSLongitude="2,17.4E"/></rdf:RDF></x:xmpmeta>'

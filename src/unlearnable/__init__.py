@@ -25,6 +25,8 @@ _API = {
     "OwnerResult": "unlearnable.owner.protect_folder",
     "verify_folder": ("unlearnable.owner.verify", "verify"),  # train a victim on clean and on published; compare
     "format_drop": "unlearnable.owner.verify",
+    "owner_settings": "unlearnable.owner.defaults",  # the owner's command's defaults, chosen on real photos
+    "OWNER_MODEL": "unlearnable.owner.defaults",
     "ProtectConfig": "unlearnable.protect.config",
     "method_config": "unlearnable.protect.config",   # a method by kind, with its defaults and overrides
     "METHOD_KINDS": "unlearnable.protect.kinds",     # every protection kind by name, with its defaults

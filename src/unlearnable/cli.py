@@ -21,13 +21,15 @@ from . import DataError, UnlearnableError
 from .clip.models import ModelSpec
 from .data.sources import LAYOUTS, LayoutConfig
 from .faults import describe_fault
+from .owner.defaults import OWNER_GRANULARITY, OWNER_MODEL, OWNER_SCHEDULE, SCHEDULES, owner_settings
 from .protect.config import ProtectConfig, method_config
-from .protect.kinds import METHOD_KINDS
+from .protect.kinds import DEFAULT_KIND, METHOD_KINDS
 from .report.stats import RECALLS, RETAINED_METRIC
 
 SETTING_HELP = {  # each setting's default (ProtectConfig's, then each kind's own) is appended by _setting_help
-    "granularity": "image: one noise and trigger per image, in all its captions (what an owner publishes; "
-                   "default here); pair: one per caption row (the paper), published at model resolution",
+    "granularity": f"image: one noise and trigger per image, in all its captions (what an owner publishes; "
+                   f"default here: {OWNER_GRANULARITY}); pair: one per caption row (the paper), published at model "
+                   "resolution",
     "eps": "L-inf noise budget, in units of 1/255",
     "step": "PGD step size, in units of 1/255",
     "pgd_steps": "PGD steps per pass over the data",
@@ -44,12 +46,15 @@ SETTING_HELP = {  # each setting's default (ProtectConfig's, then each kind's ow
 
 
 def _setting_help(f) -> str:
-    """A setting's help with its defaults as the registry states them: the reference's, then each kind's own."""
+    """A setting's help with its defaults as their owners state them: the owner's schedule (for the default kind),
+    the reference's, then each kind's own."""
     if f.name == "granularity":
         return SETTING_HELP[f.name]
     own = [f"{n} {k.defaults[f.name]}" for n, k in METHOD_KINDS.items() if f.name in k.defaults]
     default = f"{f.default}" + (f"; {', '.join(own)}" if own else "")
-    return f"{SETTING_HELP[f.name]} (reference: {default})" if f.name in SETTING_HELP else f"default: {default}"
+    owner = f"owner: {OWNER_SCHEDULE[f.name]}; " if f.name in OWNER_SCHEDULE else ""
+    return f"{SETTING_HELP[f.name]} ({owner}reference: {default})" if f.name in SETTING_HELP else \
+        f"default: {default}"
 
 
 def _bool(v: str) -> bool:
@@ -79,7 +84,7 @@ def _protect(args) -> None:
 
     overrides = {f.name: getattr(args, f.name) for f in fields(ProtectConfig)
                  if f.name != "method" and getattr(args, f.name, None) is not None}
-    cfg = method_config({"kind": args.method, **overrides})
+    cfg = method_config({"kind": args.method, **owner_settings(args.method, args.schedule), **overrides})
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     result = protect_folder(args.dataset, args.out, cfg, ModelSpec(args.model, args.pretrained), seed=args.seed,
                             device=args.device, precision=args.precision, layout=_layout(args),
@@ -157,7 +162,12 @@ def parser() -> argparse.ArgumentParser:
     pr.add_argument("out", help="output folder: new, or a previous output with --overwrite")
     pr.add_argument("--method", default=ProtectConfig.method, choices=list(METHOD_KINDS),
                     help="; ".join(f"{n}: {k.help}" for n, k in METHOD_KINDS.items()))
-    pr.add_argument("--model", default="tiny-vit", help="surrogate open_clip architecture (default tiny-vit)")
+    pr.add_argument("--model", default=OWNER_MODEL, help=f"surrogate open_clip architecture (default {OWNER_MODEL})")
+    pr.add_argument("--schedule", default=SCHEDULES[0], choices=SCHEDULES,
+                    help=f"owner (default): for {DEFAULT_KIND}, "
+                         + ", ".join(f"{k} {v}" for k, v in OWNER_SCHEDULE.items())
+                         + ", chosen on real photos (README); reference: the reference code's schedule. A flag "
+                           "below overrides either; another --method takes its own defaults")
     pr.add_argument("--pretrained", default="none", help="surrogate weights: none, an open_clip tag or a file")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     pr.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
@@ -184,8 +194,7 @@ def parser() -> argparse.ArgumentParser:
             continue
         kind = {"bool": _bool, "int": int, "float": float}.get(str(f.type), str)
         choices = ["pair", "image"] if f.name == "granularity" else None
-        default = "image" if f.name == "granularity" else None
-        pr.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=default, choices=choices,
+        pr.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None, choices=choices,
                         help=_setting_help(f))
 
     ve = sub.add_parser("verify", help="train a small CLIP on the clean and on the published folder; print the drop",
