@@ -140,11 +140,32 @@ def test_verify_prints_the_drop_on_the_owners_data(shapes_root, tmp_path, capsys
     printed = capsys.readouterr().out
     result = json.loads((tmp_path / "v.json").read_text())
     assert result["test_images"] == 10 and result["train_images"] == 50
-    for key, label in (("i2t_r1", "image -> text"), ("t2i_r1", "text -> image")):
+    rows = [ln for ln in printed.splitlines() if ln.startswith(("image -> text R@", "text -> image R@"))]
+    assert len(rows) == 4  # R@1, where a small victim on real photos sits near chance, and R@10
+    for key, label in (("i2t_r1", "image -> text R@1 "), ("t2i_r1", "text -> image R@1 "),
+                       ("i2t_r10", "image -> text R@10 "), ("t2i_r10", "text -> image R@10 ")):
         c, p = result["clean"][key], result["published"][key]
-        line = next(ln for ln in printed.splitlines() if ln.startswith(label)).split()
+        line = next(ln for ln in rows if ln.startswith(label)).split()
         assert [float(v) for v in line[-4:]] == pytest.approx([round(c, 1), round(p, 1), round(c - p, 1),
                                                                round(result["clean"]["chance_" + key], 2)], abs=0.051)
+
+
+def test_verify_trains_the_victim_the_owners_defaults_were_chosen_against(monkeypatch, tmp_path):
+    """Told nothing, `verify` reads the protection with the owner's model (64 px, learns real photos), not the
+    32-px tiny-vit the protect command no longer uses; `--model` still chooses."""
+    import unlearnable.owner.verify as road
+    from unlearnable.owner.defaults import OWNER_MODEL
+
+    seen = []
+
+    def capture(clean, published, spec, *args, **kw):
+        seen.append(spec.name)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(road, "verify", capture)
+    for extra in ([], ["--model", "tiny-vit"]):
+        assert main(["verify", str(tmp_path), str(tmp_path / "published"), *extra]) == 130
+    assert seen == [OWNER_MODEL, "tiny-vit"]
 
 
 def _protect_settings(monkeypatch, *flags):

@@ -200,10 +200,12 @@ def parser() -> argparse.ArgumentParser:
     ve = sub.add_parser("verify", help="train a small CLIP on the clean and on the published folder; print the drop",
                         description="Split CLEAN's images (seeded) into train and test, train one victim on the "
                         "train images of CLEAN and one on their published copies, and test both on CLEAN's test "
-                        "images: the drop in recall@1 is what the protection buys on this data.")
+                        "images: the drop in recall (@1 and @10) is what the protection buys on this data.")
     ve.add_argument("clean", help="the original folder")
     ve.add_argument("published", help="OUT/published from `unlearnable protect`")
-    ve.add_argument("--model", default="tiny-vit", help="victim architecture (default tiny-vit)")
+    ve.add_argument("--model", default=OWNER_MODEL,
+                    help=f"victim architecture (default {OWNER_MODEL}, the victim the owner's defaults were chosen "
+                    "against)")
     ve.add_argument("--epochs", type=_positive, default=8)
     ve.add_argument("--batch-size", type=_positive, default=64)
     ve.add_argument("--lr", type=float, default=1e-3)
