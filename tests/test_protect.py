@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import re
 from pathlib import Path
@@ -660,3 +661,15 @@ def test_a_kill_at_every_write_rename_and_unlink_of_the_commits_resumes_to_the_s
         assert np.array_equal(RowFile(resumed.noise_path).read_all(), want_noise), where
         assert torch.equal(resumed.triggers, want_trig), where
         assert [h["pgd_loss"] for h in resumed.history] == [h["pgd_loss"] for h in full.history], where
+
+
+def test_each_rounds_log_line_says_whether_it_searched_the_triggers(dataset, tmp_path, caplog):
+    """A round with HotFlip logs the loss before and after it; a round without says so, not `nan -> nan`."""
+    import logging
+
+    cfg = dataclasses.replace(SMALL, rounds=2, hotflip_rounds=1)
+    with caplog.at_level(logging.INFO, logger="unlearnable.protect.engine"):
+        _protector(dataset, tmp_path, cfg).run()
+    rounds = [r.getMessage() for r in caplog.records if r.getMessage().startswith("round ")]
+    assert len(rounds) == 2 and "nan" not in " ".join(rounds)
+    assert re.search(r"flip \d+\.\d+ -> \d+\.\d+", rounds[0]) and "no HotFlip" in rounds[1]

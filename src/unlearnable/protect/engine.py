@@ -259,10 +259,11 @@ class Protector:
                 done = self.round - start_round
                 rate = (time.time() - t0) / done
                 h = self.history[-1]
-                log.info("round %d/%d: surrogate loss %.4f, pgd loss %.4f, flip %.4f -> %.4f | %.1fs/round, "
-                         "ETA %.0fs, peak RSS %.0f MiB", self.round, self.cfg.rounds, h["surrogate_loss"],
-                         h["pgd_loss"], h["flip_before"], h["flip_after"], rate, rate * (self.cfg.rounds - self.round),
-                         peak_rss_mib())
+                flip = ("no HotFlip" if h["flip_before"] != h["flip_before"]  # NaN: no trigger search this round
+                        else f"flip {h['flip_before']:.4f} -> {h['flip_after']:.4f}")
+                log.info("round %d/%d: surrogate loss %.4f, pgd loss %.4f, %s | %.1fs/round, ETA %.0fs, peak RSS "
+                         "%.0f MiB", self.round, self.cfg.rounds, h["surrogate_loss"], h["pgd_loss"], flip, rate,
+                         rate * (self.cfg.rounds - self.round), peak_rss_mib())
         finally:
             noise.close()
             self.bar.close()
