@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from unlearnable.atomic import write_json
+from unlearnable.data.folders import ProtectionDir
 from unlearnable.data.sources import LayoutConfig, read_dataset
 from unlearnable.data.splits import SplitConfig, paper_lists
 from unlearnable.provenance import cpu_model
@@ -85,7 +86,7 @@ def main() -> None:
                        *(["--method", a.method] if a.method else [])], a.work / f"protect-s{seed}.log")
         run_ = {"seed": seed, "protect_seconds": round(seconds, 1),
                 "protect_min_per_1000_photos": round(seconds / 60 / a.photos * 1000, 2),
-                "protection": json.loads((out / "private" / "protection.json").read_text()).get("config")}
+                "protection": ProtectionDir(out / "private").record().get("config")}
         for defence in a.defences:
             result = a.work / f"verify-s{seed}-{defence}.json"
             flags = [] if defence == "none" else ["--defence", defence]
