@@ -30,6 +30,7 @@ from unlearnable.data.folders import ProtectionDir
 from unlearnable.data.sources import LayoutConfig, read_dataset
 from unlearnable.data.splits import SplitConfig, paper_lists
 from unlearnable.provenance import cpu_model
+from unlearnable.report.stats import retained
 
 METRIC = "t2i_r10"
 
@@ -57,11 +58,6 @@ def run(args: list[str], log: Path) -> float:
         subprocess.run([sys.executable, "-m", "unlearnable.cli", *args], stdout=f, stderr=subprocess.STDOUT,
                        check=True)
     return time.time() - t0
-
-
-def retained(v: dict) -> float:
-    c, p, chance = v["clean"][METRIC], v["published"][METRIC], v["clean"][f"chance_{METRIC}"]
-    return (c - p) / (c - chance)
 
 
 def main() -> None:
@@ -94,16 +90,17 @@ def main() -> None:
                 ["verify", str(photos), str(out / "published"), "--seed", str(seed), "--threads", str(a.threads),
                  "--json", str(result), *flags], a.work / f"verify-s{seed}-{defence}.log"), 1)
             v = json.loads(result.read_text())
-            run_[defence] = {"clean": v["clean"][METRIC], "published": v["published"][METRIC],
-                             "chance": v["clean"][f"chance_{METRIC}"], "retained": round(retained(v), 4),
+            clean, published, chance = v["clean"][METRIC], v["published"][METRIC], v["clean"][f"chance_{METRIC}"]
+            run_[defence] = {"clean": clean, "published": published, "chance": chance,
+                             "retained": round(retained(clean, published, chance), 4),
                              "test_images": v["test_images"], "train_images": v["train_images"]}
         runs.append(run_)
         print(json.dumps({k: run_[k] for k in run_ if k != "protection"}), flush=True)
-    summary = {}
-    for key in ["protect_min_per_1000_photos", *[f"{d}.retained" for d in a.defences]]:
-        values = [r[key.split(".")[0]][key.split(".")[1]] if "." in key else r[key] for r in runs]
-        summary[key] = {"mean": round(statistics.mean(values), 4),
-                        "sd": round(statistics.stdev(values), 4) if len(values) > 1 else None}
+    columns = {"protect_min_per_1000_photos": [r["protect_min_per_1000_photos"] for r in runs],
+               **{f"{d}.retained": [r[d]["retained"] for r in runs] for d in a.defences}}
+    summary = {key: {"mean": round(statistics.mean(values), 4),
+                     "sd": round(statistics.stdev(values), 4) if len(values) > 1 else None}
+               for key, values in columns.items()}
     write_json(a.out, {"what": "unlearnable protect, then unlearnable verify, with their defaults",
                        "method": a.method or "the owner's default", "metric": METRIC,
                        "photos": a.photos, "captions": captions, "select_seed": a.select_seed,
