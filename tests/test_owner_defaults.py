@@ -58,3 +58,32 @@ def test_the_choice_is_the_best_within_the_budget(tmp_path):
     within = owner_defaults.markdown(table, "t2i_r10", budget=30)
     assert "| **fast_weak** |" in within and "| slow_strong |" in within
     assert "none qualifies" in owner_defaults.markdown(table, "t2i_r10", budget=5)
+
+
+def test_the_mean_retained_carries_its_spread_over_seeds(tmp_path):
+    grid = _grid(tmp_path)
+    hit = (grid["method"] == "fast_weak") & (grid["victim"] == "scratch") & (grid["defence"] == "none") & (
+        grid["seed"] == 1)
+    grid.loc[hit, "t2i_r10"] = 1.05  # seed 1 retains 100% in that cell (clean 11.05), seed 0 50%
+    table = owner_defaults.owner_table(str(tmp_path), grid, "t2i_r10").set_index("method")
+    seed_means = pd.Series([(0.5 + 0 + 0.5 + 0) / 4, (1.0 + 0 + 0.5 + 0) / 4])
+    assert abs(table.loc["fast_weak", "mean_sd"] - seed_means.std(ddof=1)) < 0.01
+    assert table.loc["slow_strong", "mean_sd"] < 0.01
+
+
+def _choice_table(rows):
+    return pd.DataFrame([{"method": m, "min_per_1000": t, "mean_retained": (a + b) / 2, "mean_sd": sd,
+                          "a/none": a, "a/scraper": b} for m, t, a, b, sd in rows])
+
+
+def test_a_lead_inside_the_spread_goes_to_the_best_worst_cell():
+    # strong_then_undone leads by 5 points with an sd of 8: no difference, and its worst cell is -30%
+    table = _choice_table([("strong_then_undone", 5, 0.90, -0.30, 0.08), ("steady", 6, 0.40, 0.10, 0.04),
+                           ("slow", 90, 1.0, 1.0, 0.0)])
+    method, why = owner_defaults.choose(table, budget=30)
+    assert method == "steady" and "strong_then_undone (30%)" in why and "worst cell" in why
+    # with a tight spread the lead holds
+    table.loc[0, "mean_sd"], table.loc[1, "mean_sd"] = 0.01, 0.01
+    assert owner_defaults.choose(table, budget=30)[0] == "strong_then_undone"
+    assert owner_defaults.choose(table, budget=120)[0] == "slow"
+    assert owner_defaults.choose(table, budget=1)[0] is None
