@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from conftest import REPO
 from unlearnable.cli import main
 from unlearnable.data.image_store import load_square
 
@@ -184,19 +185,39 @@ def _protect_settings(monkeypatch, *flags):
 
 
 def test_the_owners_command_defaults_to_the_settings_chosen_on_real_photos(monkeypatch):
-    """Told nothing, the owner's command protects per image with MEM-3 against small-rn-64 on the short schedule
-    (owner/defaults.py); `--schedule reference` gives the reference's, another kind its own, and a flag wins."""
-    from unlearnable.owner.defaults import OWNER_MODEL, OWNER_SCHEDULE
+    """Told nothing, the owner's command protects per image with the owner's method against small-rn-64 on the
+    schedule it was measured with (owner/defaults.py); each method measured on real photos takes its own measured
+    schedule, `--schedule reference` gives the reference's, another kind its own, and a flag wins."""
+    from unlearnable.owner.defaults import OWNER_METHOD, OWNER_MODEL, OWNER_SCHEDULES
     from unlearnable.protect.config import ProtectConfig
 
     cfg, spec = _protect_settings(monkeypatch)
-    assert spec.name == OWNER_MODEL == "small-rn-64" and cfg.method == "mem" and cfg.granularity == "image"
-    assert {k: getattr(cfg, k) for k in OWNER_SCHEDULE} == dict(OWNER_SCHEDULE) and cfg.token_num == 3
-    assert cfg.rounds != ProtectConfig.rounds
-    cfg, _ = _protect_settings(monkeypatch, "--schedule", "reference")
+    assert spec.name == OWNER_MODEL == "small-rn-64" and cfg.method == OWNER_METHOD and cfg.granularity == "image"
+    for method, schedule in OWNER_SCHEDULES.items():
+        cfg, _ = _protect_settings(monkeypatch, "--method", method)
+        assert {k: getattr(cfg, k) for k in schedule} == dict(schedule) and cfg.granularity == "image"
+    cfg, _ = _protect_settings(monkeypatch, "--method", "mem")
+    assert (cfg.rounds, cfg.surrogate_steps, cfg.lr, cfg.token_num) == (4, 30, 1e-3, 3)  # the grid's mem3_image
+    cfg, _ = _protect_settings(monkeypatch, "--method", "robust_em")
+    assert (cfg.surrogate_steps, cfg.lr, cfg.eps, cfg.noise_block) == (40, 1e-3, 16, 8)  # the grid's robust_em
+    cfg, _ = _protect_settings(monkeypatch, "--method", "mem", "--schedule", "reference")
     assert (cfg.rounds, cfg.surrogate_steps, cfg.lr, cfg.granularity) == (
         ProtectConfig.rounds, ProtectConfig.surrogate_steps, ProtectConfig.lr, "image")
     cfg, _ = _protect_settings(monkeypatch, "--method", "em")
     assert (cfg.rounds, cfg.surrogate_steps) == (5, 50)  # em's own schedule, not MEM's
-    cfg, spec = _protect_settings(monkeypatch, "--rounds", "2", "--model", "tiny-vit", "--granularity", "pair")
+    cfg, spec = _protect_settings(monkeypatch, "--method", "mem", "--rounds", "2", "--model", "tiny-vit",
+                                  "--granularity", "pair")
     assert (cfg.rounds, cfg.surrogate_steps, spec.name, cfg.granularity) == (2, 30, "tiny-vit", "pair")
+
+
+def test_the_owners_schedules_are_the_ones_the_real_photo_grid_measured():
+    """The README's real-photo figures for the owner's command come from these grid cells: a schedule edited
+    on one side only would make them describe another protection."""
+    import yaml
+
+    from unlearnable.owner.defaults import owner_settings
+    from unlearnable.protect.config import method_config
+
+    methods = yaml.safe_load((REPO / "config/grids/flickr8k-real.yaml").read_text())["methods"]
+    for cell, kind in (("mem3_image", "mem"), ("robust_em", "robust_em")):
+        assert method_config({"kind": kind, **owner_settings(kind)}) == method_config(methods[cell]), cell

@@ -21,9 +21,9 @@ from . import DataError, UnlearnableError
 from .clip.models import ModelSpec
 from .data.sources import LAYOUTS, LayoutConfig
 from .faults import describe_fault
-from .owner.defaults import OWNER_GRANULARITY, OWNER_MODEL, OWNER_SCHEDULE, SCHEDULES, owner_settings
+from .owner.defaults import OWNER_GRANULARITY, OWNER_METHOD, OWNER_MODEL, OWNER_SCHEDULES, SCHEDULES, owner_settings
 from .protect.config import ProtectConfig, method_config
-from .protect.kinds import DEFAULT_KIND, METHOD_KINDS
+from .protect.kinds import METHOD_KINDS
 from .report.stats import RECALLS, RETAINED_METRIC
 
 SETTING_HELP = {  # each setting's default (ProtectConfig's, then each kind's own) is appended by _setting_help
@@ -46,13 +46,14 @@ SETTING_HELP = {  # each setting's default (ProtectConfig's, then each kind's ow
 
 
 def _setting_help(f) -> str:
-    """A setting's help with its defaults as their owners state them: the owner's schedule (for the default kind),
-    the reference's, then each kind's own."""
+    """A setting's help with its defaults as their owners state them: the owner's schedules (per kind measured
+    on real photos), the reference's, then each kind's own."""
     if f.name == "granularity":
         return SETTING_HELP[f.name]
     own = [f"{n} {k.defaults[f.name]}" for n, k in METHOD_KINDS.items() if f.name in k.defaults]
     default = f"{f.default}" + (f"; {', '.join(own)}" if own else "")
-    owner = f"owner: {OWNER_SCHEDULE[f.name]}; " if f.name in OWNER_SCHEDULE else ""
+    owned = [f"{n} {sched[f.name]}" for n, sched in OWNER_SCHEDULES.items() if f.name in sched]
+    owner = f"owner: {', '.join(owned)}; " if owned else ""
     return f"{SETTING_HELP[f.name]} ({owner}reference: {default})" if f.name in SETTING_HELP else \
         f"default: {default}"
 
@@ -160,14 +161,16 @@ def parser() -> argparse.ArgumentParser:
                         "a new folder apart from DATASET. Re-running the same command after a kill resumes.")
     pr.add_argument("dataset", help="the folder to protect (never modified)")
     pr.add_argument("out", help="output folder: new, or a previous output with --overwrite")
-    pr.add_argument("--method", default=ProtectConfig.method, choices=list(METHOD_KINDS),
-                    help="; ".join(f"{n}: {k.help}" for n, k in METHOD_KINDS.items()))
+    pr.add_argument("--method", default=OWNER_METHOD, choices=list(METHOD_KINDS),
+                    help=f"default {OWNER_METHOD}, chosen on real photos (README). "
+                         + "; ".join(f"{n}: {k.help}" for n, k in METHOD_KINDS.items()))
     pr.add_argument("--model", default=OWNER_MODEL, help=f"surrogate open_clip architecture (default {OWNER_MODEL})")
     pr.add_argument("--schedule", default=SCHEDULES[0], choices=SCHEDULES,
-                    help=f"owner (default): for {DEFAULT_KIND}, "
-                         + ", ".join(f"{k} {v}" for k, v in OWNER_SCHEDULE.items())
-                         + ", chosen on real photos (README); reference: the reference code's schedule. A flag "
-                           "below overrides either; another --method takes its own defaults")
+                    help="owner (default): the schedule each method was measured with on real photos ("
+                         + "; ".join(f"{n}: " + ", ".join(f"{k} {v}" for k, v in sched.items())
+                                     for n, sched in OWNER_SCHEDULES.items())
+                         + "; README); reference: the reference code's schedule. A flag below overrides either; "
+                           "a method not named takes its own defaults")
     pr.add_argument("--pretrained", default="none", help="surrogate weights: none, an open_clip tag or a file")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     pr.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],

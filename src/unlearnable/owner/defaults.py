@@ -17,17 +17,22 @@ from types import MappingProxyType
 
 from ..protect.kinds import DEFAULT_KIND
 
+OWNER_METHOD = DEFAULT_KIND
 OWNER_MODEL = "small-rn-64"
 OWNER_GRANULARITY = "image"  # one noise and trigger per photo, in all its captions: what an owner publishes
-# The owner's schedule for the default kind; another kind takes its own defaults (the reference's).
-OWNER_SCHEDULE = MappingProxyType({"rounds": 4, "surrogate_steps": 30, "hotflip_rounds": 2, "candidates": 8,
-                                   "lr": 1e-3})
+# Per kind, the schedule it was measured with on real photos (its cell of config/grids/flickr8k-real.yaml); a kind
+# not here takes its own defaults (the reference's).
+OWNER_SCHEDULES = MappingProxyType({
+    "mem": MappingProxyType({"rounds": 4, "surrogate_steps": 30, "hotflip_rounds": 2, "candidates": 8, "lr": 1e-3}),
+    "robust_em": MappingProxyType({"surrogate_steps": 40, "lr": 1e-3}),
+})
+OWNER_SCHEDULE = OWNER_SCHEDULES[OWNER_METHOD]  # the default method's
 SCHEDULES = ("owner", "reference")
 
 
-def owner_settings(method: str = DEFAULT_KIND, schedule: str = "owner") -> dict:
+def owner_settings(method: str = OWNER_METHOD, schedule: str = "owner") -> dict:
     """The settings the owner's command starts from, before the user's own flags."""
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule {schedule!r} is not one of {SCHEDULES}")
-    own = dict(OWNER_SCHEDULE) if schedule == "owner" and method == DEFAULT_KIND else {}
+    own = dict(OWNER_SCHEDULES.get(method, {})) if schedule == "owner" else {}
     return {"granularity": OWNER_GRANULARITY, **own}
