@@ -102,7 +102,7 @@ def main() -> None:
                      "sd": round(statistics.stdev(values), 4) if len(values) > 1 else None}
                for key, values in columns.items()}
     write_json(a.out, {"what": "unlearnable protect, then unlearnable verify, with their defaults",
-                       "method": a.method or "the owner's default", "metric": METRIC,
+                       "method": runs[0]["protection"]["method"], "method_flag": a.method, "metric": METRIC,
                        "photos": a.photos, "captions": captions, "select_seed": a.select_seed,
                        "threads": a.threads, "cpu": cpu_model(), "runs": runs,
                        "summary": summary})
