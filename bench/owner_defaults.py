@@ -12,12 +12,15 @@ may have shared the machine: the table says how many ran, and the spread over se
 from __future__ import annotations
 
 import argparse
+import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
 
 from unlearnable.data.folders import ProtectionDir, RunDir
+from unlearnable.protect.config import method_config
 from unlearnable.report.stats import aggregate, metric_label, retained
 from unlearnable.workflow.grid import protection_dir, summary_path
 
@@ -84,10 +87,35 @@ def _score_columns(table: pd.DataFrame) -> list[str]:
     return [c for c in table.columns if c.count("/") == 1]
 
 
-def choose(table: pd.DataFrame, budget: float) -> tuple[str | None, str]:
+def end_to_end(paths, summary: pd.DataFrame) -> pd.DataFrame:
+    """`bench/owner_end_to_end.py` results, each under the grid's name for the same protection (the same full
+    config): what the owner's own commands kept on the files an owner publishes, under no defence and scraper."""
+    grid = {m: _normal(asdict(method_config(json.loads(params))))
+            for m, params in summary.drop_duplicates("method")[["method", "method_params"]].itertuples(index=False)
+            if m != "clean"}
+    rows = []
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        config = _normal(record["runs"][0]["protection"])
+        name = next((m for m, c in grid.items() if c == config), None)
+        if name is None:
+            raise SystemExit(f"{path}: its protection ({record['method']}) is none of the grid's methods")
+        means = {d: record["summary"][f"{d}.retained"] for d in DEFENCES}
+        rows.append({"method": name, **{d: means[d]["mean"] for d in DEFENCES},
+                     **{f"{d}_sd": means[d]["sd"] for d in DEFENCES}, "seeds": len(record["runs"]),
+                     "end_to_end": sum(means[d]["mean"] for d in DEFENCES) / len(DEFENCES)})
+    return pd.DataFrame(rows, columns=["method", *DEFENCES, *(f"{d}_sd" for d in DEFENCES), "seeds", "end_to_end"])
+
+
+def _normal(config: dict) -> dict:
+    return json.loads(json.dumps(config, sort_keys=True))
+
+
+def choose(table: pd.DataFrame, budget: float, e2e: pd.DataFrame | None = None) -> tuple[str | None, str]:
     """The owner's protection and why: the highest mean retained within the budget. Protections whose mean is
     within the larger sd over seeds of the leader's are no different from it on that score; among those, the
-    one whose worst cell is best wins, since an owner cannot know which victim or cleaning they will meet."""
+    owner's own commands decide where they were measured end to end (`e2e`: what the published files kept),
+    else the one whose worst cell is best, since an owner cannot know which victim or cleaning they will meet."""
     scores = _score_columns(table)
     fits = table[(table["min_per_1000"] <= budget) & table["mean_retained"].notna()]
     if fits.empty:
@@ -98,18 +126,27 @@ def choose(table: pd.DataFrame, budget: float) -> tuple[str | None, str]:
                  for _, r in fits.iterrows()]]  # NaN sd (one seed): nothing ties
     if len(tied) == 1:
         return lead["method"], "the highest mean retained, beyond the spread of every other"
+    measured = tied.merge(e2e, on="method") if e2e is not None and len(e2e) else tied.iloc[:0]
+
+    def others(pick: str) -> str:
+        return ", ".join(f"{m} ({100 * v:.0f}%)" for m, v in zip(tied["method"], tied["mean_retained"]) if m != pick)
+
+    if len(measured):
+        pick = measured.sort_values("end_to_end", ascending=False).iloc[0]
+        kept = ", ".join(f"{r.method} {100 * r.end_to_end:.0f}%" for r in measured.itertuples())
+        return pick["method"], (f"its mean ({100 * pick['mean_retained']:.0f}%) is within the spread of "
+                                f"{others(pick['method'])}; of these, the owner's commands end to end kept the most "
+                                f"over no defence and scraper ({kept})")
     pick = tied.sort_values("worst", ascending=False).iloc[0]
-    others = ", ".join(f"{r.method} ({100 * r.mean_retained:.0f}%)" for r in tied.itertuples()
-                       if r.method != pick["method"])
-    return pick["method"], (f"its mean ({100 * pick['mean_retained']:.0f}%) is within the spread of {others}; "
-                            f"of these its worst cell is best ({100 * pick['worst']:.0f}%)")
+    return pick["method"], (f"its mean ({100 * pick['mean_retained']:.0f}%) is within the spread of "
+                            f"{others(pick['method'])}; of these its worst cell is best ({100 * pick['worst']:.0f}%)")
 
 
-def markdown(table: pd.DataFrame, metric: str, budget: float) -> str:
+def markdown(table: pd.DataFrame, metric: str, budget: float, e2e: pd.DataFrame | None = None) -> str:
     scores = _score_columns(table)
     lines = [f"| protection | min / 1,000 photos | {' | '.join(scores)} | mean |",
              "|---|---|" + "---|" * (len(scores) + 1)]
-    best, why = choose(table, budget)
+    best, why = choose(table, budget, e2e)
     for r in table.sort_values("min_per_1000").to_dict("records"):
         sd = "" if math.isnan(r["min_sd"]) else f" ± {r['min_sd']:.1f}"
         cells = [("–" if math.isnan(r[c]) else f"{100 * r[c]:.0f}%") + f" ({r[c + '/seeds']})" for c in scores]
@@ -121,6 +158,15 @@ def markdown(table: pd.DataFrame, metric: str, budget: float) -> str:
     lines.append(f"\nRetained at {metric_label(metric)} (seeds in brackets; the mean's ± is its sd over seeds). "
                  f"Bold, the choice within {budget:g} min per 1,000 photos: " + (f"{best}, {why}." if best else
                                                                                   f"{why}."))
+    if e2e is not None and len(e2e):
+        lines += ["", "| protection, end to end | seeds | " + " | ".join(DEFENCES) + " | mean |",
+                  "|---|---|" + "---|" * (len(DEFENCES) + 1)]
+        for r in e2e.to_dict("records"):
+            cells = [f"{100 * r[d]:.0f}% ± {100 * r[d + '_sd']:.0f}%" if r[d + "_sd"] is not None else
+                     f"{100 * r[d]:.0f}%" for d in DEFENCES]
+            lines.append(f"| {r['method']} | {r['seeds']} | {' | '.join(cells)} | {100 * r['end_to_end']:.0f}% |")
+        lines.append("\nEnd to end: the owner's `protect` then `verify`, each with its defaults, on published files "
+                     "(bench/owner_end_to_end.py); retained at its victim's t2i R@10.")
     return "\n".join(lines)
 
 
@@ -129,6 +175,8 @@ def main() -> None:
     ap.add_argument("results", help="the grid's results folder")
     ap.add_argument("--metric", default="t2i_r10")
     ap.add_argument("--budget", type=float, default=30.0, help="minutes per 1,000 photos")
+    ap.add_argument("--end-to-end", nargs="*", default=[], metavar="JSON",
+                    help="bench/owner_end_to_end.py results: they decide between protections the grid ties")
     ap.add_argument("--partial", action="store_true",
                     help="read the runs finished so far (a grid still running has no summary yet)")
     args = ap.parse_args()
@@ -137,7 +185,8 @@ def main() -> None:
         summary = pd.concat([pd.read_parquet(p) for p in rows], ignore_index=True)
     else:
         summary = pd.read_parquet(Path(summary_path(args.results)))
-    print(markdown(owner_table(args.results, summary, args.metric), args.metric, args.budget))
+    e2e = end_to_end(args.end_to_end, summary)
+    print(markdown(owner_table(args.results, summary, args.metric), args.metric, args.budget, e2e))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ choice are tested here on a grid made up by the test."""
 import sys
 
 import pandas as pd
+import pytest
 
 from conftest import REPO
 
@@ -87,3 +88,37 @@ def test_a_lead_inside_the_spread_goes_to_the_best_worst_cell():
     assert owner_defaults.choose(table, budget=30)[0] == "strong_then_undone"
     assert owner_defaults.choose(table, budget=120)[0] == "slow"
     assert owner_defaults.choose(table, budget=1)[0] is None
+
+
+def test_the_owners_commands_end_to_end_decide_between_protections_the_grid_ties(tmp_path):
+    table = _choice_table([("strong_then_undone", 5, 0.90, -0.30, 0.08), ("steady", 6, 0.40, 0.10, 0.04)])
+    e2e = pd.DataFrame([{"method": "strong_then_undone", "end_to_end": 0.40},
+                        {"method": "steady", "end_to_end": 0.01}])
+    method, why = owner_defaults.choose(table, budget=30, e2e=e2e)
+    assert method == "strong_then_undone" and "end to end" in why and "steady 1%" in why
+    assert owner_defaults.choose(table, budget=30, e2e=e2e.iloc[:0])[0] == "steady"  # none measured: worst cell
+    table.loc[:, "mean_sd"] = 0.01  # no tie: the grid's leader, whatever the end-to-end figures
+    assert owner_defaults.choose(table, budget=30, e2e=e2e.assign(end_to_end=[0.0, 0.9]))[0] == "strong_then_undone"
+
+
+def test_an_end_to_end_result_is_named_by_the_grid_cell_with_its_full_config(tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from unlearnable.protect.config import method_config
+
+    params = {"mem3_image": {"kind": "mem", "granularity": "image", "rounds": 4},
+              "mem3": {"kind": "mem", "granularity": "pair", "rounds": 4}}
+    summary = pd.DataFrame([{"method": m, "method_params": json.dumps(p)} for m, p in params.items()]
+                           + [{"method": "clean", "method_params": "{}"}])
+    record = {"method": "mem", "runs": [{"protection": json.loads(json.dumps(asdict(method_config(
+        params["mem3_image"]))))}] * 3, "summary": {"none.retained": {"mean": 0.8, "sd": 0.06},
+                                                   "scraper.retained": {"mean": 0.04, "sd": 0.08}}}
+    path = tmp_path / "e2e.json"
+    path.write_text(json.dumps(record))
+    row = owner_defaults.end_to_end([path], summary).iloc[0]
+    assert row["method"] == "mem3_image" and row["seeds"] == 3 and abs(row["end_to_end"] - 0.42) < 1e-9
+    record["runs"][0]["protection"]["rounds"] = 5  # a protection the grid did not measure
+    path.write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="none of the grid's methods"):
+        owner_defaults.end_to_end([path], summary)
