@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from ..protect.kinds import DEFAULT_KIND
+from ..protect.kinds import DEFAULT_KIND, ROBUST_EM
 
 OWNER_METHOD = DEFAULT_KIND
 OWNER_MODEL = "small-rn-64"
@@ -22,10 +22,10 @@ OWNER_GRANULARITY = "image"  # one noise and trigger per photo, in all its capti
 # Per kind, the schedule it was measured with on real photos (its cell of config/grids/flickr8k-real.yaml); a kind
 # not here takes its own defaults (the reference's).
 OWNER_SCHEDULES = MappingProxyType({
-    "mem": MappingProxyType({"rounds": 4, "surrogate_steps": 30, "hotflip_rounds": 2, "candidates": 8, "lr": 1e-3}),
-    "robust_em": MappingProxyType({"surrogate_steps": 40, "lr": 1e-3}),
+    DEFAULT_KIND: MappingProxyType({"rounds": 4, "surrogate_steps": 30, "hotflip_rounds": 2, "candidates": 8,
+                                    "lr": 1e-3}),
+    ROBUST_EM: MappingProxyType({"surrogate_steps": 40, "lr": 1e-3}),
 })
-OWNER_SCHEDULE = OWNER_SCHEDULES[OWNER_METHOD]  # the default method's
 SCHEDULES = ("owner", "reference")
 
 

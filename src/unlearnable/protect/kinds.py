@@ -78,8 +78,8 @@ register(MethodKind("strong_em", "optimised", "none", "noise only at 16/255, twi
 # strong_em's 16/255, one value per 8 x 8 square, optimised through the shipped `scraper` chain (its resize and
 # JPEG, then the victim's crops and flips); the robustness grid's lowfreq8_eot_short. strong_em's longer
 # schedule through the chain (lowfreq8_eot) kept no more under the scraper, at 3x this one's time.
-register(MethodKind("robust_em", "optimised", "none",
+ROBUST_EM = register(MethodKind("robust_em", "optimised", "none",
                     "noise at 16/255 in 8x8 squares, optimised through a scraper's resize, JPEG, crops and flips",
-                    {**_EM, "eps": 16, "noise_block": 8, "eot": ({"kind": SCRAPER},)}))
+                    {**_EM, "eps": 16, "noise_block": 8, "eot": ({"kind": SCRAPER},)})).name
 register(MethodKind("random_noise", "random", "none", "control: uniform random noise at the budget"))
 register(MethodKind("random_trigger", "none", "random", "control: random trigger tokens, no noise"))
