@@ -6,8 +6,9 @@ under no defence and under a scraper; then the best within a time budget.
 
 "Best" is the highest mean retained over the victims x {none, scraper} cells, among protections whose mean time
 is within the budget (minutes per 1,000 photos on the machine the grid ran on); where others are within that
-mean's spread over seeds, the best worst cell decides (`choose`). Wall times come from jobs that
-may have shared the machine: the table says how many ran, and the spread over seeds.
+mean's spread over seeds, the owner's own commands measured end to end decide (`--end-to-end`), else the best
+worst cell (`choose`). Wall times come from jobs that may have shared the machine (and include any time a job
+was stopped): the table says how many ran, and the spread over seeds.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import pandas as pd
 
 from unlearnable.data.folders import ProtectionDir, RunDir
 from unlearnable.protect.config import method_config
-from unlearnable.report.stats import aggregate, metric_label, retained
+from unlearnable.report.stats import aggregate, defence_matrix, metric_label
 from unlearnable.workflow.grid import protection_dir, summary_path
 
 DEFENCES = ("none", "scraper")
@@ -41,16 +42,14 @@ def minutes_per_1000(results: str, summary: pd.DataFrame, method: str) -> list[f
 
 def _retained_cells(agg: pd.DataFrame, method: str, victims, defences, metric: str) -> dict:
     """`victim/defence` -> retained for one protection, from an aggregate (NaN where a cell did not run)."""
-    def cell(m, victim, d):
-        c = agg[(agg["method"] == m) & (agg["victim"] == victim) & (agg["defence"] == d)]
-        return c.iloc[0] if len(c) else None
+    cells = defence_matrix(agg, metric)
+    cells = cells[cells["method"] == method].drop_duplicates(["victim", "defence"]).set_index(["victim", "defence"])
     out = {}
     for victim in victims:
         for d in defences:
-            clean, prot = cell("clean", victim, d), cell(method, victim, d)
-            out[f"{victim}/{d}"] = (float("nan") if clean is None or prot is None else
-                                    retained(clean[metric], prot[metric], clean[f"chance_{metric}"]))
-            out[f"{victim}/{d}/seeds"] = 0 if prot is None else int(prot["seeds"])
+            ran = (victim, d) in cells.index
+            out[f"{victim}/{d}"] = float(cells.loc[(victim, d), "retained"]) if ran else float("nan")
+            out[f"{victim}/{d}/seeds"] = int(cells.loc[(victim, d), "seeds"]) if ran else 0
     return out
 
 
@@ -90,6 +89,9 @@ def _score_columns(table: pd.DataFrame) -> list[str]:
 def end_to_end(paths, summary: pd.DataFrame) -> pd.DataFrame:
     """`bench/owner_end_to_end.py` results, each under the grid's name for the same protection (the same full
     config): what the owner's own commands kept on the files an owner publishes, under no defence and scraper."""
+    columns = ["method", *DEFENCES, *(f"{d}_sd" for d in DEFENCES), "seeds", "end_to_end"]
+    if not paths:
+        return pd.DataFrame(columns=columns)
     grid = {m: _normal(asdict(method_config(json.loads(params))))
             for m, params in summary.drop_duplicates("method")[["method", "method_params"]].itertuples(index=False)
             if m != "clean"}
@@ -104,7 +106,7 @@ def end_to_end(paths, summary: pd.DataFrame) -> pd.DataFrame:
         rows.append({"method": name, **{d: means[d]["mean"] for d in DEFENCES},
                      **{f"{d}_sd": means[d]["sd"] for d in DEFENCES}, "seeds": len(record["runs"]),
                      "end_to_end": sum(means[d]["mean"] for d in DEFENCES) / len(DEFENCES)})
-    return pd.DataFrame(rows, columns=["method", *DEFENCES, *(f"{d}_sd" for d in DEFENCES), "seeds", "end_to_end"])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _normal(config: dict) -> dict:
@@ -162,8 +164,8 @@ def markdown(table: pd.DataFrame, metric: str, budget: float, e2e: pd.DataFrame 
         lines += ["", "| protection, end to end | seeds | " + " | ".join(DEFENCES) + " | mean |",
                   "|---|---|" + "---|" * (len(DEFENCES) + 1)]
         for r in e2e.to_dict("records"):
-            cells = [f"{100 * r[d]:.0f}% ± {100 * r[d + '_sd']:.0f}%" if r[d + "_sd"] is not None else
-                     f"{100 * r[d]:.0f}%" for d in DEFENCES]
+            cells = [f"{100 * r[d]:.0f}%" + (f" ± {100 * r[d + '_sd']:.0f}%" if pd.notna(r[d + "_sd"]) else "")
+                     for d in DEFENCES]
             lines.append(f"| {r['method']} | {r['seeds']} | {' | '.join(cells)} | {100 * r['end_to_end']:.0f}% |")
         lines.append("\nEnd to end: the owner's `protect` then `verify`, each with its defaults, on published files "
                      "(bench/owner_end_to_end.py); retained at its victim's t2i R@10.")
